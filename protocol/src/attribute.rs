@@ -1,0 +1,73 @@
+//! Attributes as typed values.
+//!
+//! The module knows each attribute type's C representation and converts
+//! `CK_ATTRIBUTE` arrays into these values (and back), so the server never
+//! sees native-endian `CK_ULONG`s or pointers. Values are wiped on drop: a
+//! template may carry `CKA_VALUE` of a secret key.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
+
+use crate::types::{AttributeType, MechanismType};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attribute {
+    pub attr_type: AttributeType,
+    pub value: AttributeValue,
+}
+
+impl Attribute {
+    pub fn new(attr_type: u64, value: AttributeValue) -> Self {
+        Self {
+            attr_type: AttributeType(attr_type),
+            value,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttributeValue {
+    /// `CK_BBOOL`.
+    Bool(bool),
+    /// `CK_ULONG` and the types defined as one (`CK_OBJECT_CLASS`, `CK_KEY_TYPE`, ...).
+    Ulong(u64),
+    /// Byte arrays, strings, big integers, DER, `CK_DATE` (8 ASCII digits or empty).
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Attribute arrays: `CKA_WRAP_TEMPLATE`, `CKA_UNWRAP_TEMPLATE`, `CKA_DERIVE_TEMPLATE`.
+    Template(Vec<Attribute>),
+    /// `CKA_ALLOWED_MECHANISMS`.
+    Mechanisms(Vec<MechanismType>),
+}
+
+impl Drop for AttributeValue {
+    fn drop(&mut self) {
+        if let AttributeValue::Bytes(bytes) = self {
+            bytes.zeroize();
+        }
+    }
+}
+
+impl std::fmt::Debug for AttributeValue {
+    // Byte values may be key material: show their length only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bool(v) => write!(f, "Bool({v})"),
+            Self::Ulong(v) => write!(f, "Ulong({v:#x})"),
+            Self::Bytes(v) => write!(f, "Bytes(<{} bytes>)", v.len()),
+            Self::Template(v) => f.debug_tuple("Template").field(v).finish(),
+            Self::Mechanisms(v) => f.debug_tuple("Mechanisms").field(v).finish(),
+        }
+    }
+}
+
+/// One entry of a `C_GetAttributeValue` answer. The module turns values into
+/// C representations and decides `CKR_BUFFER_TOO_SMALL` itself, since only it
+/// knows the sizes of the C types and the caller's buffers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttributeResult {
+    Value(AttributeValue),
+    /// `CKR_ATTRIBUTE_SENSITIVE`: the object exists, its value may not leave.
+    Sensitive,
+    /// `CKR_ATTRIBUTE_TYPE_INVALID`: the object has no such attribute.
+    Invalid,
+}

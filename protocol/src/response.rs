@@ -1,0 +1,76 @@
+//! The answer to a [`crate::Request`]: a `CK_RV` and the outputs.
+//!
+//! The body's shape depends on the request; the module checks that the shape
+//! is the one it expects and treats anything else as a device error.
+
+use serde::{Deserialize, Serialize};
+
+use crate::attribute::AttributeResult;
+use crate::secret::Secret;
+use crate::types::{
+    MechanismInfo, MechanismType, ObjectHandle, Rv, SessionHandle, SessionInfo, SlotId, SlotInfo,
+    TokenInfo,
+};
+
+/// How much output the caller can take: the PKCS#11 size-query convention
+/// (NULL output pointer) or the capacity of its buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputSpec {
+    /// The caller passed a NULL buffer: it wants the length only, and the
+    /// operation must go on as if nothing happened.
+    LengthQuery,
+    /// The caller's buffer holds this many bytes.
+    Capacity(u64),
+}
+
+/// Output bytes, or only their length (after a length query, or with
+/// `CKR_BUFFER_TOO_SMALL`, both of which keep the operation alive).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    Length(u64),
+    Data(Secret),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub rv: Rv,
+    pub body: ResponseBody,
+}
+
+impl Response {
+    pub fn ok(body: ResponseBody) -> Self {
+        Self { rv: Rv::OK, body }
+    }
+
+    /// A failure with no outputs.
+    pub fn error(rv: u64) -> Self {
+        Self {
+            rv: Rv(rv),
+            body: ResponseBody::Empty,
+        }
+    }
+}
+
+/// Variants are appended, never reordered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseBody {
+    /// No outputs (errors, and calls that return only a `CK_RV`).
+    Empty,
+    SlotList(Vec<SlotId>),
+    SlotInfo(SlotInfo),
+    TokenInfo(TokenInfo),
+    MechanismList(Vec<MechanismType>),
+    MechanismInfo(MechanismInfo),
+    Session(SessionHandle),
+    SessionInfo(SessionInfo),
+    Object(ObjectHandle),
+    KeyPair {
+        public: ObjectHandle,
+        private: ObjectHandle,
+    },
+    Objects(Vec<ObjectHandle>),
+    ObjectSize(u64),
+    Attributes(Vec<AttributeResult>),
+    Output(Output),
+    Random(Secret),
+}

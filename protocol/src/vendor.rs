@@ -1,0 +1,83 @@
+//! hsmlink's vendor-defined PKCS#11 numbers, mirrored in `include/hsmlink.h`.
+//!
+//! PKCS#11 has no standard numbers for the Chinese GM/T algorithms (SM2, SM3,
+//! SM4) and vendors disagree, so hsmlink defines its own in the vendor range
+//! (`CKK_VENDOR_DEFINED`, `CKM_VENDOR_DEFINED`, `CKA_VENDOR_DEFINED`, all
+//! 0x8000_0000) under the prefix 0x4853 ("HS"). Changing a number here breaks
+//! every deployed application: append only. A test checks that the C header
+//! says the same.
+
+/// Common prefix of every hsmlink vendor number: `0x8000_0000 | 0x4853_0000`.
+pub const HSMLINK_VENDOR_BASE: u64 = 0x8000_0000 | 0x4853_0000;
+
+// ---- Key types ----
+pub const CKK_HSMLINK_SM2: u64 = HSMLINK_VENDOR_BASE | 0x0001;
+pub const CKK_HSMLINK_SM4: u64 = HSMLINK_VENDOR_BASE | 0x0002;
+
+// ---- Mechanisms ----
+pub const CKM_HSMLINK_SM2_KEY_PAIR_GEN: u64 = HSMLINK_VENDOR_BASE | 0x0100;
+/// SM2 signature over a caller-supplied 32-byte digest (e || Z already applied).
+pub const CKM_HSMLINK_SM2: u64 = HSMLINK_VENDOR_BASE | 0x0101;
+/// SM2 signature with SM3 and the Z value (GM/T 0009), user id in the parameter.
+pub const CKM_HSMLINK_SM2_SM3: u64 = HSMLINK_VENDOR_BASE | 0x0102;
+/// SM2 public-key encryption (GM/T 0003.4, C1C3C2).
+pub const CKM_HSMLINK_SM2_ENCRYPT: u64 = HSMLINK_VENDOR_BASE | 0x0103;
+/// SM2 key exchange (GM/T 0003.3), through `C_DeriveKey`.
+pub const CKM_HSMLINK_SM2_KEY_EXCHANGE: u64 = HSMLINK_VENDOR_BASE | 0x0104;
+pub const CKM_HSMLINK_SM3: u64 = HSMLINK_VENDOR_BASE | 0x0110;
+pub const CKM_HSMLINK_SM3_HMAC: u64 = HSMLINK_VENDOR_BASE | 0x0111;
+pub const CKM_HSMLINK_SM4_KEY_GEN: u64 = HSMLINK_VENDOR_BASE | 0x0120;
+pub const CKM_HSMLINK_SM4_ECB: u64 = HSMLINK_VENDOR_BASE | 0x0121;
+pub const CKM_HSMLINK_SM4_CBC: u64 = HSMLINK_VENDOR_BASE | 0x0122;
+pub const CKM_HSMLINK_SM4_CBC_PAD: u64 = HSMLINK_VENDOR_BASE | 0x0123;
+pub const CKM_HSMLINK_SM4_CTR: u64 = HSMLINK_VENDOR_BASE | 0x0124;
+pub const CKM_HSMLINK_SM4_GCM: u64 = HSMLINK_VENDOR_BASE | 0x0125;
+pub const CKM_HSMLINK_SM4_CMAC: u64 = HSMLINK_VENDOR_BASE | 0x0126;
+
+/// Every vendor constant with its C name, for the header check and for logs.
+pub const ALL: &[(&str, u64)] = &[
+    ("CKK_HSMLINK_SM2", CKK_HSMLINK_SM2),
+    ("CKK_HSMLINK_SM4", CKK_HSMLINK_SM4),
+    ("CKM_HSMLINK_SM2_KEY_PAIR_GEN", CKM_HSMLINK_SM2_KEY_PAIR_GEN),
+    ("CKM_HSMLINK_SM2", CKM_HSMLINK_SM2),
+    ("CKM_HSMLINK_SM2_SM3", CKM_HSMLINK_SM2_SM3),
+    ("CKM_HSMLINK_SM2_ENCRYPT", CKM_HSMLINK_SM2_ENCRYPT),
+    ("CKM_HSMLINK_SM2_KEY_EXCHANGE", CKM_HSMLINK_SM2_KEY_EXCHANGE),
+    ("CKM_HSMLINK_SM3", CKM_HSMLINK_SM3),
+    ("CKM_HSMLINK_SM3_HMAC", CKM_HSMLINK_SM3_HMAC),
+    ("CKM_HSMLINK_SM4_KEY_GEN", CKM_HSMLINK_SM4_KEY_GEN),
+    ("CKM_HSMLINK_SM4_ECB", CKM_HSMLINK_SM4_ECB),
+    ("CKM_HSMLINK_SM4_CBC", CKM_HSMLINK_SM4_CBC),
+    ("CKM_HSMLINK_SM4_CBC_PAD", CKM_HSMLINK_SM4_CBC_PAD),
+    ("CKM_HSMLINK_SM4_CTR", CKM_HSMLINK_SM4_CTR),
+    ("CKM_HSMLINK_SM4_GCM", CKM_HSMLINK_SM4_GCM),
+    ("CKM_HSMLINK_SM4_CMAC", CKM_HSMLINK_SM4_CMAC),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// include/hsmlink.h must define every constant with the same value.
+    #[test]
+    fn c_header_matches() {
+        let header = include_str!("../../include/hsmlink.h");
+        for (name, value) in ALL {
+            let wanted = format!("#define {name} 0x{value:08X}UL");
+            assert!(
+                header.lines().any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == wanted),
+                "include/hsmlink.h lacks `{wanted}`"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_are_unique_and_vendor_defined() {
+        for (i, (name, value)) in ALL.iter().enumerate() {
+            assert!(*value >= 0x8000_0000, "{name}");
+            for (other, v) in &ALL[i + 1..] {
+                assert!(value != v || name[..3] != other[..3], "{name} == {other}");
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Helpers live in tests/common; this crate has only integration tests.
