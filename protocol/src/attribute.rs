@@ -10,6 +10,7 @@ use zeroize::Zeroize;
 
 use crate::types::{AttributeType, MechanismType};
 
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attribute {
     pub attr_type: AttributeType,
@@ -25,6 +26,7 @@ impl Attribute {
     }
 }
 
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AttributeValue {
     /// `CK_BBOOL`.
@@ -34,7 +36,9 @@ pub enum AttributeValue {
     /// Byte arrays, strings, big integers, DER, `CK_DATE` (8 ASCII digits or empty).
     Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Attribute arrays: `CKA_WRAP_TEMPLATE`, `CKA_UNWRAP_TEMPLATE`, `CKA_DERIVE_TEMPLATE`.
-    Template(Vec<Attribute>),
+    Template(
+        #[cfg_attr(test, proptest(strategy = "crate::testing::leaf_template()"))] Vec<Attribute>,
+    ),
     /// `CKA_ALLOWED_MECHANISMS`.
     Mechanisms(Vec<MechanismType>),
 }
@@ -63,6 +67,7 @@ impl std::fmt::Debug for AttributeValue {
 /// One entry of a `C_GetAttributeValue` answer. The module turns values into
 /// C representations and decides `CKR_BUFFER_TOO_SMALL` itself, since only it
 /// knows the sizes of the C types and the caller's buffers.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AttributeResult {
     Value(AttributeValue),

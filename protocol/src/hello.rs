@@ -13,6 +13,7 @@ use crate::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 /// whatever versions the peers speak, so any future peer can read them.
 pub const HELLO_FRAME_VERSION: u16 = 0;
 
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub min_version: u16,
@@ -27,6 +28,7 @@ pub struct Hello {
     pub pid: u32,
 }
 
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HelloReply {
     Accepted {

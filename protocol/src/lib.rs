@@ -29,6 +29,9 @@ pub mod secret;
 pub mod types;
 pub mod vendor;
 
+#[cfg(test)]
+mod testing;
+
 pub use attribute::{Attribute, AttributeResult, AttributeValue};
 pub use codec::CodecError;
 pub use frame::{FrameError, FrameHeader, FrameKind};

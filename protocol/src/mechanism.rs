@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::MechanismType;
 
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mechanism {
     pub mechanism: MechanismType,
@@ -25,6 +26,7 @@ impl Mechanism {
     }
 }
 
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MechanismParams {
     /// No parameter (`pParameter` NULL, `ulParameterLen` 0).
@@ -33,7 +35,10 @@ pub enum MechanismParams {
     /// `CKM_SM4_CBC`, the optional IV of `CKM_AES_KEY_WRAP(_KWP)`, ...
     Iv(#[serde(with = "serde_bytes")] Vec<u8>),
     /// `CK_AES_CTR_PARAMS`.
-    AesCtr { counter_bits: u64, counter_block: [u8; 16] },
+    AesCtr {
+        counter_bits: u64,
+        counter_block: [u8; 16],
+    },
     /// `CK_GCM_PARAMS`.
     AesGcm {
         #[serde(with = "serde_bytes")]

@@ -18,6 +18,7 @@ use crate::response::OutputSpec;
 use crate::secret::Secret;
 use crate::types::{AttributeType, MechanismType, ObjectHandle, SessionHandle, SlotId, UserType};
 
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     // ---- Slot and token management (PKCS#11 3.0 section 5.4) ----

@@ -14,6 +14,7 @@ use crate::types::{
 
 /// How much output the caller can take: the PKCS#11 size-query convention
 /// (NULL output pointer) or the capacity of its buffer.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OutputSpec {
     /// The caller passed a NULL buffer: it wants the length only, and the
@@ -25,12 +26,14 @@ pub enum OutputSpec {
 
 /// Output bytes, or only their length (after a length query, or with
 /// `CKR_BUFFER_TOO_SMALL`, both of which keep the operation alive).
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Output {
     Length(u64),
     Data(Secret),
 }
 
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
     pub rv: Rv,
@@ -52,6 +55,7 @@ impl Response {
 }
 
 /// Variants are appended, never reordered.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResponseBody {
     /// No outputs (errors, and calls that return only a `CK_RV`).

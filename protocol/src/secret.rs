@@ -61,6 +61,19 @@ impl<'de> Deserialize<'de> for Secret {
 }
 
 #[cfg(test)]
+impl proptest::arbitrary::Arbitrary for Secret {
+    type Parameters = ();
+    type Strategy = proptest::strategy::BoxedStrategy<Self>;
+
+    fn arbitrary_with((): ()) -> Self::Strategy {
+        use proptest::prelude::*;
+        proptest::collection::vec(any::<u8>(), 0..64)
+            .prop_map(Secret::new)
+            .boxed()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

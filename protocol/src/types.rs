@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 macro_rules! ulong_newtype {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
+        #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(pub u64);
@@ -61,10 +62,12 @@ impl Rv {
 
 /// One loaded instance of the module in one process: a random id drawn at
 /// `C_Initialize`. Sessions and login state belong to it.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AppInstance(pub [u8; 16]);
 
 /// A `CK_VERSION`.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Version {
     pub major: u8,
@@ -72,6 +75,7 @@ pub struct Version {
 }
 
 /// `CK_SLOT_INFO`.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotInfo {
     pub description: String,
@@ -84,6 +88,7 @@ pub struct SlotInfo {
 /// `CK_TOKEN_INFO`. Counts use `u64`; the module maps the standard's
 /// "unavailable" and "effectively infinite" values (`CK_UNAVAILABLE_INFORMATION`,
 /// `CK_EFFECTIVELY_INFINITE`), which travel as [`TokenInfo::UNAVAILABLE`] and 0.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenInfo {
     pub label: String,
@@ -113,6 +118,7 @@ impl TokenInfo {
 }
 
 /// `CK_MECHANISM_INFO`.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MechanismInfo {
     pub min_key_size: u64,
@@ -121,6 +127,7 @@ pub struct MechanismInfo {
 }
 
 /// `CK_SESSION_INFO`.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
     pub slot_id: SlotId,

@@ -65,7 +65,9 @@ mod tests {
         for (name, value) in ALL {
             let wanted = format!("#define {name} 0x{value:08X}UL");
             assert!(
-                header.lines().any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == wanted),
+                header
+                    .lines()
+                    .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == wanted),
                 "include/hsmlink.h lacks `{wanted}`"
             );
         }
