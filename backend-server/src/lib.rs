@@ -1,1 +1,37 @@
+//! hsmlink-server: tenants' PKCS#11 slots on partitions of HSMs, served over
+//! mutual TLS to `libhsmlink_pkcs11.so`.
+//!
+//! Layers, outside in:
+//! - [`server`] accepts TCP connections and shuts down gracefully;
+//! - [`transport`] runs one connection: TLS ([`tls`]), the tenant from the
+//!   client certificate ([`identity`]), the hello, then request frames;
+//! - [`dispatch::handle`] answers one request, a pure function of the server
+//!   state, the client context and the request;
+//! - [`registry`] maps tenants to slots and partitions; [`token`] and
+//!   [`soft`] describe slots, tokens and mechanisms.
+//!
+//! [`config`] reads `server.toml`; [`init`] writes a deployment directory.
+//!
+//! `CK_ULONG` constants of `cryptoki_sys` are used as the wire's `u64`
+//! directly: the server builds only where `CK_ULONG` is 64 bits (LP64 Unix),
+//! and the compiler checks it wherever a constant meets a wire field.
+//!
+//! No `unsafe` here: the workspace denies it, and only the future vendor
+//! PKCS#11 driver will be allowed some.
 
+pub mod config;
+pub mod dispatch;
+pub mod identity;
+pub mod init;
+pub mod logging;
+pub mod names;
+pub mod registry;
+pub mod server;
+pub mod soft;
+pub mod tls;
+pub mod token;
+pub mod transport;
+
+pub use config::Config;
+pub use dispatch::{ClientContext, ServerState, handle};
+pub use server::{Server, ServerError, shutdown_signal};

@@ -1,1 +1,119 @@
-fn main() {}
+//! `hsmlink-server init` and `hsmlink-server run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hsmlink_server::config::{Config, DEFAULT_LISTEN, ListenAddr};
+use hsmlink_server::init::{self, InitOptions};
+use hsmlink_server::names::TenantName;
+use hsmlink_server::server::ServerError;
+use hsmlink_server::{logging, server};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hsmlink-server",
+    version,
+    about = "hsmlink: PKCS#11 over mutual TLS"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a deployment directory: tenant CA, server and tenant
+    /// certificates, server.toml and the module's client.toml.
+    Init {
+        /// Directory to write (created if missing; nothing in it is overwritten).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Address the server will listen on, HOST:PORT.
+        #[arg(long, default_value = DEFAULT_LISTEN, value_parser = ListenAddr::parse)]
+        listen: ListenAddr,
+        /// Name of the first tenant ([a-z0-9][a-z0-9_-]{0,62}).
+        #[arg(long, default_value = "demo", value_parser = parse_tenant)]
+        tenant: TenantName,
+    },
+    /// Serve tenants until SIGTERM or SIGINT.
+    Run {
+        /// Path of server.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn parse_tenant(name: &str) -> Result<TenantName, String> {
+    TenantName::parse(name).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version: clap prints them and exits 0.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprintln!("hsmlink-server: {}", one_line(&e.render().to_string()));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Init {
+            dir,
+            listen,
+            tenant,
+        } => run_init(InitOptions {
+            dir,
+            listen,
+            tenant,
+        }),
+        Command::Run { config } => run_server(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("hsmlink-server: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// clap's usage error on one line, without the usage and help hints.
+fn one_line(rendered: &str) -> String {
+    rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn run_init(options: InitOptions) -> Result<(), String> {
+    let report = init::init(&options).map_err(|e| e.to_string())?;
+    println!("hsmlink-server: wrote {}:", report.dir.display());
+    for file in &report.files {
+        println!("  {}", file.display());
+    }
+    println!(
+        "Start the server:  hsmlink-server run --config {}",
+        report.server_config.display()
+    );
+    println!(
+        "Point the module:  HSMLINK_CONF={}",
+        report.client_config.display()
+    );
+    Ok(())
+}
+
+fn run_server(path: &std::path::Path) -> Result<(), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    logging::init(&config.server.log_level)?;
+    server::run_until_signalled(&config).map_err(|e| match e {
+        // These name a key of the configuration: say which file.
+        ServerError::Tls(_) | ServerError::Bind { .. } => format!("{}: {e}", path.display()),
+        ServerError::Io(_) => e.to_string(),
+    })
+}

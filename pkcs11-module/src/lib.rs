@@ -1,1 +1,25 @@
+//! `libhsmlink_pkcs11.so`: a PKCS#11 2.40 / 3.0 module that forwards every
+//! call over mutually authenticated TLS to `hsmlink-server`.
+//!
+//! Layers, top down:
+//! - [`ffi`]: the C ABI. The only module with `unsafe`; it owns every raw
+//!   pointer, catches every panic and turns results into `CK_RV`s.
+//! - `client`: the safe side, one file per chapter of the standard. It
+//!   speaks the typed values of `hsmlink-protocol`.
+//! - `state`: the global library state created by `C_Initialize`, with
+//!   `fork()` detection.
+//! - `transport`: a blocking rustls client and a small connection pool (no
+//!   runtime, no background thread).
+//! - `config`, `log`, `error`: `client.toml`, our own tiny logger (we live
+//!   in other people's processes), and the one error type carrying a `CK_RV`.
 
+mod client;
+mod config;
+mod error;
+pub mod ffi;
+mod log;
+mod state;
+mod transport;
+
+#[cfg(test)]
+mod test_support;

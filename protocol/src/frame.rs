@@ -156,8 +156,16 @@ pub fn read_frame<R: Read>(reader: &mut R) -> Result<(FrameHeader, Vec<u8>), Fra
     let mut header = [0u8; HEADER_LEN];
     read_exact_or_closed(reader, &mut header)?;
     let header = FrameHeader::parse(&header)?;
-    let mut body = vec![0u8; header.body_len as usize];
-    reader.read_exact(&mut body)?;
+    // Grow with the bytes that really arrive: a header claiming 16 MiB costs
+    // nothing until the peer sends them.
+    let claimed = header.body_len as usize;
+    let mut body = Vec::with_capacity(claimed.min(64 * 1024));
+    reader
+        .take(u64::from(header.body_len))
+        .read_to_end(&mut body)?;
+    if body.len() != claimed {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
     Ok((header, body))
 }
 

@@ -21,7 +21,7 @@ use crate::types::{AttributeType, MechanismType, ObjectHandle, SessionHandle, Sl
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    // ---- Slot and token management (PKCS#11 3.0 section 5.4) ----
+    // ---- Slot and token management (PKCS#11 3.0 section 5.5) ----
     GetSlotList {
         token_present: bool,
     },
@@ -54,7 +54,7 @@ pub enum Request {
         new_pin: Secret,
     },
 
-    // ---- Session management (5.5) ----
+    // ---- Session management (5.6) ----
     OpenSession {
         slot: SlotId,
         flags: u64,
@@ -160,7 +160,7 @@ pub enum Request {
         out: OutputSpec,
     },
 
-    // ---- Decryption (5.9) ----
+    // ---- Decryption (5.10) ----
     DecryptInit {
         session: SessionHandle,
         mechanism: Mechanism,
@@ -181,7 +181,7 @@ pub enum Request {
         out: OutputSpec,
     },
 
-    // ---- Message digesting (5.10) ----
+    // ---- Message digesting (5.12) ----
     DigestInit {
         session: SessionHandle,
         mechanism: Mechanism,
@@ -204,7 +204,7 @@ pub enum Request {
         out: OutputSpec,
     },
 
-    // ---- Signing and MACing (5.11) ----
+    // ---- Signing and MACing (5.13) ----
     SignInit {
         session: SessionHandle,
         mechanism: Mechanism,
@@ -234,7 +234,7 @@ pub enum Request {
         out: OutputSpec,
     },
 
-    // ---- Verifying signatures and MACs (5.12) ----
+    // ---- Verifying signatures and MACs (5.15) ----
     VerifyInit {
         session: SessionHandle,
         mechanism: Mechanism,
@@ -264,7 +264,7 @@ pub enum Request {
         out: OutputSpec,
     },
 
-    // ---- Dual-function cryptographic functions (5.13) ----
+    // ---- Dual-function cryptographic functions (5.17) ----
     DigestEncryptUpdate {
         session: SessionHandle,
         data: Secret,
@@ -286,7 +286,7 @@ pub enum Request {
         out: OutputSpec,
     },
 
-    // ---- Key management (5.14) ----
+    // ---- Key management (5.18) ----
     GenerateKey {
         session: SessionHandle,
         mechanism: Mechanism,
@@ -319,7 +319,7 @@ pub enum Request {
         template: Vec<Attribute>,
     },
 
-    // ---- Random number generation (5.15) ----
+    // ---- Random number generation (5.19) ----
     SeedRandom {
         session: SessionHandle,
         seed: Secret,

@@ -78,3 +78,26 @@ pub enum ResponseBody {
     Output(Output),
     Random(Secret),
 }
+
+impl ResponseBody {
+    /// The variant's name, for error messages that must not print data.
+    pub fn variant_name(&self) -> &'static str {
+        match self {
+            Self::Empty => "Empty",
+            Self::SlotList(_) => "SlotList",
+            Self::SlotInfo(_) => "SlotInfo",
+            Self::TokenInfo(_) => "TokenInfo",
+            Self::MechanismList(_) => "MechanismList",
+            Self::MechanismInfo(_) => "MechanismInfo",
+            Self::Session(_) => "Session",
+            Self::SessionInfo(_) => "SessionInfo",
+            Self::Object(_) => "Object",
+            Self::KeyPair { .. } => "KeyPair",
+            Self::Objects(_) => "Objects",
+            Self::ObjectSize(_) => "ObjectSize",
+            Self::Attributes(_) => "Attributes",
+            Self::Output(_) => "Output",
+            Self::Random(_) => "Random",
+        }
+    }
+}

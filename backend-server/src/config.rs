@@ -1,0 +1,647 @@
+//! `server.toml`, the server's configuration.
+//!
+//! `hsmlink-server init` writes one; `hsmlink-server run --config FILE` reads
+//! it. Every table rejects unknown keys. Relative paths are taken relative to
+//! the directory of the configuration file. A bad file gives one line naming
+//! the file, the line (when known), the key and what is wrong.
+//!
+//! ```toml
+//! [server]                           # optional table; every key has a default
+//! listen = "127.0.0.1:7700"          # HOST:PORT for tenant connections (default 127.0.0.1:7700)
+//! tls_min_version = "1.3"            # "1.3" (default) or "1.2"
+//! log_level = "info"                 # tracing filter directive, e.g. "info,hsmlink_server=debug";
+//!                                    # the RUST_LOG environment variable overrides it
+//! handshake_timeout_ms = 10000       # TLS handshake and hello must finish within this time
+//! max_in_flight_per_connection = 64  # requests one connection may have in flight at once
+//! shutdown_grace_ms = 10000          # on SIGTERM/SIGINT, time left to in-flight requests
+//!
+//! [tls]
+//! cert = "/abs/server.pem"           # server certificate chain (PEM), leaf first
+//! key = "/abs/server-key.pem"        # its private key (PEM: PKCS#8, SEC1 or PKCS#1)
+//! tenant_ca = "/abs/ca.pem"          # CA certificate(s) that issue tenant client certificates
+//!
+//! [store]
+//! path = "/abs/hsmlink.db"           # SQLite database file; its directory must exist
+//!
+//! [[tenants]]                        # one table per tenant
+//! name = "demo"                      # the NAME of the client certificate's SAN URI
+//!                                    # hsmlink:tenant:NAME; [a-z0-9][a-z0-9_-]{0,62}
+//!
+//! [[tenants.slots]]                  # one table per slot the tenant sees
+//! id = 0                             # slot id the tenant's applications see (unique per tenant)
+//! partition = "demo-p0"              # partition name, unique across the server
+//! driver = "soft"                    # HSM driver: "soft" (the built-in software HSM)
+//! serial = "9f3c2a7e51d04b86"        # token serial number, 1 to 16 printable ASCII characters
+//! ```
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::names::{PartitionName, TenantName, TokenSerial};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+const DEFAULT_HANDSHAKE_TIMEOUT_MS: NonZeroU64 = NonZeroU64::new(10_000).unwrap();
+const DEFAULT_MAX_IN_FLIGHT: NonZeroU32 = NonZeroU32::new(64).unwrap();
+
+/// The whole of `server.toml`, parsed, checked, with absolute paths.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerSection,
+    pub tls: TlsSection,
+    pub store: StoreSection,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: ListenAddr,
+    pub tls_min_version: TlsMinVersion,
+    pub log_level: LogLevel,
+    pub handshake_timeout_ms: NonZeroU64,
+    pub max_in_flight_per_connection: NonZeroU32,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: ListenAddr(DEFAULT_LISTEN.to_owned()),
+            tls_min_version: TlsMinVersion::Tls13,
+            log_level: LogLevel("info".to_owned()),
+            handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl ServerSection {
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms.get())
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub tenant_ca: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: TenantName,
+    #[serde(default)]
+    pub slots: Vec<SlotConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotConfig {
+    pub id: u64,
+    pub partition: PartitionName,
+    pub driver: DriverKind,
+    pub serial: TokenSerial,
+}
+
+/// Which HSM driver holds a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    /// The built-in software HSM.
+    Soft,
+}
+
+/// The lowest TLS version the server accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum TlsMinVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// `HOST:PORT`, checked for shape; resolved when the server binds.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ListenAddr(String);
+
+impl ListenAddr {
+    pub fn parse(addr: &str) -> Result<Self, String> {
+        let (host, port) = split_host_port(addr)
+            .ok_or_else(|| format!("{addr:?} is not HOST:PORT (e.g. \"127.0.0.1:7700\")"))?;
+        if host.is_empty() {
+            return Err(format!("{addr:?} has no host"));
+        }
+        port.parse::<u16>()
+            .map_err(|_| format!("{addr:?}: port must be a number from 0 to 65535"))?;
+        Ok(Self(addr.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The host part, without the brackets of an IPv6 literal.
+    pub fn host(&self) -> &str {
+        split_host_port(&self.0).map_or("", |(host, _)| host)
+    }
+
+    pub fn port(&self) -> u16 {
+        split_host_port(&self.0)
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl TryFrom<String> for ListenAddr {
+    type Error = String;
+
+    fn try_from(addr: String) -> Result<Self, String> {
+        Self::parse(&addr)
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `host:port` or `[v6]:port` into its parts.
+fn split_host_port(addr: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = addr.strip_prefix('[') {
+        let (host, rest) = rest.split_once(']')?;
+        Some((host, rest.strip_prefix(':')?))
+    } else {
+        let (host, port) = addr.rsplit_once(':')?;
+        // A bare IPv6 address has more colons: require brackets.
+        (!host.contains(':')).then_some((host, port))
+    }
+}
+
+/// A `tracing_subscriber::EnvFilter` directive, checked at load time.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct LogLevel(String);
+
+impl LogLevel {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for LogLevel {
+    type Error = String;
+
+    fn try_from(directive: String) -> Result<Self, String> {
+        tracing_subscriber::EnvFilter::builder()
+            .parse(&directive)
+            .map_err(|e| format!("invalid log filter {directive:?}: {e}"))?;
+        Ok(Self(directive))
+    }
+}
+
+/// What is wrong with a configuration file, as one line.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    /// Dotted key path (`tls.cert`, `tenants[0].slots[1].id`), when known.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl ConfigError {
+    fn new(file: &Path, key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_owned(),
+            line: None,
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+
+    /// toml's error, whose `Display` spans several lines, made one: line
+    /// number from the span, key from the text at that line.
+    fn from_toml(file: &Path, text: &str, err: &toml::de::Error) -> Self {
+        let message = err
+            .message()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let (line, key) = match err.span() {
+            Some(span) => locate(text, span.start),
+            None => (None, None),
+        };
+        Self {
+            file: file.to_owned(),
+            line,
+            key,
+            message,
+        }
+    }
+}
+
+/// 1-based line number of `offset` in `text`, and the dotted key written on
+/// that line (or the table the line opens).
+fn locate(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
+    let Some(before) = text.get(..offset) else {
+        return (None, None);
+    };
+    let line_no = before.matches('\n').count() + 1;
+    let mut table = String::new();
+    let mut key = None;
+    for (i, line) in text.lines().enumerate().take(line_no) {
+        let line = strip_comment(line).trim();
+        if line.starts_with('[') {
+            table = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_owned();
+            key = Some(table.clone());
+        } else if i + 1 == line_no {
+            key = match line.split_once('=') {
+                Some((k, _)) => {
+                    let k = k.trim().trim_matches('"');
+                    Some(if table.is_empty() {
+                        k.to_owned()
+                    } else {
+                        format!("{table}.{k}")
+                    })
+                }
+                None if table.is_empty() => None,
+                None => Some(table.clone()),
+            };
+        }
+    }
+    (Some(line_no), key)
+}
+
+/// The line without a trailing `# comment` (a `#` inside a string is kept;
+/// good enough for locating keys).
+fn strip_comment(line: &str) -> &str {
+    let mut in_string = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => in_string = !in_string,
+            '#' if !in_string => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+impl Config {
+    /// Reads, parses and checks `file`, including that the files it names
+    /// exist and can be read.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            line: None,
+            key: None,
+            message: format!("cannot read configuration file: {e}"),
+        })?;
+        let config = Self::parse(&text, file)?;
+        config.check_files(file)?;
+        Ok(config)
+    }
+
+    /// Parses and checks `text` as if read from `file` (used for messages and
+    /// to resolve relative paths); does not touch the files it names.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))?;
+        config.check_tenants(file)?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        for path in [
+            &mut config.tls.cert,
+            &mut config.tls.key,
+            &mut config.tls.tenant_ca,
+            &mut config.store.path,
+        ] {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Unique tenant names, slot ids per tenant, partition names and serials
+    /// across the server.
+    fn check_tenants(&self, file: &Path) -> Result<(), ConfigError> {
+        let mut tenants = HashSet::new();
+        let mut partitions = HashSet::new();
+        let mut serials = HashSet::new();
+        for (t, tenant) in self.tenants.iter().enumerate() {
+            if !tenants.insert(&tenant.name) {
+                return Err(ConfigError::new(
+                    file,
+                    format!("tenants[{t}].name"),
+                    format!("tenant {:?} is configured twice", tenant.name.as_str()),
+                ));
+            }
+            let mut ids = BTreeSet::new();
+            for (s, slot) in tenant.slots.iter().enumerate() {
+                let key = |field: &str| format!("tenants[{t}].slots[{s}].{field}");
+                if !ids.insert(slot.id) {
+                    return Err(ConfigError::new(
+                        file,
+                        key("id"),
+                        format!(
+                            "slot id {} is used twice by tenant {:?}",
+                            slot.id,
+                            tenant.name.as_str()
+                        ),
+                    ));
+                }
+                if !partitions.insert(&slot.partition) {
+                    return Err(ConfigError::new(
+                        file,
+                        key("partition"),
+                        format!(
+                            "partition {:?} is used twice (partition names are unique across the server)",
+                            slot.partition.as_str()
+                        ),
+                    ));
+                }
+                if !serials.insert(&slot.serial) {
+                    return Err(ConfigError::new(
+                        file,
+                        key("serial"),
+                        format!("token serial {:?} is used twice", slot.serial.as_str()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The TLS files exist and can be opened; the store's directory exists.
+    fn check_files(&self, file: &Path) -> Result<(), ConfigError> {
+        for (key, path) in [
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+            ("tls.tenant_ca", &self.tls.tenant_ca),
+        ] {
+            check_readable_file(path)
+                .map_err(|e| ConfigError::new(file, key, format!("{}: {e}", path.display())))?;
+        }
+        let store = &self.store.path;
+        if store.is_dir() {
+            return Err(ConfigError::new(
+                file,
+                "store.path",
+                format!("{} is a directory, not a database file", store.display()),
+            ));
+        }
+        match store.parent() {
+            Some(dir) if dir.is_dir() => Ok(()),
+            _ => Err(ConfigError::new(
+                file,
+                "store.path",
+                format!(
+                    "{}: the directory for the database does not exist",
+                    store.display()
+                ),
+            )),
+        }
+    }
+}
+
+fn check_readable_file(path: &Path) -> Result<(), String> {
+    let handle = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let meta = handle
+        .metadata()
+        .map_err(|e| format!("cannot read metadata: {e}"))?;
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err("not a regular file".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:7700"   # comment
+log_level = "info"
+
+[tls]
+cert = "server.pem"
+key = "/abs/server-key.pem"
+tenant_ca = "/abs/ca.pem"
+
+[store]
+path = "/abs/hsmlink.db"
+
+[[tenants]]
+name = "demo"
+
+[[tenants.slots]]
+id = 0
+partition = "demo-p0"
+driver = "soft"
+serial = "9f3c2a7e51d04b86"
+
+[[tenants.slots]]
+id = 1
+partition = "demo-p1"
+driver = "soft"
+serial = "0000000000000001"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/hsmlink/server.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("accepted a bad configuration"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_good_file_parses_with_defaults_and_absolute_paths() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.server.listen.as_str(), "127.0.0.1:7700");
+        assert_eq!(config.server.tls_min_version, TlsMinVersion::Tls13);
+        assert_eq!(config.server.max_in_flight_per_connection.get(), 64);
+        assert_eq!(config.tls.cert, Path::new("/etc/hsmlink/server.pem"));
+        assert_eq!(config.tls.key, Path::new("/abs/server-key.pem"));
+        assert_eq!(config.tenants[0].slots.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = GOOD.replace("log_level = \"info\"", "log_levle = \"info\"");
+        let err = error(&text);
+        assert!(
+            err.starts_with("/etc/hsmlink/server.toml:4: server.log_levle: "),
+            "{err}"
+        );
+        assert!(err.contains("unknown field `log_levle`"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_in_an_array_table() {
+        let text = GOOD.replace(
+            "driver = \"soft\"\nserial = \"9f3c",
+            "colour = 1\ndriver = \"soft\"\nserial = \"9f3c",
+        );
+        let err = error(&text);
+        assert!(err.contains("tenants.slots.colour"), "{err}");
+        assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let text = GOOD.replace("tenant_ca = \"/abs/ca.pem\"\n", "");
+        let err = error(&text);
+        assert!(err.contains("missing field `tenant_ca`"), "{err}");
+        assert!(err.contains(": tls: "), "{err}");
+    }
+
+    #[test]
+    fn unknown_driver_is_a_clear_error() {
+        let text = GOOD.replacen("driver = \"soft\"", "driver = \"thales\"", 1);
+        let err = error(&text);
+        assert!(err.contains("tenants.slots.driver"), "{err}");
+        assert!(err.contains("unknown variant `thales`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (from, to, key, what) in [
+            (
+                "name = \"demo\"",
+                "name = \"Demo\"",
+                "tenants.name",
+                "invalid tenant name",
+            ),
+            (
+                "listen = \"127.0.0.1:7700\"",
+                "listen = \"localhost\"",
+                "server.listen",
+                "HOST:PORT",
+            ),
+            (
+                "log_level = \"info\"",
+                "log_level = \"info,[\"",
+                "server.log_level",
+                "invalid log filter",
+            ),
+            (
+                "log_level = \"info\"",
+                "tls_min_version = \"1.1\"",
+                "server.tls_min_version",
+                "unknown variant",
+            ),
+            (
+                "log_level = \"info\"",
+                "handshake_timeout_ms = 0",
+                "server.handshake_timeout_ms",
+                "nonzero",
+            ),
+            (
+                "serial = \"9f3c2a7e51d04b86\"",
+                "serial = \"\"",
+                "tenants.slots.serial",
+                "serial",
+            ),
+        ] {
+            let err = error(&GOOD.replacen(from, to, 1));
+            assert!(err.contains(key) && err.contains(what), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let err = error(&GOOD.replace("id = 1", "id = 0"));
+        assert!(
+            err.contains("tenants[0].slots[1].id") && err.contains("twice"),
+            "{err}"
+        );
+        let err = error(&GOOD.replace("demo-p1", "demo-p0"));
+        assert!(err.contains("tenants[0].slots[1].partition"), "{err}");
+        let twice = format!("{GOOD}\n[[tenants]]\nname = \"demo\"\n");
+        let err = error(&twice);
+        assert!(err.contains("tenants[1].name"), "{err}");
+    }
+
+    #[test]
+    fn missing_files_name_the_key_and_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(dir.path().join("server.pem"), "x").unwrap();
+        std::fs::write(&file, GOOD).unwrap();
+        let err = Config::load(&file).unwrap_err().to_string();
+        assert!(err.starts_with(&file.display().to_string()), "{err}");
+        assert!(
+            err.contains(": tls.key: /abs/server-key.pem: cannot open"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn missing_config_file() {
+        let err = Config::load(Path::new("/nonexistent/server.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/nonexistent/server.toml: cannot read"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let v6 = ListenAddr::parse("[::1]:7700").unwrap();
+        assert_eq!((v6.host(), v6.port()), ("::1", 7700));
+        let name = ListenAddr::parse("hsm.example:443").unwrap();
+        assert_eq!((name.host(), name.port()), ("hsm.example", 443));
+        assert!(ListenAddr::parse("::1:7700").is_err());
+        assert!(ListenAddr::parse(":7700").is_err());
+        assert!(ListenAddr::parse("host:99999").is_err());
+    }
+}

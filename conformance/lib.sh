@@ -1,0 +1,47 @@
+# Shared helpers for the conformance scripts: a fresh hsmlink deployment on a
+# free loopback port, its server started and stopped with the script.
+#
+# Inputs (environment): HSMLINK_SERVER (hsmlink-server binary), HSMLINK_MODULE
+# (libhsmlink_pkcs11.so). Defaults: target/release of this checkout.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HSMLINK_SERVER="${HSMLINK_SERVER:-$ROOT/target/release/hsmlink-server}"
+HSMLINK_MODULE="${HSMLINK_MODULE:-$ROOT/target/release/libhsmlink_pkcs11.so}"
+for f in "$HSMLINK_SERVER" "$HSMLINK_MODULE"; do
+    [ -e "$f" ] || { echo "missing $f: run cargo build --release --workspace" >&2; exit 1; }
+done
+
+WORK="$(mktemp -d)"
+SERVER_PID=""
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# start_deployment: init into $WORK/deploy and run the server; exports HSMLINK_CONF.
+start_deployment() {
+    local port; port="$(free_port)"
+    "$HSMLINK_SERVER" init --dir "$WORK/deploy" --listen "127.0.0.1:$port" >/dev/null
+    "$HSMLINK_SERVER" run --config "$WORK/deploy/server.toml" >"$WORK/server.log" 2>&1 &
+    SERVER_PID=$!
+    export HSMLINK_CONF="$WORK/deploy/client.toml"
+    for _ in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; echo "server died" >&2; exit 1; }
+        sleep 0.1
+    done
+    cat "$WORK/server.log" >&2; echo "server did not listen on $port" >&2; exit 1
+}
+
+# expect NAME PATTERN FILE: FILE must contain PATTERN (extended regex).
+expect() {
+    if grep -Eq -- "$2" "$3"; then echo "ok - $1"; else
+        echo "not ok - $1: no /$2/ in:" >&2; cat "$3" >&2; exit 1
+    fi
+}

@@ -1,0 +1,387 @@
+//! `client.toml`: where the servers are and which certificates to use.
+//!
+//! The path comes from `HSMLINK_CONF`, default `/etc/hsmlink/client.toml`.
+//! Unknown keys are errors. Every problem becomes one line naming the file,
+//! the key and what is wrong, e.g.
+//! `configuration /etc/hsmlink/client.toml: key `servers`: missing`.
+//! Relative certificate and log paths are taken relative to the directory of
+//! the configuration file, not to the application's working directory.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::log::Level;
+
+/// Environment variable naming the configuration file.
+pub const ENV_CONF: &str = "HSMLINK_CONF";
+pub const DEFAULT_PATH: &str = "/etc/hsmlink/client.toml";
+
+const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
+const DEFAULT_IO_TIMEOUT_MS: u64 = 30_000;
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from, for messages.
+    pub path: PathBuf,
+    /// Tried in order.
+    pub servers: Vec<ServerAddr>,
+    /// Name to verify in the server certificate instead of each address's host.
+    pub server_name: Option<String>,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub connect_timeout: Duration,
+    pub io_timeout: Duration,
+    pub log_level: Option<Level>,
+    pub log_file: Option<PathBuf>,
+}
+
+/// One `HOST:PORT` of `servers` (`[v6addr]:PORT` for IPv6 literals).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerAddr {
+    /// As written in the file, for messages.
+    pub text: String,
+    /// Without brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+/// Why the configuration cannot be used; displays as one line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    path: PathBuf,
+    key: Option<String>,
+    problem: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    servers: Vec<String>,
+    server_name: Option<String>,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default = "default_connect_timeout_ms")]
+    connect_timeout_ms: u64,
+    #[serde(default = "default_io_timeout_ms")]
+    io_timeout_ms: u64,
+    log_level: Option<Level>,
+    log_file: Option<PathBuf>,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_MS
+}
+
+fn default_io_timeout_ms() -> u64 {
+    DEFAULT_IO_TIMEOUT_MS
+}
+
+/// The configuration file to read: `HSMLINK_CONF`, else the default path.
+pub fn path() -> PathBuf {
+    #[cfg(test)]
+    if let Some(path) = test_override::get() {
+        return path;
+    }
+    match std::env::var_os(ENV_CONF) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            key: None,
+            problem: format!("cannot read the file: {e} (set {ENV_CONF} to use another file)"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text` as the contents of the file at `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+        let error = |key: &str, problem: String| ConfigError::new(path, key, problem);
+
+        if raw.servers.is_empty() {
+            return Err(error("servers", "must name at least one HOST:PORT".into()));
+        }
+        let servers = raw
+            .servers
+            .iter()
+            .map(|text| ServerAddr::parse(text).map_err(|problem| error("servers", problem)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(name) = &raw.server_name
+            && name.trim().is_empty()
+        {
+            return Err(error("server_name", "must not be empty".into()));
+        }
+        let connect_timeout = timeout(raw.connect_timeout_ms)
+            .map_err(|problem| error("connect_timeout_ms", problem))?;
+        let io_timeout =
+            timeout(raw.io_timeout_ms).map_err(|problem| error("io_timeout_ms", problem))?;
+
+        let base = path.parent().unwrap_or(Path::new("/"));
+        let resolve = |file: PathBuf| {
+            if file.is_absolute() {
+                file
+            } else {
+                base.join(file)
+            }
+        };
+        for (key, file) in [("ca", &raw.ca), ("cert", &raw.cert), ("key", &raw.key)] {
+            if file.as_os_str().is_empty() {
+                return Err(error(key, "must name a file".into()));
+            }
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            servers,
+            server_name: raw.server_name,
+            ca: resolve(raw.ca),
+            cert: resolve(raw.cert),
+            key: resolve(raw.key),
+            connect_timeout,
+            io_timeout,
+            log_level: raw.log_level,
+            log_file: raw.log_file.map(resolve),
+        })
+    }
+}
+
+impl ServerAddr {
+    fn parse(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("{text:?} is not HOST:PORT ({why})");
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, port) = rest
+                .split_once("]:")
+                .ok_or_else(|| bad("an IPv6 address is written [ADDR]:PORT"))?;
+            (host, port)
+        } else {
+            let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+            if host.contains(':') {
+                return Err(bad("write an IPv6 address as [ADDR]:PORT"));
+            }
+            (host, port)
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = match port.parse::<u16>() {
+            Ok(port) if port != 0 => port,
+            _ => return Err(bad("the port must be a number from 1 to 65535")),
+        };
+        Ok(Self {
+            text: text.to_owned(),
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl ConfigError {
+    pub fn new(path: &Path, key: &str, problem: String) -> Self {
+        Self {
+            path: path.to_owned(),
+            key: Some(key.to_owned()),
+            problem,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration {}: ", self.path.display())?;
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        f.write_str(&self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn timeout(ms: u64) -> Result<Duration, String> {
+    // Zero would mean "no timeout" to some socket calls and an error to others.
+    if ms == 0 {
+        return Err("must be at least 1 (milliseconds)".into());
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// Turns a toml/serde error into one line: the key it concerns (named by
+/// serde for missing and unknown fields, found at the error's position
+/// otherwise) and the message without toml's multi-line snippet.
+fn toml_error(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim().replace('\n', " ");
+    let line = error
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let key = if message.starts_with("missing field") || message.starts_with("unknown field") {
+        backticked(&message)
+    } else {
+        error.span().and_then(|span| key_at(text, span.start))
+    };
+    let problem = match (key.is_some(), message.strip_prefix("missing field ")) {
+        (true, Some(_)) => "missing".to_owned(),
+        _ => match line {
+            Some(line) => format!("{message} (line {line})"),
+            None => message,
+        },
+    };
+    ConfigError {
+        path: path.to_owned(),
+        key,
+        problem,
+    }
+}
+
+/// The first `backticked` word of a serde message.
+fn backticked(message: &str) -> Option<String> {
+    let rest = message.split_once('`')?.1;
+    Some(rest.split_once('`')?.0.to_owned())
+}
+
+/// The key of the `key = value` line containing byte offset `at`.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    (!key.is_empty() && !key.starts_with('#')).then(|| key.to_owned())
+}
+
+#[cfg(test)]
+pub mod test_override {
+    //! Unit tests point the library at their configuration here rather than
+    //! by mutating the process environment (unsound with other threads).
+    use std::path::PathBuf;
+
+    use parking_lot::Mutex;
+
+    static PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+    pub fn set(path: Option<PathBuf>) {
+        *PATH.lock() = path;
+    }
+
+    pub fn get() -> Option<PathBuf> {
+        PATH.lock().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a failed test
+
+    use super::*;
+
+    const GOOD: &str = r#"
+# hsmlink PKCS#11 module configuration
+servers = ["127.0.0.1:7700", "[::1]:7701", "hsm.example:7702"]
+ca = "/abs/ca.pem"
+cert = "demo.pem"
+key = "/abs/demo-key.pem"
+log_level = "debug"
+"#;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("/etc/hsmlink/client.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn good_file_with_defaults() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.servers.len(), 3);
+        assert_eq!(config.servers[0].host, "127.0.0.1");
+        assert_eq!(config.servers[1].host, "::1");
+        assert_eq!(config.servers[1].port, 7701);
+        assert_eq!(config.servers[2].host, "hsm.example");
+        assert_eq!(config.ca, PathBuf::from("/abs/ca.pem"));
+        // Relative to the configuration file's directory.
+        assert_eq!(config.cert, PathBuf::from("/etc/hsmlink/demo.pem"));
+        assert_eq!(config.connect_timeout, Duration::from_millis(3000));
+        assert_eq!(config.io_timeout, Duration::from_millis(30000));
+        assert_eq!(config.log_level, Some(Level::Debug));
+        assert_eq!(config.server_name, None);
+        assert_eq!(config.log_file, None);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let e = parse(&format!("{GOOD}\nretries = 3\n")).unwrap_err();
+        assert!(
+            e.starts_with("configuration /etc/hsmlink/client.toml: key `retries`: "),
+            "{e}"
+        );
+        assert!(e.contains("unknown field"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn missing_key_is_an_error() {
+        let text = GOOD.replace("ca = \"/abs/ca.pem\"\n", "");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(
+            e,
+            "configuration /etc/hsmlink/client.toml: key `ca`: missing"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = parse(&format!("{GOOD}\nio_timeout_ms = \"soon\"\n")).unwrap_err();
+        assert!(e.contains("key `io_timeout_ms`: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = parse(&GOOD.replace("\"debug\"", "\"verbose\"")).unwrap_err();
+        assert!(e.contains("key `log_level`: "), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = parse(&GOOD.replace("127.0.0.1:7700", "127.0.0.1")).unwrap_err();
+        assert!(
+            e.contains("key `servers`: \"127.0.0.1\" is not HOST:PORT"),
+            "{e}"
+        );
+        let e = parse(&GOOD.replace("127.0.0.1:7700", "::1:7700")).unwrap_err();
+        assert!(e.contains("key `servers`: "), "{e}");
+        let e = parse(&format!("{GOOD}\nconnect_timeout_ms = 0\n")).unwrap_err();
+        assert!(
+            e.contains("key `connect_timeout_ms`: must be at least 1"),
+            "{e}"
+        );
+        let e = parse("servers = []\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n").unwrap_err();
+        assert!(e.contains("key `servers`: must name at least one"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_is_one_line_with_the_file() {
+        let e = parse("servers = [\"127.0.0.1:7700\"\nca = ").unwrap_err();
+        assert!(
+            e.starts_with("configuration /etc/hsmlink/client.toml: "),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file_names_the_file() {
+        let e = Config::load(Path::new("/nonexistent/hsmlink/client.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("configuration /nonexistent/hsmlink/client.toml: cannot read the file: "),
+            "{e}"
+        );
+        assert!(e.contains(ENV_CONF), "{e}");
+    }
+}

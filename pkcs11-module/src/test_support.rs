@@ -1,0 +1,365 @@
+//! Test helpers: a throwaway PKI, `client.toml` files, and a small
+//! in-process stand-in for hsmlink-server that speaks the real protocol over
+//! real mutual TLS (rustls server side), with knobs for misbehaviour.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hsmlink_protocol::frame::{read_message, write_frame};
+use hsmlink_protocol::hello::HELLO_FRAME_VERSION;
+use hsmlink_protocol::{FrameKind, Hello, HelloReply, PROTOCOL_VERSION, Request, Response};
+use parking_lot::Mutex;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Serialises the tests that touch the library's global state.
+pub static GLOBAL_STATE: Mutex<()> = Mutex::new(());
+
+/// A CA, a server certificate for localhost/127.0.0.1 and a client
+/// certificate, as PEM files in a temporary directory.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    ca_der: CertificateDer<'static>,
+    server_cert_pem: String,
+    server_key_pem: String,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca_pem, issuer) = new_ca("hsmlink test CA");
+        let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
+        let (server_cert_pem, server_key_pem) =
+            leaf(&issuer, vec!["localhost".into(), "127.0.0.1".into()]);
+        let (client_pem, client_key_pem) = leaf(&issuer, vec!["client.test".into()]);
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        Self {
+            ca: write("ca.pem", &ca_pem),
+            client_cert: write("client.pem", &client_pem),
+            client_key: write("client-key.pem", &client_key_pem),
+            dir,
+            ca_der,
+            server_cert_pem,
+            server_key_pem,
+        }
+    }
+
+    /// A client certificate and key issued by another CA.
+    pub fn foreign_client(&self) -> (PathBuf, PathBuf) {
+        let (_, issuer) = new_ca("some other CA");
+        let (cert, key) = leaf(&issuer, vec!["intruder.test".into()]);
+        let cert_path = self.dir.path().join("foreign.pem");
+        let key_path = self.dir.path().join("foreign-key.pem");
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        (cert_path, key_path)
+    }
+
+    /// Writes a `client.toml` for `servers`, with short timeouts and `extra`
+    /// lines, and returns its path.
+    pub fn config(&self, servers: &[String], extra: &str) -> PathBuf {
+        self.config_with_identity(servers, &self.client_cert, &self.client_key, extra)
+    }
+
+    pub fn config_with_identity(
+        &self,
+        servers: &[String],
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        extra: &str,
+    ) -> PathBuf {
+        let servers = servers
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!(
+            "servers = [{servers}]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\
+             connect_timeout_ms = 2000\nio_timeout_ms = 2000\n{extra}\n",
+            self.ca.display().to_string(),
+            cert.display().to_string(),
+            key.display().to_string(),
+        );
+        let path = self.dir.path().join("client.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn server_config(&self) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .unwrap();
+        let chain = vec![CertificateDer::from_pem_slice(self.server_cert_pem.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).unwrap();
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap();
+        Arc::new(config)
+    }
+}
+
+fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), Issuer::new(params, key))
+}
+
+fn leaf(issuer: &Issuer<'static, KeyPair>, names: Vec<String>) -> (String, String) {
+    let params = CertificateParams::new(names).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A `HOST:PORT` where nothing listens (a port just released).
+pub fn closed_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr.to_string()
+}
+
+/// How the fake server behaves.
+#[derive(Clone)]
+pub struct Behaviour {
+    pub hello: HelloMode,
+    /// Close each connection (TLS close_notify) after this many responses.
+    pub close_after: Option<usize>,
+    /// Answer with a request id other than the request's.
+    pub wrong_id: bool,
+    pub handler: fn(&Request) -> Response,
+}
+
+#[derive(Clone)]
+pub enum HelloMode {
+    Accept,
+    Reject(&'static str),
+    /// Accept the TCP connection and never say a word.
+    Silent,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            hello: HelloMode::Accept,
+            close_after: None,
+            wrong_id: false,
+            handler: demo_handler,
+        }
+    }
+}
+
+/// Answers like a fresh demo deployment: slots 0 and 1, a token in slot 0.
+pub fn demo_handler(request: &Request) -> Response {
+    use hsmlink_protocol::*;
+    match request {
+        Request::GetSlotList { token_present } => {
+            Response::ok(ResponseBody::SlotList(if *token_present {
+                vec![SlotId(0)]
+            } else {
+                vec![SlotId(0), SlotId(1)]
+            }))
+        }
+        Request::GetSlotInfo { slot } if slot.0 < 2 => {
+            Response::ok(ResponseBody::SlotInfo(SlotInfo {
+                description: format!("hsmlink slot {}", slot.0),
+                manufacturer_id: "hsmlink".into(),
+                flags: u64::from(slot.0 == 0),
+                hardware_version: Version { major: 1, minor: 2 },
+                firmware_version: Version { major: 3, minor: 4 },
+            }))
+        }
+        Request::GetTokenInfo { slot } if slot.0 == 0 => {
+            Response::ok(ResponseBody::TokenInfo(TokenInfo {
+                label: "demo".into(),
+                manufacturer_id: "hsmlink".into(),
+                model: "soft".into(),
+                serial_number: "0001".into(),
+                flags: 0x400,
+                max_session_count: TokenInfo::UNAVAILABLE,
+                session_count: 0,
+                max_pin_len: 64,
+                min_pin_len: 4,
+                utc_time: "2025010112000000".into(),
+                ..TokenInfo::default()
+            }))
+        }
+        Request::GetMechanismList { slot } if slot.0 == 0 => {
+            Response::ok(ResponseBody::MechanismList(vec![
+                MechanismType(0x1),
+                MechanismType(0x1041),
+                MechanismType(0x250),
+            ]))
+        }
+        Request::GetMechanismInfo { slot, mechanism } if slot.0 == 0 => {
+            if mechanism.0 == 0x1 {
+                Response::ok(ResponseBody::MechanismInfo(MechanismInfo {
+                    min_key_size: 2048,
+                    max_key_size: 4096,
+                    flags: 0x800,
+                }))
+            } else {
+                Response::error(0x70) // CKR_MECHANISM_INVALID
+            }
+        }
+        Request::GetSlotInfo { .. }
+        | Request::GetTokenInfo { .. }
+        | Request::GetMechanismList { .. }
+        | Request::GetMechanismInfo { .. } => Response::error(0x3), // CKR_SLOT_ID_INVALID
+        Request::Finalize => Response::ok(ResponseBody::Empty),
+        _ => Response::error(0x54), // CKR_FUNCTION_NOT_SUPPORTED
+    }
+}
+
+/// A running fake server and what it has seen.
+pub struct FakeServer {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    pub hellos: Arc<Mutex<Vec<Hello>>>,
+    pub requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl FakeServer {
+    pub fn start(pki: &Pki, behaviour: Behaviour) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = Self {
+            addr: listener.local_addr().unwrap(),
+            connections: Arc::default(),
+            hellos: Arc::default(),
+            requests: Arc::default(),
+        };
+        let config = pki.server_config();
+        let (connections, hellos, requests) = (
+            server.connections.clone(),
+            server.hellos.clone(),
+            server.requests.clone(),
+        );
+        // The threads end with the test process.
+        std::thread::spawn(move || {
+            for sock in listener.incoming() {
+                let Ok(sock) = sock else { continue };
+                connections.fetch_add(1, Ordering::SeqCst);
+                let (config, behaviour) = (config.clone(), behaviour.clone());
+                let (hellos, requests) = (hellos.clone(), requests.clone());
+                std::thread::spawn(move || serve(sock, config, behaviour, hellos, requests));
+            }
+        });
+        server
+    }
+
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().clone()
+    }
+}
+
+fn serve(
+    sock: TcpStream,
+    config: Arc<ServerConfig>,
+    behaviour: Behaviour,
+    hellos: Arc<Mutex<Vec<Hello>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
+) {
+    if let HelloMode::Silent = behaviour.hello {
+        std::thread::sleep(Duration::from_secs(20));
+        drop(sock);
+        return;
+    }
+    let conn = ServerConnection::new(config).unwrap();
+    let mut tls = StreamOwned::new(conn, sock);
+    // Completes the handshake; fails (and the connection ends) when the
+    // client certificate is not acceptable.
+    let Ok((_, hello)) = read_message::<_, Hello>(&mut tls, FrameKind::Hello, HELLO_FRAME_VERSION)
+    else {
+        return;
+    };
+    hellos.lock().push(hello);
+    let reply = match behaviour.hello {
+        HelloMode::Reject(reason) => HelloReply::Rejected {
+            reason: reason.into(),
+        },
+        _ => HelloReply::Accepted {
+            version: PROTOCOL_VERSION,
+            server: "fake-server 0".into(),
+            tenant: "demo".into(),
+        },
+    };
+    let rejected = matches!(reply, HelloReply::Rejected { .. });
+    if write_frame(
+        &mut tls,
+        FrameKind::HelloReply,
+        HELLO_FRAME_VERSION,
+        0,
+        &reply,
+    )
+    .is_err()
+        || rejected
+    {
+        close(&mut tls);
+        return;
+    }
+    let mut served = 0;
+    while let Ok((header, request)) =
+        read_message::<_, Request>(&mut tls, FrameKind::Request, PROTOCOL_VERSION)
+    {
+        requests.lock().push(request.clone());
+        let response = (behaviour.handler)(&request);
+        let id = if behaviour.wrong_id {
+            header.request_id.wrapping_add(1000)
+        } else {
+            header.request_id
+        };
+        if write_frame(
+            &mut tls,
+            FrameKind::Response,
+            PROTOCOL_VERSION,
+            id,
+            &response,
+        )
+        .is_err()
+        {
+            return;
+        }
+        served += 1;
+        if behaviour.close_after == Some(served) {
+            close(&mut tls);
+            return;
+        }
+    }
+}
+
+fn close(tls: &mut StreamOwned<ServerConnection, TcpStream>) {
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+    let _ = tls.sock.shutdown(std::net::Shutdown::Both);
+}

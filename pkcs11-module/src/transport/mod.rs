@@ -1,0 +1,208 @@
+//! Getting a [`Request`] to hsmlink-server and its [`Response`] back.
+//!
+//! A small pool of idle connections behind a mutex: a call checks one out
+//! (or opens a new one, trying each configured server in order), writes one
+//! request frame, reads the response with the same id, and returns the
+//! connection to the pool. Any failure drops the connection. A call is sent
+//! again, once, on a fresh connection only when a reused idle connection
+//! turns out to have been closed by the server before any byte of the reply
+//! arrived; nothing else is retried, so nothing runs twice.
+//!
+//! Blocking rustls over `std::net`, no runtime, no background thread: every
+//! wait is bounded by `connect_timeout_ms` (connect, handshake, hello) or
+//! `io_timeout_ms` (each request).
+
+mod connection;
+pub mod tls;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use cryptoki_sys::{CKR_DATA_LEN_RANGE, CKR_DEVICE_ERROR};
+use hsmlink_protocol::{AppInstance, CodecError, Hello, Request, Response, codec};
+use parking_lot::Mutex;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+
+use self::connection::{Connection, Failure, Params};
+use crate::config::{Config, ConfigError, ServerAddr};
+use crate::error::Error;
+use crate::log;
+
+/// Idle connections kept beyond this are closed.
+const MAX_IDLE: usize = 8;
+
+pub struct Transport {
+    servers: Vec<Server>,
+    tls: Arc<ClientConfig>,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+    hello: Hello,
+    idle: Mutex<Vec<Connection>>,
+    next_id: AtomicU64,
+}
+
+struct Server {
+    addr: ServerAddr,
+    name: ServerName<'static>,
+    /// A "cannot reach" line was logged and nothing succeeded since: further
+    /// failures go to the debug level, so a retrying application does not
+    /// flood its log.
+    down_reported: AtomicBool,
+}
+
+impl Transport {
+    /// Prepares (without connecting: connections are opened lazily) the
+    /// transport described by `config`. Fails on unusable certificates.
+    pub fn new(config: &Config, app_instance: AppInstance, pid: u32) -> Result<Self, ConfigError> {
+        let tls = tls::client_config(config)?;
+        let servers = config
+            .servers
+            .iter()
+            .map(|addr| {
+                Ok(Server {
+                    addr: addr.clone(),
+                    name: tls::server_name(config, addr)?,
+                    down_reported: AtomicBool::new(false),
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let client = format!("hsmlink-pkcs11 {}", env!("CARGO_PKG_VERSION"));
+        Ok(Self {
+            servers,
+            tls,
+            connect_timeout: config.connect_timeout,
+            io_timeout: config.io_timeout,
+            hello: Hello::new(client, app_instance, pid),
+            idle: Mutex::new(Vec::new()),
+            // 0 is the hello's request id.
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Sends `request` and returns the server's response, whatever its `CK_RV`.
+    ///
+    /// Errors: [`Error::unreachable`] when no server can be reached,
+    /// `CKR_DEVICE_ERROR` when a connection breaks or the reply is malformed.
+    pub fn call(&self, request: &Request) -> Result<Response, Error> {
+        let function = request.function_name();
+        let body = codec::encode(request).map_err(|e| {
+            log::error!("{function}: cannot encode the request: {e}");
+            match e {
+                CodecError::TooLarge(_) => Error::new(CKR_DATA_LEN_RANGE),
+                _ => Error::new(CKR_DEVICE_ERROR),
+            }
+        })?;
+
+        let idle = self.idle.lock().pop();
+        if let Some(mut conn) = idle {
+            match conn.round_trip(self.request_id(), &body) {
+                Ok(response) => {
+                    self.check_in(conn);
+                    return Ok(response);
+                }
+                Err(Failure::Closed(reason)) => log::debug!(
+                    "{function}: idle connection to {} was closed ({reason}); \
+                     sending again on a fresh connection",
+                    conn.peer()
+                ),
+                Err(Failure::Failed(reason)) => {
+                    log::error!(
+                        "{function}: hsmlink-server at {} failed: {reason}",
+                        conn.peer()
+                    );
+                    return Err(Error::device());
+                }
+            }
+        }
+
+        let mut conn = self.connect()?;
+        match conn.round_trip(self.request_id(), &body) {
+            Ok(response) => {
+                self.check_in(conn);
+                Ok(response)
+            }
+            Err(Failure::Closed(reason) | Failure::Failed(reason)) => {
+                log::error!(
+                    "{function}: hsmlink-server at {} failed: {reason}",
+                    conn.peer()
+                );
+                Err(Error::device())
+            }
+        }
+    }
+
+    /// `C_Finalize`: tells the server, on an idle connection if there is one
+    /// (never opening one just for this), that this application instance is
+    /// done, then closes every idle connection. Best effort.
+    pub fn finalize(&self) {
+        let idle = std::mem::take(&mut *self.idle.lock());
+        let mut idle = idle.into_iter();
+        if let Some(mut conn) = idle.next() {
+            let outcome = codec::encode(&Request::Finalize)
+                .map_err(|e| e.to_string())
+                .and_then(|body| {
+                    conn.round_trip(self.request_id(), &body)
+                        .map_err(|(Failure::Closed(reason) | Failure::Failed(reason))| reason)
+                });
+            match outcome {
+                Ok(response) => log::debug!("C_Finalize: server answered {:#x}", response.rv.0),
+                Err(reason) => log::debug!("C_Finalize: goodbye not delivered: {reason}"),
+            }
+            conn.close();
+        }
+        idle.for_each(Connection::close);
+    }
+
+    fn request_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn check_in(&self, conn: Connection) {
+        let mut idle = self.idle.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        } else {
+            drop(idle);
+            conn.close();
+        }
+    }
+
+    /// Opens a connection to the first configured server that answers.
+    fn connect(&self) -> Result<Connection, Error> {
+        let params = Params {
+            tls: &self.tls,
+            connect_timeout: self.connect_timeout,
+            io_timeout: self.io_timeout,
+            hello: &self.hello,
+        };
+        for server in &self.servers {
+            match Connection::open(&server.addr, server.name.clone(), &params) {
+                Ok(conn) => {
+                    if server.down_reported.swap(false, Ordering::Relaxed) {
+                        log::info!("hsmlink-server at {} is reachable again", server.addr.text);
+                    }
+                    return Ok(conn);
+                }
+                Err(reason) => {
+                    if server.down_reported.swap(true, Ordering::Relaxed) {
+                        log::debug!(
+                            "cannot reach hsmlink-server at {}: {reason}",
+                            server.addr.text
+                        );
+                    } else {
+                        log::error!(
+                            "cannot reach hsmlink-server at {}: {reason}",
+                            server.addr.text
+                        );
+                    }
+                }
+            }
+        }
+        Err(Error::unreachable())
+    }
+}
+
+#[cfg(test)]
+mod tests;

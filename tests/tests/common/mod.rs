@@ -1,0 +1,275 @@
+//! Test harness: real `hsmlink-server` processes from fresh `init`
+//! directories, and the real `libhsmlink_pkcs11.so` loaded through the
+//! `cryptoki` crate.
+//!
+//! The binaries are taken from the profile directory this test executable was
+//! built into (`target/<profile>/`), so `cargo build --release` followed by
+//! `cargo test --release` tests exactly what was built. The README's test
+//! command does both.
+#![allow(dead_code)] // each test file uses part of the harness
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a failed test
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+
+/// `target/<profile>` of this build.
+pub fn profile_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("HSMLINK_ARTIFACTS") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn artifact(name: &str) -> PathBuf {
+    let path = profile_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (the README's test command runs `cargo build --release --workspace` before the tests)",
+        path.display()
+    );
+    path
+}
+
+pub fn server_bin() -> PathBuf {
+    artifact("hsmlink-server")
+}
+
+pub fn module_path() -> PathBuf {
+    artifact("libhsmlink_pkcs11.so")
+}
+
+/// The workspace root, for scripts under `conformance/`.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_path_buf()
+}
+
+/// A loopback port nobody listens on at the moment of asking.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A deployment written by `hsmlink-server init` into a temporary directory,
+/// and (once started) its server process.
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    server: Option<Child>,
+}
+
+impl Deployment {
+    /// `hsmlink-server init` into a fresh directory, on a free loopback port.
+    pub fn init() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("socket address");
+        let out = Command::new(server_bin())
+            .args(["init", "--dir"])
+            .arg(dir.path())
+            .args(["--listen", &addr.to_string()])
+            .output()
+            .expect("run hsmlink-server init");
+        assert!(
+            out.status.success(),
+            "hsmlink-server init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            dir,
+            addr,
+            server: None,
+        }
+    }
+
+    /// `init` and `run`, waiting until the server accepts connections.
+    pub fn start() -> Self {
+        let mut deployment = Self::init();
+        deployment.run_server();
+        deployment
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn client_config(&self) -> PathBuf {
+        self.path("client.toml")
+    }
+
+    /// The environment that points the module at this deployment.
+    pub fn module_env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        vec![("HSMLINK_CONF", self.client_config().into_os_string())]
+    }
+
+    pub fn run_server(&mut self) {
+        let log = std::fs::File::create(self.path("server.log")).expect("server log file");
+        let child = Command::new(server_bin())
+            .args(["run", "--config"])
+            .arg(self.path("server.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn hsmlink-server run");
+        self.server = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = self
+                .server
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "hsmlink-server exited with {status}:\n{}",
+                    self.server_log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hsmlink-server did not listen on {} within 20 s:\n{}",
+                self.addr,
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status (graceful shutdown).
+    pub fn stop_server(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.server.take()?;
+        // SIGTERM through kill(1): the tests crate keeps no unsafe code.
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.path("server.log")).unwrap_or_default()
+    }
+
+    /// Writes a client.toml beside the deployment's own, with other
+    /// certificate files, and returns its path.
+    pub fn client_config_with(&self, name: &str, cert: &Path, key: &Path) -> PathBuf {
+        let original = std::fs::read_to_string(self.client_config()).expect("client.toml");
+        let mut text = String::new();
+        for line in original.lines() {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("cert ") || trimmed.starts_with("cert=") {
+                text.push_str(&format!("cert = {:?}\n", cert.display().to_string()));
+            } else if trimmed.starts_with("key ") || trimmed.starts_with("key=") {
+                text.push_str(&format!("key = {:?}\n", key.display().to_string()));
+            } else if trimmed.starts_with("io_timeout_ms")
+                || trimmed.starts_with("connect_timeout_ms")
+            {
+                // Short timeouts: a refused client must fail fast.
+                let key = trimmed.split('=').next().unwrap_or_default().trim();
+                text.push_str(&format!("{key} = 3000\n"));
+            } else {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("write client config");
+        path
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// True inside the child process started by [`run_in_child`].
+///
+/// The module, like every PKCS#11 library, has one global state per process
+/// and reads `HSMLINK_CONF` at `C_Initialize`. Each test that loads it runs
+/// its PKCS#11 part in a child process (this test executable, re-executed for
+/// the one test, with the environment set): tests stay independent and
+/// parallel, and nobody changes the environment of a running process.
+///
+/// ```ignore
+/// #[test]
+/// fn something() {
+///     if in_child() {
+///         let pkcs11 = load_module();
+///         /* assertions */
+///         return;
+///     }
+///     let deployment = Deployment::start();
+///     run_in_child("something", &deployment.module_env());
+/// }
+/// ```
+pub fn in_child() -> bool {
+    std::env::var_os("HSMLINK_TEST_CHILD").is_some()
+}
+
+/// Re-runs test `test_name` in a child process with `env`; fails with the
+/// child's output unless it passed.
+pub fn run_in_child(test_name: &str, env: &[(&str, std::ffi::OsString)]) -> String {
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut command = Command::new(exe);
+    command
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("HSMLINK_TEST_CHILD", test_name)
+        .stdin(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = command.output().expect("re-run the test executable");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child test {test_name} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    stderr.into_owned()
+}
+
+/// The real .so, loaded and initialised (it reads `HSMLINK_CONF` itself).
+pub fn load_module() -> Pkcs11 {
+    let pkcs11 = Pkcs11::new(module_path()).expect("load libhsmlink_pkcs11.so");
+    pkcs11
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    pkcs11
+}
+
+/// Runs `f` on another thread and fails if it takes longer than `limit`:
+/// a refused client must get an error, never hang.
+pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("call did not return within {limit:?}"))
+}

@@ -1,0 +1,33 @@
+//! Third-party PKCS#11 clients, scripted in `conformance/`, against the real
+//! module and a real server (each script starts its own deployment).
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+fn run_script(name: &str) {
+    let root = common::workspace_root();
+    let dir = common::profile_dir();
+    let out = Command::new("bash")
+        .arg(root.join("conformance").join(name))
+        .env("HSMLINK_SERVER", dir.join("hsmlink-server"))
+        .env("HSMLINK_MODULE", dir.join("libhsmlink_pkcs11.so"))
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "conformance/{name} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    println!("{stdout}");
+}
+
+#[test]
+fn pkcs11_tool() {
+    run_script("pkcs11-tool.sh");
+}

@@ -1,0 +1,240 @@
+//! Mutual TLS: a client without a certificate, with a certificate of another
+//! CA, or with an expired one never gets a PKCS#11 answer; the module reports
+//! an error code promptly and never hangs.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Deployment, in_child, load_module, run_in_child, within};
+use cryptoki::error::{Error, RvError};
+use hsmlink_protocol::frame::{self, FrameKind};
+use hsmlink_protocol::hello::HELLO_FRAME_VERSION;
+use hsmlink_protocol::{AppInstance, Hello};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType, date_time_ymd,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// The module's view of a refused handshake: an error code, quickly.
+fn assert_module_is_refused() {
+    let pkcs11 = load_module();
+    let answer = within(Duration::from_secs(20), move || pkcs11.get_all_slots());
+    assert!(
+        matches!(
+            answer,
+            Err(Error::Pkcs11(
+                RvError::DeviceError | RvError::DeviceRemoved,
+                _
+            ))
+        ),
+        "expected CKR_DEVICE_ERROR, got {answer:?}"
+    );
+}
+
+fn tenant_params(tenant: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(DnType::CommonName, tenant);
+    params.subject_alt_names.push(SanType::URI(
+        format!("hsmlink:tenant:{tenant}").try_into().expect("uri"),
+    ));
+    params
+}
+
+fn write_pair(
+    dir: &Path,
+    name: &str,
+    cert_pem: &str,
+    key: &KeyPair,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = dir.join(format!("{name}.pem"));
+    let key_path = dir.join(format!("{name}-key.pem"));
+    std::fs::write(&cert, cert_pem).expect("write cert");
+    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+    (cert, key_path)
+}
+
+/// A CA nobody told the server about, and a "demo" certificate it signed.
+fn foreign_demo_certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "hsmlink provider CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let cert = tenant_params("demo").signed_by(&key, &ca).expect("sign");
+    write_pair(dir, "foreign-demo", &cert.pem(), &key)
+}
+
+/// A "demo" certificate from the deployment's own CA, expired last year.
+fn expired_demo_certificate(deployment: &Deployment) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ca_pem = std::fs::read_to_string(deployment.path("ca.pem")).expect("ca.pem");
+    let ca_key_pem = std::fs::read_to_string(deployment.path("ca-key.pem")).expect("ca-key.pem");
+    let ca_key = KeyPair::from_pem(&ca_key_pem).expect("ca key");
+    let ca = Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("ca issuer");
+    let key = KeyPair::generate().expect("key");
+    let mut params = tenant_params("demo");
+    params.not_before = date_time_ymd(2020, 1, 1);
+    params.not_after = date_time_ymd(2021, 1, 1);
+    let cert = params.signed_by(&key, &ca).expect("sign");
+    write_pair(deployment.dir.path(), "expired-demo", &cert.pem(), &key)
+}
+
+/// A well-signed certificate for a tenant the server does not know.
+fn unknown_tenant_certificate(deployment: &Deployment) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ca_pem = std::fs::read_to_string(deployment.path("ca.pem")).expect("ca.pem");
+    let ca_key_pem = std::fs::read_to_string(deployment.path("ca-key.pem")).expect("ca-key.pem");
+    let ca = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key_pem).expect("key"))
+        .expect("ca issuer");
+    let key = KeyPair::generate().expect("key");
+    let cert = tenant_params("mallory").signed_by(&key, &ca).expect("sign");
+    write_pair(deployment.dir.path(), "mallory", &cert.pem(), &key)
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused() {
+    if in_child() {
+        assert_module_is_refused();
+        return;
+    }
+    let deployment = Deployment::start();
+    let (cert, key) = foreign_demo_certificate(deployment.dir.path());
+    let config = deployment.client_config_with("foreign.toml", &cert, &key);
+    run_in_child(
+        "a_certificate_from_another_ca_is_refused",
+        &[("HSMLINK_CONF", config.into_os_string())],
+    );
+    // And the server said why, without crashing.
+    assert!(raw_client_gets_no_answer(&deployment, Some((&cert, &key))));
+}
+
+#[test]
+fn an_expired_certificate_is_refused() {
+    if in_child() {
+        assert_module_is_refused();
+        return;
+    }
+    let deployment = Deployment::start();
+    let (cert, key) = expired_demo_certificate(&deployment);
+    let config = deployment.client_config_with("expired.toml", &cert, &key);
+    run_in_child(
+        "an_expired_certificate_is_refused",
+        &[("HSMLINK_CONF", config.into_os_string())],
+    );
+    assert!(raw_client_gets_no_answer(&deployment, Some((&cert, &key))));
+}
+
+#[test]
+fn a_client_without_a_certificate_gets_no_answer() {
+    let deployment = Deployment::start();
+    assert!(raw_client_gets_no_answer(&deployment, None));
+}
+
+#[test]
+fn a_tenant_the_server_does_not_know_is_rejected() {
+    if in_child() {
+        assert_module_is_refused();
+        return;
+    }
+    let deployment = Deployment::start();
+    let (cert, key) = unknown_tenant_certificate(&deployment);
+    let config = deployment.client_config_with("mallory.toml", &cert, &key);
+    run_in_child(
+        "a_tenant_the_server_does_not_know_is_rejected",
+        &[("HSMLINK_CONF", config.into_os_string())],
+    );
+}
+
+#[test]
+fn a_stopped_server_gives_an_error_not_a_hang() {
+    if in_child() {
+        assert_module_is_refused();
+        return;
+    }
+    let mut deployment = Deployment::start();
+    let status = deployment.stop_server().expect("server was running");
+    assert!(status.success(), "SIGTERM is a graceful shutdown: {status}");
+    run_in_child(
+        "a_stopped_server_gives_an_error_not_a_hang",
+        &deployment.module_env(),
+    );
+}
+
+#[test]
+fn the_valid_certificate_gets_a_hello() {
+    // The control for the negatives above: the same raw client with the
+    // deployment's own demo certificate is answered.
+    let deployment = Deployment::start();
+    let cert = deployment.path("demo.pem");
+    let key = deployment.path("demo-key.pem");
+    assert!(!raw_client_gets_no_answer(&deployment, Some((&cert, &key))));
+}
+
+/// Connects with a plain rustls client (optionally with a certificate), sends
+/// a Hello and reports whether the server never answered it.
+fn raw_client_gets_no_answer(deployment: &Deployment, identity: Option<(&Path, &Path)>) -> bool {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(deployment.path("ca.pem")).expect("ca.pem") {
+        roots.add(cert.expect("ca cert")).expect("add root");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .expect("cert")
+                .collect::<Result<_, _>>()
+                .expect("certs");
+            let key = PrivateKeyDer::from_pem_file(key).expect("key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client auth")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut tls = rustls::ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from("localhost").expect("name"),
+    )
+    .expect("client connection");
+    let mut tcp = TcpStream::connect(deployment.addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+
+    let hello = Hello::new(
+        "raw-test-client".into(),
+        AppInstance([7; 16]),
+        std::process::id(),
+    );
+    let sent = frame::write_frame(
+        &mut stream,
+        FrameKind::Hello,
+        HELLO_FRAME_VERSION,
+        0,
+        &hello,
+    );
+    if sent.is_err() {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    let answered = match stream.read(&mut byte) {
+        Ok(0) | Err(_) => false,
+        Ok(_) => true,
+    };
+    let _ = stream.flush();
+    !answered
+}
