@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attribute;
+pub mod attribute_kind;
 pub mod codec;
 pub mod frame;
 pub mod hello;
