@@ -234,7 +234,120 @@ pub fn demo_handler(request: &Request) -> Response {
         | Request::GetMechanismList { .. }
         | Request::GetMechanismInfo { .. } => Response::error(0x3), // CKR_SLOT_ID_INVALID
         Request::Finalize => Response::ok(ResponseBody::Empty),
-        _ => Response::error(0x54), // CKR_FUNCTION_NOT_SUPPORTED
+        _ => demo_sessions_and_objects(request),
+    }
+}
+
+/// The session handle the demo server hands out (its only one).
+pub const DEMO_SESSION: u64 = 0x10;
+/// The demo user PIN.
+pub const DEMO_PIN: &[u8] = b"1234";
+/// The objects the demo server finds, in order.
+pub const DEMO_OBJECTS: [u64; 3] = [0x20, 0x21, 0x22];
+
+/// Sessions and objects, without state: one session on slot 0
+/// ([`DEMO_SESSION`]), a login with [`DEMO_PIN`], three objects to find,
+/// and attributes of a secret key (`CKA_VALUE` sensitive).
+fn demo_sessions_and_objects(request: &Request) -> Response {
+    use hsmlink_protocol::attribute_kind::*;
+    use hsmlink_protocol::*;
+    const SESSION_HANDLE_INVALID: u64 = 0xB3;
+    let session = match request {
+        Request::OpenSession { slot, .. } => {
+            return if slot.0 == 0 {
+                Response::ok(ResponseBody::Session(SessionHandle(DEMO_SESSION)))
+            } else {
+                Response::error(0x3) // CKR_SLOT_ID_INVALID
+            };
+        }
+        Request::InitToken { slot, .. } => {
+            return if slot.0 == 0 {
+                Response::ok(ResponseBody::Empty)
+            } else {
+                Response::error(0x3)
+            };
+        }
+        Request::CloseAllSessions { .. } => return Response::ok(ResponseBody::Empty),
+        Request::CloseSession { session }
+        | Request::GetSessionInfo { session }
+        | Request::SessionCancel { session, .. }
+        | Request::Login { session, .. }
+        | Request::LoginUser { session, .. }
+        | Request::Logout { session }
+        | Request::InitPin { session, .. }
+        | Request::SetPin { session, .. }
+        | Request::CreateObject { session, .. }
+        | Request::CopyObject { session, .. }
+        | Request::DestroyObject { session, .. }
+        | Request::GetObjectSize { session, .. }
+        | Request::GetAttributeValue { session, .. }
+        | Request::SetAttributeValue { session, .. }
+        | Request::FindObjectsInit { session, .. }
+        | Request::FindObjects { session, .. }
+        | Request::FindObjectsFinal { session } => *session,
+        _ => return Response::error(0x54), // CKR_FUNCTION_NOT_SUPPORTED
+    };
+    if session.0 != DEMO_SESSION {
+        return Response::error(SESSION_HANDLE_INVALID);
+    }
+    match request {
+        Request::GetSessionInfo { .. } => Response::ok(ResponseBody::SessionInfo(SessionInfo {
+            slot_id: SlotId(0),
+            state: 2, // CKS_RW_PUBLIC_SESSION
+            flags: 6, // CKF_RW_SESSION | CKF_SERIAL_SESSION
+            device_error: 0,
+        })),
+        Request::Login { pin, .. } | Request::LoginUser { pin, .. } => {
+            if pin.as_bytes() == DEMO_PIN {
+                Response::ok(ResponseBody::Empty)
+            } else {
+                Response::error(0xA0) // CKR_PIN_INCORRECT
+            }
+        }
+        Request::CreateObject { .. } => Response::ok(ResponseBody::Object(ObjectHandle(0x20))),
+        Request::CopyObject { object, .. } => {
+            Response::ok(ResponseBody::Object(ObjectHandle(object.0 + 0x100)))
+        }
+        Request::GetObjectSize { object, .. } => {
+            Response::ok(ResponseBody::ObjectSize(if object.0 == 0x20 {
+                123
+            } else {
+                u64::MAX
+            }))
+        }
+        Request::FindObjects { max_count, .. } => Response::ok(ResponseBody::Objects(
+            DEMO_OBJECTS
+                .iter()
+                .take(usize::try_from(*max_count).unwrap_or(usize::MAX))
+                .map(|&handle| ObjectHandle(handle))
+                .collect(),
+        )),
+        Request::GetAttributeValue { object, .. } if object.0 != 0x20 => {
+            Response::error(0x82) // CKR_OBJECT_HANDLE_INVALID
+        }
+        Request::GetAttributeValue { types, .. } => {
+            Response::ok(ResponseBody::Attributes(
+                types
+                    .iter()
+                    .map(|attr_type| match attr_type.0 {
+                        CKA_CLASS => AttributeResult::Value(AttributeValue::Ulong(4)),
+                        CKA_TOKEN => AttributeResult::Value(AttributeValue::Bool(true)),
+                        CKA_LABEL => {
+                            AttributeResult::Value(AttributeValue::Bytes(b"demo key".to_vec()))
+                        }
+                        CKA_VALUE => AttributeResult::Sensitive,
+                        CKA_WRAP_TEMPLATE => AttributeResult::Value(AttributeValue::Template(
+                            vec![Attribute::new(CKA_ENCRYPT, AttributeValue::Bool(true))],
+                        )),
+                        CKA_ALLOWED_MECHANISMS => AttributeResult::Value(
+                            AttributeValue::Mechanisms(vec![MechanismType(0x1081)]),
+                        ),
+                        _ => AttributeResult::Invalid,
+                    })
+                    .collect(),
+            ))
+        }
+        _ => Response::ok(ResponseBody::Empty),
     }
 }
 

@@ -36,8 +36,14 @@ pub enum AttributeValue {
     /// Byte arrays, strings, big integers, DER, `CK_DATE` (8 ASCII digits or empty).
     Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Attribute arrays: `CKA_WRAP_TEMPLATE`, `CKA_UNWRAP_TEMPLATE`, `CKA_DERIVE_TEMPLATE`.
+    /// Two levels at most: a template may hold templates (a
+    /// `CKA_DERIVE_TEMPLATE` naming the derived key's `CKA_WRAP_TEMPLATE`),
+    /// whose members are plain values. Deeper nesting does not decode:
+    /// unbounded nesting would let a peer exhaust the decoder's stack.
     Template(
-        #[cfg_attr(test, proptest(strategy = "crate::testing::leaf_template()"))] Vec<Attribute>,
+        #[cfg_attr(test, proptest(strategy = "crate::testing::leaf_template()"))]
+        #[serde(deserialize_with = "flat::deserialize_template")]
+        Vec<Attribute>,
     ),
     /// `CKA_ALLOWED_MECHANISMS`.
     Mechanisms(Vec<MechanismType>),
@@ -75,4 +81,77 @@ pub enum AttributeResult {
     Sensitive,
     /// `CKR_ATTRIBUTE_TYPE_INVALID`: the object has no such attribute.
     Invalid,
+}
+
+/// Decoding of template members: the same wire shape as [`AttributeValue`],
+/// with nesting cut off after two levels by the types themselves, so the
+/// decoder's depth is bounded whatever the input.
+mod flat {
+    use serde::{Deserialize, Deserializer};
+
+    use super::{Attribute, AttributeValue};
+    use crate::types::{AttributeType, MechanismType};
+
+    /// A member of a top-level template: may itself be a template.
+    #[derive(Deserialize)]
+    struct Member {
+        attr_type: AttributeType,
+        value: MemberValue<Vec<Leaf>>,
+    }
+
+    /// A member of a nested template: plain values only.
+    #[derive(Deserialize)]
+    struct Leaf {
+        attr_type: AttributeType,
+        value: MemberValue<Refused>,
+    }
+
+    /// Variant order must match [`AttributeValue`]'s.
+    #[derive(Deserialize)]
+    enum MemberValue<T> {
+        Bool(bool),
+        Ulong(u64),
+        Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
+        Template(T),
+        Mechanisms(Vec<MechanismType>),
+    }
+
+    /// Uninhabited: a third level of templates is a decoding error.
+    #[derive(Deserialize)]
+    enum Refused {}
+
+    impl<T> MemberValue<T> {
+        fn into_value(self, template: impl FnOnce(T) -> Vec<Attribute>) -> AttributeValue {
+            match self {
+                Self::Bool(v) => AttributeValue::Bool(v),
+                Self::Ulong(v) => AttributeValue::Ulong(v),
+                Self::Bytes(v) => AttributeValue::Bytes(v),
+                Self::Template(t) => AttributeValue::Template(template(t)),
+                Self::Mechanisms(v) => AttributeValue::Mechanisms(v),
+            }
+        }
+    }
+
+    fn leaves(members: Vec<Leaf>) -> Vec<Attribute> {
+        members
+            .into_iter()
+            .map(|leaf| Attribute {
+                attr_type: leaf.attr_type,
+                value: leaf.value.into_value(|never| match never {}),
+            })
+            .collect()
+    }
+
+    pub(super) fn deserialize_template<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Attribute>, D::Error> {
+        let members = Vec::<Member>::deserialize(deserializer)?;
+        Ok(members
+            .into_iter()
+            .map(|member| Attribute {
+                attr_type: member.attr_type,
+                value: member.value.into_value(leaves),
+            })
+            .collect())
+    }
 }

@@ -111,6 +111,29 @@ fn a_huge_length_prefix_inside_a_body_does_not_allocate() {
 }
 
 #[test]
+fn templates_nest_two_levels_and_no_deeper() {
+    let template = |members| Attribute::new(0x4000_0211, AttributeValue::Template(members));
+    let create = |attribute| Request::CreateObject {
+        session: crate::SessionHandle(1),
+        template: vec![attribute],
+    };
+    let leaf = Attribute::new(0x104, AttributeValue::Bool(true));
+    let two_levels = create(template(vec![template(vec![leaf.clone()])]));
+    assert_eq!(round_trip(&two_levels), two_levels);
+    let three_levels = create(template(vec![template(vec![template(vec![leaf])])]));
+    let bytes = codec::encode(&three_levels).expect("encodes");
+    assert!(codec::decode::<Request>(&bytes).is_err());
+
+    // A frame of 200,000 nested templates: an error, not a stack overflow.
+    let mut bytes = vec![19u8, 1, 1]; // CreateObject, session 1, one attribute
+    for _ in 0..200_000 {
+        // type CKA_WRAP_TEMPLATE (varint u32 marker), Template variant, one member
+        bytes.extend_from_slice(&[0xfc, 0x11, 0x02, 0x00, 0x40, 3, 1]);
+    }
+    assert!(codec::decode::<Request>(&bytes).is_err());
+}
+
+#[test]
 fn unknown_frame_kinds_are_refused() {
     let mut bytes = [0u8; HEADER_LEN];
     bytes[7] = 9;

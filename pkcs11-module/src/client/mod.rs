@@ -6,12 +6,14 @@
 //! request calls for is a broken peer, reported as `CKR_DEVICE_ERROR`.
 
 pub mod general;
+pub mod objects;
+pub mod sessions;
 pub mod slots;
 
 #[cfg(test)]
 mod tests;
 
-use cryptoki_sys::CKR_FUNCTION_NOT_SUPPORTED;
+use cryptoki_sys::{CKR_FUNCTION_NOT_SUPPORTED, CKR_TOKEN_NOT_PRESENT};
 use hsmlink_protocol::{Request, ResponseBody};
 
 use crate::error::Error;
@@ -43,4 +45,20 @@ fn unexpected(function: &str, body: &ResponseBody) -> Error {
         body.variant_name()
     );
     Error::device()
+}
+
+/// Sends `request`, whose success carries no outputs: anything but
+/// `ResponseBody::Empty` is a broken peer.
+fn empty(library: &Library, function: &str, request: &Request) -> Result<(), Error> {
+    match call(library, request)? {
+        ResponseBody::Empty => Ok(()),
+        other => Err(unexpected(function, &other)),
+    }
+}
+
+/// For calls addressed to a slot's token: "no server reachable at all" is
+/// `CKR_TOKEN_NOT_PRESENT` (the slot exists for the application, its token
+/// is out of reach) rather than `CKR_DEVICE_ERROR`.
+fn token_absent(e: Error) -> Error {
+    e.unreachable_as(CKR_TOKEN_NOT_PRESENT)
 }

@@ -1,17 +1,20 @@
-//! Slot and token management (PKCS#11 3.0 section 5.5): the queries served
-//! by the server today.
+//! Slot and token management (PKCS#11 3.0 section 5.5): the slot and token
+//! queries, token initialisation and the PIN functions.
 //!
-//! When no server can be reached at all, the token-level queries
-//! (`C_GetTokenInfo`, `C_GetMechanismList`, `C_GetMechanismInfo`) report
-//! `CKR_TOKEN_NOT_PRESENT`: the slot exists for the application, its token is
-//! out of reach. Slot-level queries report `CKR_DEVICE_ERROR`.
+//! When no server can be reached at all, the calls addressed to a slot's
+//! token (`C_GetTokenInfo`, `C_GetMechanismList`, `C_GetMechanismInfo`,
+//! `C_InitToken`) report `CKR_TOKEN_NOT_PRESENT`: the slot exists for the
+//! application, its token is out of reach. Slot-level queries, and the PIN
+//! functions (which name a session), report `CKR_DEVICE_ERROR`.
+//!
+//! PINs arrive here as [`Secret`]s (wiped on drop) and are never logged.
 
-use cryptoki_sys::CKR_TOKEN_NOT_PRESENT;
 use hsmlink_protocol::{
-    MechanismInfo, MechanismType, Request, ResponseBody, SlotId, SlotInfo, TokenInfo,
+    MechanismInfo, MechanismType, Request, ResponseBody, Secret, SessionHandle, SlotId, SlotInfo,
+    TokenInfo,
 };
 
-use super::{call, unexpected};
+use super::{call, empty, token_absent, unexpected};
 use crate::error::Error;
 use crate::state::Library;
 
@@ -63,6 +66,44 @@ pub fn mechanism_info(
     }
 }
 
-fn token_absent(e: Error) -> Error {
-    e.unreachable_as(CKR_TOKEN_NOT_PRESENT)
+/// `C_InitToken` (5.5.7): `label` is the application's 32 blank-padded bytes.
+pub fn init_token(
+    library: &Library,
+    slot: SlotId,
+    so_pin: Secret,
+    label: [u8; 32],
+) -> Result<(), Error> {
+    let request = Request::InitToken {
+        slot,
+        so_pin,
+        label: label.to_vec(),
+    };
+    match call(library, &request).map_err(token_absent)? {
+        ResponseBody::Empty => Ok(()),
+        other => Err(unexpected("C_InitToken", &other)),
+    }
+}
+
+/// `C_InitPIN` (5.5.8): the SO sets the user PIN.
+pub fn init_pin(library: &Library, session: SessionHandle, pin: Secret) -> Result<(), Error> {
+    empty(library, "C_InitPIN", &Request::InitPin { session, pin })
+}
+
+/// `C_SetPIN` (5.5.9): the PIN of the user logged in on `session` (the
+/// user's when none is).
+pub fn set_pin(
+    library: &Library,
+    session: SessionHandle,
+    old_pin: Secret,
+    new_pin: Secret,
+) -> Result<(), Error> {
+    empty(
+        library,
+        "C_SetPIN",
+        &Request::SetPin {
+            session,
+            old_pin,
+            new_pin,
+        },
+    )
 }

@@ -5,10 +5,10 @@
 //! silent truncation.
 
 use cryptoki_sys::{
-    CK_INFO, CK_MECHANISM_INFO, CK_SLOT_INFO, CK_TOKEN_INFO, CK_ULONG, CK_UNAVAILABLE_INFORMATION,
-    CK_VERSION,
+    CK_INFO, CK_MECHANISM_INFO, CK_SESSION_INFO, CK_SLOT_INFO, CK_TOKEN_INFO, CK_ULONG,
+    CK_UNAVAILABLE_INFORMATION, CK_VERSION,
 };
-use hsmlink_protocol::{MechanismInfo, SlotInfo, TokenInfo, Version};
+use hsmlink_protocol::{MechanismInfo, SessionInfo, SlotInfo, TokenInfo, Version};
 
 use crate::error::Error;
 use crate::log;
@@ -114,6 +114,15 @@ pub fn mechanism_info(info: &MechanismInfo) -> Result<CK_MECHANISM_INFO, Error> 
         ulMinKeySize: ulong(info.min_key_size)?,
         ulMaxKeySize: ulong(info.max_key_size)?,
         flags: ulong(info.flags)?,
+    })
+}
+
+pub fn session_info(info: &SessionInfo) -> Result<CK_SESSION_INFO, Error> {
+    Ok(CK_SESSION_INFO {
+        slotID: ulong(info.slot_id.0)?,
+        state: ulong(info.state)?,
+        flags: ulong(info.flags)?,
+        ulDeviceError: ulong(info.device_error)?,
     })
 }
 

@@ -5,8 +5,11 @@
 //! lists of `interface`. Each entry point is one call of `guard`, which
 //! catches panics (a panic must never unwind into C), and inside it the
 //! raw pointers are turned into checked Rust values (`out::OutBuf`,
-//! `out::OutRef`, slices, handle newtypes) before the safe `client` layer
-//! is called. Nothing outside this module sees a raw pointer.
+//! `out::OutRef`, `out::OutArray`, `attributes::Template`, the PINs and
+//! labels of `input`, handle newtypes) before the safe `client` layer is
+//! called. Nothing outside this module sees a raw pointer. `attributes` is
+//! the one place that knows the C representation of attribute values, both
+//! ways.
 //!
 //! Section numbers in the doc comments refer to the PKCS#11 3.0 base
 //! specification.
@@ -19,9 +22,11 @@
 // The entry points keep the names of the standard (`C_GetSlotList`).
 #![allow(non_snake_case)]
 
+mod attributes;
 mod convert;
 mod crypto;
 mod general;
+mod input;
 mod interface;
 mod message;
 mod object;

@@ -3,7 +3,9 @@
 //! [`OutBuf`] is the rule of section 5.2 for variable-length outputs, in one
 //! place: a NULL buffer asks for the length only (`CKR_OK`), a buffer too
 //! small gets `CKR_BUFFER_TOO_SMALL`, and in every case the required length
-//! is written back. [`OutRef`] is a fixed-size output (`CK_INFO`, ...).
+//! is written back. [`OutRef`] is a fixed-size output (`CK_INFO`, ...),
+//! [`OutArray`] an array of a capacity fixed by the caller whose count is
+//! reported elsewhere (`C_FindObjects`).
 //!
 //! Neither requires the caller's pointers to be aligned: they are read and
 //! written with unaligned accesses.
@@ -107,5 +109,54 @@ impl<T> OutRef<'_, T> {
         // SAFETY: `ptr` is non-NULL and valid for writing one `T`
         // (from_raw's contract); the write does not need alignment.
         unsafe { self.ptr.write_unaligned(value) }
+    }
+}
+
+/// An array output of a capacity the caller chose, filled with at most that
+/// many values (`C_FindObjects`: `phObject`, `ulMaxObjectCount`). How many
+/// were written is reported through a separate [`OutRef`].
+pub struct OutArray<'a, T> {
+    buf: *mut T,
+    capacity: usize,
+    _caller: PhantomData<&'a mut [T]>,
+}
+
+impl<T: Copy> OutArray<'_, T> {
+    /// Takes the caller's buffer of `capacity` values; NULL is
+    /// `CKR_ARGUMENTS_BAD` (even with capacity 0).
+    ///
+    /// # Safety
+    /// `buf` is NULL or valid for writing `capacity` values of `T`, and
+    /// nothing else accesses it while the `OutArray` lives.
+    pub unsafe fn from_raw(buf: *mut T, capacity: CK_ULONG) -> Result<Self, Error> {
+        if buf.is_null() {
+            return Err(Error::new(CKR_ARGUMENTS_BAD));
+        }
+        Ok(Self {
+            buf,
+            // A capacity beyond the address space is as good as unlimited.
+            capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
+            _caller: PhantomData,
+        })
+    }
+
+    /// Writes `items`; more than the capacity is our bug or the server's
+    /// (which was told the capacity): `CKR_DEVICE_ERROR`, nothing written.
+    pub fn write(self, items: &[T]) -> Result<(), Error> {
+        if items.len() > self.capacity {
+            return Err(Error::device());
+        }
+        // SAFETY: `buf` is valid for writing `capacity >= items.len()` values
+        // of `T` (from_raw's contract), so for `size_of_val(items)` bytes;
+        // bytes need no alignment; `items` is our own memory and cannot
+        // overlap the caller's buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                items.as_ptr().cast::<u8>(),
+                self.buf.cast::<u8>(),
+                size_of_val(items),
+            );
+        }
+        Ok(())
     }
 }

@@ -4,10 +4,10 @@ use cryptoki_sys::{
     CK_BBOOL, CK_FALSE, CK_FLAGS, CK_MECHANISM_INFO, CK_MECHANISM_TYPE, CK_RV, CK_SESSION_HANDLE,
     CK_SLOT_ID, CK_SLOT_INFO, CK_TOKEN_INFO, CK_ULONG, CK_UTF8CHAR, CK_VOID_PTR,
 };
-use hsmlink_protocol::{MechanismType, SlotId};
+use hsmlink_protocol::{MechanismType, SessionHandle, SlotId};
 
 use super::out::{OutBuf, OutRef};
-use super::{convert, guard, not_supported, wire};
+use super::{convert, guard, input, not_supported, wire};
 use crate::client::slots;
 use crate::state;
 
@@ -97,21 +97,56 @@ not_supported! {
     /// `C_WaitForSlotEvent` (5.5.4): slots do not change under an
     /// application; not supported.
     fn C_WaitForSlotEvent(_flags: CK_FLAGS, _pSlot: *mut CK_SLOT_ID, _pReserved: CK_VOID_PTR);
-    /// `C_InitToken` (5.5.7).
-    fn C_InitToken(
-        _slotID: CK_SLOT_ID,
-        _pPin: *mut CK_UTF8CHAR,
-        _ulPinLen: CK_ULONG,
-        _pLabel: *mut CK_UTF8CHAR,
-    );
-    /// `C_InitPIN` (5.5.8).
-    fn C_InitPIN(_hSession: CK_SESSION_HANDLE, _pPin: *mut CK_UTF8CHAR, _ulPinLen: CK_ULONG);
-    /// `C_SetPIN` (5.5.9).
-    fn C_SetPIN(
-        _hSession: CK_SESSION_HANDLE,
-        _pOldPin: *mut CK_UTF8CHAR,
-        _ulOldLen: CK_ULONG,
-        _pNewPin: *mut CK_UTF8CHAR,
-        _ulNewLen: CK_ULONG,
-    );
+}
+
+/// `C_InitToken` (5.5.7): the SO PIN by the rules of `input::pin` (a NULL
+/// `pPin` is `CKR_ARGUMENTS_BAD`: there is no protected authentication
+/// path), `pLabel` 32 blank-padded bytes (NULL: `CKR_ARGUMENTS_BAD`), sent
+/// as given. No server reachable: `CKR_TOKEN_NOT_PRESENT`.
+pub(super) unsafe extern "C" fn C_InitToken(
+    slotID: CK_SLOT_ID,
+    pPin: *mut CK_UTF8CHAR,
+    ulPinLen: CK_ULONG,
+    pLabel: *mut CK_UTF8CHAR,
+) -> CK_RV {
+    guard("C_InitToken", || {
+        let library = state::library()?;
+        // SAFETY: section 5.5.7: pPin is NULL or points to ulPinLen bytes.
+        let so_pin = unsafe { input::pin(pPin, ulPinLen) }?;
+        // SAFETY: section 5.5.7: pLabel points to 32 bytes.
+        let label = unsafe { input::label(pLabel) }?;
+        slots::init_token(&library, SlotId(wire(slotID)), so_pin, label)
+    })
+}
+
+/// `C_InitPIN` (5.5.8): the PIN by the rules of `input::pin`.
+pub(super) unsafe extern "C" fn C_InitPIN(
+    hSession: CK_SESSION_HANDLE,
+    pPin: *mut CK_UTF8CHAR,
+    ulPinLen: CK_ULONG,
+) -> CK_RV {
+    guard("C_InitPIN", || {
+        let library = state::library()?;
+        // SAFETY: section 5.5.8: pPin is NULL or points to ulPinLen bytes.
+        let pin = unsafe { input::pin(pPin, ulPinLen) }?;
+        slots::init_pin(&library, SessionHandle(wire(hSession)), pin)
+    })
+}
+
+/// `C_SetPIN` (5.5.9): both PINs by the rules of `input::pin`.
+pub(super) unsafe extern "C" fn C_SetPIN(
+    hSession: CK_SESSION_HANDLE,
+    pOldPin: *mut CK_UTF8CHAR,
+    ulOldLen: CK_ULONG,
+    pNewPin: *mut CK_UTF8CHAR,
+    ulNewLen: CK_ULONG,
+) -> CK_RV {
+    guard("C_SetPIN", || {
+        let library = state::library()?;
+        // SAFETY: section 5.5.9: pOldPin is NULL or points to ulOldLen bytes.
+        let old_pin = unsafe { input::pin(pOldPin, ulOldLen) }?;
+        // SAFETY: section 5.5.9: pNewPin is NULL or points to ulNewLen bytes.
+        let new_pin = unsafe { input::pin(pNewPin, ulNewLen) }?;
+        slots::set_pin(&library, SessionHandle(wire(hSession)), old_pin, new_pin)
+    })
 }

@@ -9,7 +9,7 @@ use std::ptr::{null, null_mut};
 use std::time::{Duration, Instant};
 
 use cryptoki_sys::*;
-use hsmlink_protocol::Request;
+use hsmlink_protocol::{Attribute, AttributeValue, Request, SessionHandle, SlotId, UserType};
 use parking_lot::MutexGuard;
 
 use super::out::OutBuf;
@@ -18,6 +18,11 @@ use crate::config::test_override;
 use crate::error::Error;
 use crate::state;
 use crate::test_support::{Behaviour, FakeServer, GLOBAL_STATE, Pki, closed_port};
+
+#[allow(clippy::useless_conversion)] // CK_ULONG is u32 on some targets
+fn w(value: CK_ULONG) -> u64 {
+    u64::from(value)
+}
 
 fn functions() -> &'static CK_FUNCTION_LIST {
     let mut list: *mut CK_FUNCTION_LIST = null_mut();
@@ -319,19 +324,25 @@ fn no_server_gives_device_error_or_token_not_present_fast() {
             f.C_GetMechanismInfo.unwrap()(0, CKM_RSA_PKCS, &mut mechanism_info),
             CKR_TOKEN_NOT_PRESENT
         );
+        let mut session: CK_SESSION_HANDLE = 0;
+        assert_eq!(
+            f.C_OpenSession.unwrap()(0, CKF_SERIAL_SESSION, null_mut(), None, &mut session),
+            CKR_TOKEN_NOT_PRESENT
+        );
+        assert_eq!(f.C_CloseSession.unwrap()(1), CKR_DEVICE_ERROR);
+        assert_eq!(
+            functions_3_0().C_SessionCancel.unwrap()(1, 0),
+            CKR_DEVICE_ERROR
+        );
         // Functions not served yet, and the legacy ones.
         assert_eq!(
-            f.C_OpenSession.unwrap()(0, CKF_SERIAL_SESSION, null_mut(), None, null_mut()),
+            f.C_GetOperationState.unwrap()(1, null_mut(), &mut count),
             CKR_FUNCTION_NOT_SUPPORTED
         );
         assert_eq!(f.C_GetFunctionStatus.unwrap()(1), CKR_FUNCTION_NOT_PARALLEL);
         assert_eq!(f.C_CancelFunction.unwrap()(1), CKR_FUNCTION_NOT_PARALLEL);
         assert_eq!(
             f.C_WaitForSlotEvent.unwrap()(0, null_mut(), null_mut()),
-            CKR_FUNCTION_NOT_SUPPORTED
-        );
-        assert_eq!(
-            functions_3_0().C_SessionCancel.unwrap()(1, 0),
             CKR_FUNCTION_NOT_SUPPORTED
         );
     }
@@ -570,4 +581,377 @@ fn output_buffer_needs_a_length() {
     // SAFETY: the NULL length is the case under test.
     let out = unsafe { OutBuf::from_raw(buf.as_mut_ptr(), null_mut()) };
     assert_eq!(out.err().map(Error::rv), Some(CKR_ARGUMENTS_BAD));
+}
+
+/// Never called: we make no callbacks.
+unsafe extern "C" fn notify(_: CK_SESSION_HANDLE, _: CK_NOTIFICATION, _: *mut c_void) -> CK_RV {
+    std::process::abort()
+}
+
+/// Initialises the library against a fake server and opens its session.
+fn with_session(library: &Library<'_>) -> (FakeServer, CK_SESSION_HANDLE) {
+    let pki = Pki::new();
+    let server = FakeServer::start(&pki, Behaviour::default());
+    assert_eq!(
+        library.initialize(pki.config(&[server.address()], "")),
+        CKR_OK
+    );
+    let mut session: CK_SESSION_HANDLE = 0;
+    // SAFETY: valid pointers.
+    let rv = unsafe {
+        functions().C_OpenSession.unwrap()(0, CKF_SERIAL_SESSION, null_mut(), None, &mut session)
+    };
+    assert_eq!(rv, CKR_OK);
+    server.requests.lock().clear();
+    (server, session)
+}
+
+fn attr(attr_type: CK_ATTRIBUTE_TYPE, value: &mut [u8]) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: attr_type,
+        pValue: value.as_mut_ptr().cast(),
+        ulValueLen: CK_ULONG::try_from(value.len()).unwrap(),
+    }
+}
+
+#[test]
+fn open_session_checks_locally_first() {
+    let library = Library::lock();
+    let pki = Pki::new();
+    let server = FakeServer::start(&pki, Behaviour::default());
+    assert_eq!(
+        library.initialize(pki.config(&[server.address()], "")),
+        CKR_OK
+    );
+    let open = functions().C_OpenSession.unwrap();
+    let mut session: CK_SESSION_HANDLE = 0;
+    let mut application = 5u8;
+    // SAFETY: valid or NULL pointers, as each case says.
+    unsafe {
+        assert_eq!(
+            open(0, CKF_SERIAL_SESSION, null_mut(), None, null_mut()),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            open(0, CKF_RW_SESSION, null_mut(), None, &mut session),
+            CKR_SESSION_PARALLEL_NOT_SUPPORTED
+        );
+        assert_eq!(
+            open(0, 0, null_mut(), None, &mut session),
+            CKR_SESSION_PARALLEL_NOT_SUPPORTED
+        );
+        assert!(server.requests().is_empty(), "nothing was sent");
+
+        // pApplication and Notify are accepted (and never used).
+        let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
+        let app = (&raw mut application).cast();
+        assert_eq!(open(0, flags, app, Some(notify), &mut session), CKR_OK);
+        assert_eq!(session, 0x10);
+        assert_eq!(
+            server.requests(),
+            vec![Request::OpenSession {
+                slot: SlotId(0),
+                flags: 6
+            }]
+        );
+        assert_eq!(
+            open(3, CKF_SERIAL_SESSION, null_mut(), None, &mut session),
+            CKR_SLOT_ID_INVALID
+        );
+    }
+}
+
+#[test]
+fn sessions_and_pins_over_the_network() {
+    let library = Library::lock();
+    let (server, session) = with_session(&library);
+    let f = functions();
+    let f3 = functions_3_0();
+    let mut pin = *b"1234";
+    let mut wrong = *b"0000";
+    let mut user = *b"alice";
+    let mut label = *b"my token                        ";
+    // SAFETY: valid or NULL pointers, with the lengths given.
+    unsafe {
+        let mut info = CK_SESSION_INFO::default();
+        assert_eq!(f.C_GetSessionInfo.unwrap()(session, &mut info), CKR_OK);
+        assert_eq!(
+            (info.slotID, info.state, info.flags, info.ulDeviceError),
+            (
+                0,
+                CKS_RW_PUBLIC_SESSION,
+                CKF_RW_SESSION | CKF_SERIAL_SESSION,
+                0
+            )
+        );
+        assert_eq!(
+            f.C_GetSessionInfo.unwrap()(session, null_mut()),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            f.C_GetSessionInfo.unwrap()(99, &mut info),
+            CKR_SESSION_HANDLE_INVALID
+        );
+
+        let login = f.C_Login.unwrap();
+        assert_eq!(login(session, CKU_USER, pin.as_mut_ptr(), 4), CKR_OK);
+        assert_eq!(
+            login(session, CKU_USER, wrong.as_mut_ptr(), 4),
+            CKR_PIN_INCORRECT
+        );
+        // No protected authentication path, and no NULL PIN with a length.
+        assert_eq!(login(session, CKU_USER, null_mut(), 0), CKR_ARGUMENTS_BAD);
+        assert_eq!(login(session, CKU_USER, null_mut(), 4), CKR_ARGUMENTS_BAD);
+
+        let login_user = f3.C_LoginUser.unwrap();
+        assert_eq!(
+            login_user(session, CKU_USER, pin.as_mut_ptr(), 4, user.as_mut_ptr(), 5),
+            CKR_OK
+        );
+        assert_eq!(
+            login_user(session, CKU_USER, pin.as_mut_ptr(), 4, null_mut(), 0),
+            CKR_OK
+        );
+        assert_eq!(
+            login_user(session, CKU_USER, pin.as_mut_ptr(), 4, null_mut(), 3),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(f.C_Logout.unwrap()(session), CKR_OK);
+
+        assert_eq!(f.C_InitPIN.unwrap()(session, pin.as_mut_ptr(), 4), CKR_OK);
+        assert_eq!(
+            f.C_InitPIN.unwrap()(session, null_mut(), 0),
+            CKR_ARGUMENTS_BAD
+        );
+        let set_pin = f.C_SetPIN.unwrap();
+        assert_eq!(
+            set_pin(session, pin.as_mut_ptr(), 4, wrong.as_mut_ptr(), 4),
+            CKR_OK
+        );
+        assert_eq!(
+            set_pin(session, pin.as_mut_ptr(), 4, null_mut(), 0),
+            CKR_ARGUMENTS_BAD
+        );
+
+        let init_token = f.C_InitToken.unwrap();
+        assert_eq!(
+            init_token(0, wrong.as_mut_ptr(), 4, label.as_mut_ptr()),
+            CKR_OK
+        );
+        assert_eq!(
+            init_token(0, wrong.as_mut_ptr(), 4, null_mut()),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            init_token(0, null_mut(), 0, label.as_mut_ptr()),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            init_token(0, null_mut(), 4, label.as_mut_ptr()),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            init_token(5, wrong.as_mut_ptr(), 4, label.as_mut_ptr()),
+            CKR_SLOT_ID_INVALID
+        );
+
+        assert_eq!(
+            f3.C_SessionCancel.unwrap()(session, CKF_FIND_OBJECTS),
+            CKR_OK
+        );
+        assert_eq!(f.C_CloseSession.unwrap()(session), CKR_OK);
+        assert_eq!(f.C_CloseSession.unwrap()(7), CKR_SESSION_HANDLE_INVALID);
+        assert_eq!(f.C_CloseAllSessions.unwrap()(0), CKR_OK);
+        assert_eq!(
+            f.C_GetOperationState.unwrap()(session, null_mut(), &mut 0),
+            CKR_FUNCTION_NOT_SUPPORTED
+        );
+    }
+    let requests = server.requests();
+    let secret = |bytes: &[u8]| hsmlink_protocol::Secret::from_slice(bytes);
+    assert!(requests.contains(&Request::LoginUser {
+        session: SessionHandle(0x10),
+        user_type: UserType(w(CKU_USER)),
+        pin: secret(b"1234"),
+        username: b"alice".to_vec(),
+    }));
+    assert!(requests.contains(&Request::SetPin {
+        session: SessionHandle(0x10),
+        old_pin: secret(b"1234"),
+        new_pin: secret(b"0000"),
+    }));
+    assert!(requests.contains(&Request::InitToken {
+        slot: SlotId(0),
+        so_pin: secret(b"0000"),
+        label: label.to_vec(),
+    }));
+    assert!(requests.contains(&Request::SessionCancel {
+        session: SessionHandle(0x10),
+        flags: w(CKF_FIND_OBJECTS),
+    }));
+    // Only the calls that passed the local checks went out (the last
+    // InitToken to an unknown slot among them).
+    assert_eq!(requests.len(), 15, "{requests:#?}");
+}
+
+#[test]
+fn objects_over_the_network() {
+    let library = Library::lock();
+    let (server, session) = with_session(&library);
+    let f = functions();
+    let mut class = CKO_DATA.to_ne_bytes();
+    let mut label = *b"x";
+    let mut bad_bool = [1u8, 0];
+    // SAFETY: valid or NULL pointers, with the lengths given.
+    unsafe {
+        let mut template = [attr(CKA_CLASS, &mut class), attr(CKA_LABEL, &mut label)];
+        let mut object: CK_OBJECT_HANDLE = 0;
+        let create = f.C_CreateObject.unwrap();
+        assert_eq!(
+            create(session, template.as_mut_ptr(), 2, &mut object),
+            CKR_OK
+        );
+        assert_eq!(object, 0x20);
+        assert_eq!(
+            server.requests(),
+            vec![Request::CreateObject {
+                session: SessionHandle(0x10),
+                template: vec![
+                    Attribute::new(w(CKA_CLASS), AttributeValue::Ulong(w(CKO_DATA))),
+                    Attribute::new(w(CKA_LABEL), AttributeValue::Bytes(b"x".to_vec())),
+                ],
+            }]
+        );
+        // Refused before anything is sent (or created).
+        assert_eq!(
+            create(session, template.as_mut_ptr(), 2, null_mut()),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            create(session, null_mut(), 2, &mut object),
+            CKR_ARGUMENTS_BAD
+        );
+        let mut bad = [attr(CKA_TOKEN, &mut bad_bool)];
+        assert_eq!(
+            create(session, bad.as_mut_ptr(), 1, &mut object),
+            CKR_ATTRIBUTE_VALUE_INVALID
+        );
+        assert_eq!(server.requests().len(), 1);
+
+        let mut copy: CK_OBJECT_HANDLE = 0;
+        assert_eq!(
+            f.C_CopyObject.unwrap()(session, 0x20, null_mut(), 0, &mut copy),
+            CKR_OK
+        );
+        assert_eq!(copy, 0x120);
+        assert_eq!(
+            f.C_CopyObject.unwrap()(session, 0x20, null_mut(), 0, null_mut()),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(f.C_DestroyObject.unwrap()(session, 0x120), CKR_OK);
+        assert_eq!(
+            f.C_SetAttributeValue.unwrap()(session, 0x20, template.as_mut_ptr(), 2),
+            CKR_OK
+        );
+
+        let mut size: CK_ULONG = 0;
+        assert_eq!(f.C_GetObjectSize.unwrap()(session, 0x20, &mut size), CKR_OK);
+        assert_eq!(size, 123);
+        assert_eq!(f.C_GetObjectSize.unwrap()(session, 0x21, &mut size), CKR_OK);
+        assert_eq!(size, CK_UNAVAILABLE_INFORMATION);
+        assert_eq!(
+            f.C_GetObjectSize.unwrap()(session, 0x20, null_mut()),
+            CKR_ARGUMENTS_BAD
+        );
+
+        // Find: all, in steps, none, and the NULL checks.
+        assert_eq!(f.C_FindObjectsInit.unwrap()(session, null_mut(), 0), CKR_OK);
+        let find = f.C_FindObjects.unwrap();
+        let mut handles: [CK_OBJECT_HANDLE; 5] = [0; 5];
+        let mut count: CK_ULONG = 99;
+        assert_eq!(find(session, handles.as_mut_ptr(), 5, &mut count), CKR_OK);
+        assert_eq!((count, handles), (3, [0x20, 0x21, 0x22, 0, 0]));
+        handles = [0; 5];
+        assert_eq!(find(session, handles.as_mut_ptr(), 2, &mut count), CKR_OK);
+        assert_eq!((count, handles), (2, [0x20, 0x21, 0, 0, 0]));
+        assert_eq!(find(session, handles.as_mut_ptr(), 0, &mut count), CKR_OK);
+        assert_eq!(count, 0);
+        assert_eq!(find(session, null_mut(), 5, &mut count), CKR_ARGUMENTS_BAD);
+        assert_eq!(
+            find(session, handles.as_mut_ptr(), 5, null_mut()),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(f.C_FindObjectsFinal.unwrap()(session), CKR_OK);
+    }
+}
+
+#[test]
+fn get_attribute_value_over_the_network() {
+    let library = Library::lock();
+    let (_server, session) = with_session(&library);
+    let get = functions().C_GetAttributeValue.unwrap();
+    let size = std::mem::size_of::<CK_ULONG>();
+    let mut class = vec![0u8; size];
+    let mut token = [0u8; 1];
+    let mut value = [0xAAu8; 32];
+    let mut encrypt = [0u8; 1];
+    let mut nested = [attr(0, &mut encrypt)];
+    let mut template = [
+        attr(CKA_CLASS, &mut class),
+        attr(CKA_TOKEN, &mut token),
+        CK_ATTRIBUTE {
+            type_: CKA_LABEL,
+            pValue: null_mut(),
+            ulValueLen: 0,
+        },
+        attr(CKA_VALUE, &mut value),
+        CK_ATTRIBUTE {
+            type_: CKA_MODULUS,
+            pValue: null_mut(),
+            ulValueLen: 0,
+        },
+        CK_ATTRIBUTE {
+            type_: CKA_WRAP_TEMPLATE,
+            pValue: nested.as_mut_ptr().cast(),
+            ulValueLen: CK_ULONG::try_from(std::mem::size_of_val(&nested)).unwrap(),
+        },
+        CK_ATTRIBUTE {
+            type_: CKA_ALLOWED_MECHANISMS,
+            pValue: null_mut(),
+            ulValueLen: 0,
+        },
+    ];
+    let count = CK_ULONG::try_from(template.len()).unwrap();
+    // SAFETY: the template's buffers are live and of the lengths given.
+    unsafe {
+        assert_eq!(
+            get(session, 0x20, template.as_mut_ptr(), count),
+            CKR_ATTRIBUTE_SENSITIVE
+        );
+    }
+    assert_eq!(class, CKO_SECRET_KEY.to_ne_bytes());
+    assert_eq!(token, [CK_TRUE]);
+    assert_eq!(value, [0xAA; 32]);
+    assert_eq!(encrypt, [CK_TRUE]);
+    assert_eq!(nested[0].type_, CKA_ENCRYPT);
+    let entry_size = std::mem::size_of::<CK_ATTRIBUTE>();
+    let lengths = template.map(|entry| usize::try_from(entry.ulValueLen).unwrap_or(usize::MAX));
+    assert_eq!(
+        lengths,
+        [size, 1, 8, usize::MAX, usize::MAX, entry_size, size]
+    );
+
+    // A failure of the whole call leaves the template alone.
+    let mut label = [0u8; 4];
+    let mut template = [attr(CKA_LABEL, &mut label)];
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(
+            get(session, 0x99, template.as_mut_ptr(), 1),
+            CKR_OBJECT_HANDLE_INVALID
+        );
+        assert_eq!(template[0].ulValueLen, 4);
+        assert_eq!(get(session, 0x20, null_mut(), 1), CKR_ARGUMENTS_BAD);
+        assert_eq!(get(session, 0x20, null_mut(), 0), CKR_OK);
+    }
 }

@@ -19,6 +19,7 @@ use hsmlink_protocol::{
 };
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use rustls_pki_types::ServerName;
+use zeroize::Zeroizing;
 
 use crate::config::ServerAddr;
 use crate::log;
@@ -163,7 +164,8 @@ impl Connection {
             kind: FrameKind::Request,
             request_id: id,
         };
-        let mut bytes = Vec::with_capacity(HEADER_LEN + body.len());
+        // The frame may carry a PIN or key material: wiped when dropped.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(HEADER_LEN + body.len()));
         bytes.extend_from_slice(&header.encode());
         bytes.extend_from_slice(body);
         if let Err(e) = self
@@ -187,7 +189,8 @@ impl Connection {
             count: 0,
         };
         let (header, body) = match frame::read_frame(&mut reader) {
-            Ok(frame) => frame,
+            // The reply may carry attribute values or outputs: wiped too.
+            Ok((header, body)) => (header, Zeroizing::new(body)),
             Err(e) => {
                 let reason = frame_reason(&e, self.io_timeout);
                 return Err(if reader.count == 0 && is_closed(&e) {

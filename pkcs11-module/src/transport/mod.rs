@@ -24,6 +24,7 @@ use hsmlink_protocol::{AppInstance, CodecError, Hello, Request, Response, codec}
 use parking_lot::Mutex;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
+use zeroize::Zeroizing;
 
 use self::connection::{Connection, Failure, Params};
 use crate::config::{Config, ConfigError, ServerAddr};
@@ -87,7 +88,8 @@ impl Transport {
     /// `CKR_DEVICE_ERROR` when a connection breaks or the reply is malformed.
     pub fn call(&self, request: &Request) -> Result<Response, Error> {
         let function = request.function_name();
-        let body = codec::encode(request).map_err(|e| {
+        // The encoded request may carry a PIN or key material: wiped when dropped.
+        let body = codec::encode(request).map(Zeroizing::new).map_err(|e| {
             log::error!("{function}: cannot encode the request: {e}");
             match e {
                 CodecError::TooLarge(_) => Error::new(CKR_DATA_LEN_RANGE),
