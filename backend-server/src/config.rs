@@ -14,6 +14,8 @@
 //! handshake_timeout_ms = 10000       # TLS handshake and hello must finish within this time
 //! max_in_flight_per_connection = 64  # requests one connection may have in flight at once
 //! shutdown_grace_ms = 10000          # on SIGTERM/SIGINT, time left to in-flight requests
+//! app_grace_ms = 60000               # an application without connections for this long is
+//!                                    # gone: its sessions close and it is logged out
 //!
 //! [tls]
 //! cert = "/abs/server.pem"           # server certificate chain (PEM), leaf first
@@ -22,6 +24,19 @@
 //!
 //! [store]
 //! path = "/abs/hsmlink.db"           # SQLite database file; its directory must exist
+//!
+//! [security]                         # optional table; every key has a default
+//! max_pin_failures = 10              # wrong PINs in a row before a PIN locks
+//! require_user_pin_change = true     # a user PIN set by the SO (C_InitPIN) must be changed
+//!                                    # by the user (C_SetPIN) before it can be used
+//! argon2_memory_kib = 19456          # argon2id cost of PIN hashes: memory (KiB),
+//! argon2_iterations = 2              # passes,
+//! argon2_parallelism = 1             # and lanes
+//!
+//! [soft]                             # the software HSM's root key: one of these two, or
+//!                                    # neither and the systemd credential hsmlink-root-key
+//! root_key_file = "/abs/root.key"    # file with the 32-byte root key (64 hex digits), mode 0600
+//! # root_key_env = "HSMLINK_ROOT_KEY"  # or: environment variable holding the 64 hex digits
 //!
 //! [[tenants]]                        # one table per tenant
 //! name = "demo"                      # the NAME of the client certificate's SAN URI
@@ -32,6 +47,9 @@
 //! partition = "demo-p0"              # partition name, unique across the server
 //! driver = "soft"                    # HSM driver: "soft" (the built-in software HSM)
 //! serial = "9f3c2a7e51d04b86"        # token serial number, 1 to 16 printable ASCII characters
+//! algorithms = "international"       # soft driver: objects sealed with AES-256-GCM
+//!                                    # ("international", default) or SM4-GCM ("gmt");
+//!                                    # fixed when the partition is first allocated
 //! ```
 
 use std::collections::{BTreeSet, HashSet};
@@ -43,6 +61,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::names::{PartitionName, TenantName, TokenSerial};
+use crate::soft::keys::{Algorithms, RootKeySource};
+use crate::soft::partition::SecurityPolicy;
+use crate::soft::pins::PinHashParams;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 const DEFAULT_HANDSHAKE_TIMEOUT_MS: NonZeroU64 = NonZeroU64::new(10_000).unwrap();
@@ -57,6 +78,10 @@ pub struct Config {
     pub tls: TlsSection,
     pub store: StoreSection,
     #[serde(default)]
+    pub security: SecuritySection,
+    #[serde(default)]
+    pub soft: SoftSection,
+    #[serde(default)]
     pub tenants: Vec<TenantConfig>,
 }
 
@@ -69,6 +94,7 @@ pub struct ServerSection {
     pub handshake_timeout_ms: NonZeroU64,
     pub max_in_flight_per_connection: NonZeroU32,
     pub shutdown_grace_ms: u64,
+    pub app_grace_ms: u64,
 }
 
 impl Default for ServerSection {
@@ -80,6 +106,7 @@ impl Default for ServerSection {
             handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
             max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT,
             shutdown_grace_ms: 10_000,
+            app_grace_ms: 60_000,
         }
     }
 }
@@ -91,6 +118,67 @@ impl ServerSection {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn app_grace(&self) -> Duration {
+        Duration::from_millis(self.app_grace_ms)
+    }
+}
+
+/// `[security]`: PIN rules.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    pub max_pin_failures: NonZeroU32,
+    pub require_user_pin_change: bool,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        let params = PinHashParams::DEFAULT;
+        Self {
+            max_pin_failures: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
+            require_user_pin_change: true,
+            argon2_memory_kib: params.m_kib,
+            argon2_iterations: params.t,
+            argon2_parallelism: params.p,
+        }
+    }
+}
+
+impl SecuritySection {
+    pub fn policy(&self) -> SecurityPolicy {
+        SecurityPolicy {
+            max_pin_failures: self.max_pin_failures.get(),
+            require_user_pin_change: self.require_user_pin_change,
+            pin_hash: PinHashParams {
+                m_kib: self.argon2_memory_kib,
+                t: self.argon2_iterations,
+                p: self.argon2_parallelism,
+            },
+        }
+    }
+}
+
+/// `[soft]`: where the software HSM's root key comes from.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoftSection {
+    pub root_key_file: Option<PathBuf>,
+    pub root_key_env: Option<String>,
+}
+
+impl SoftSection {
+    /// The configured source; `None` means the systemd credential.
+    pub fn root_key_source(&self) -> Option<RootKeySource> {
+        match (&self.root_key_file, &self.root_key_env) {
+            (Some(path), _) => Some(RootKeySource::File(path.clone())),
+            (None, Some(name)) => Some(RootKeySource::Env(name.clone())),
+            (None, None) => None,
+        }
     }
 }
 
@@ -123,6 +211,29 @@ pub struct SlotConfig {
     pub partition: PartitionName,
     pub driver: DriverKind,
     pub serial: TokenSerial,
+    /// Soft driver: the cipher that seals the partition's objects.
+    #[serde(default)]
+    pub algorithms: AlgorithmsConfig,
+}
+
+/// `algorithms` of a slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlgorithmsConfig {
+    /// AES-256-GCM.
+    #[default]
+    International,
+    /// SM4-GCM (GM/T).
+    Gmt,
+}
+
+impl AlgorithmsConfig {
+    pub fn soft(self) -> Algorithms {
+        match self {
+            Self::International => Algorithms::International,
+            Self::Gmt => Algorithms::Gmt,
+        }
+    }
 }
 
 /// Which HSM driver holds a partition.
@@ -347,6 +458,7 @@ impl Config {
         let mut config: Config =
             toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))?;
         config.check_tenants(file)?;
+        config.check_security(file)?;
         let base = file.parent().unwrap_or(Path::new("."));
         for path in [
             &mut config.tls.cert,
@@ -358,7 +470,29 @@ impl Config {
                 *path = base.join(&*path);
             }
         }
+        if let Some(path) = &mut config.soft.root_key_file
+            && path.is_relative()
+        {
+            *path = base.join(&*path);
+        }
         Ok(config)
+    }
+
+    /// argon2 accepts the parameters; one root key source at most.
+    fn check_security(&self, file: &Path) -> Result<(), ConfigError> {
+        self.security
+            .policy()
+            .pin_hash
+            .check()
+            .map_err(|e| ConfigError::new(file, "security", e))?;
+        if self.soft.root_key_file.is_some() && self.soft.root_key_env.is_some() {
+            return Err(ConfigError::new(
+                file,
+                "soft",
+                "give root_key_file or root_key_env, not both",
+            ));
+        }
+        Ok(())
     }
 
     /// Unique tenant names, slot ids per tenant, partition names and serials

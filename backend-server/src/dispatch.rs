@@ -8,37 +8,154 @@
 //! Every lookup goes through the connection's tenant, taken from its verified
 //! certificate; a request has no way to name another tenant's slot.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cryptoki_sys::{
-    CK_RV, CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKR_SLOT_ID_INVALID,
-    CKR_TOKEN_NOT_PRESENT,
+    CK_RV, CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKR_PIN_EXPIRED,
+    CKR_SESSION_HANDLE_INVALID, CKR_SLOT_ID_INVALID, CKR_TOKEN_NOT_PRESENT,
 };
 use hsmlink_protocol::{
-    AppInstance, MechanismInfo, MechanismType, Request, Response, ResponseBody, SlotId,
+    AppInstance, MechanismInfo, MechanismType, Request, Response, ResponseBody, SessionHandle,
+    SlotId,
 };
 use time::OffsetDateTime;
+use tracing::debug;
 
-use crate::config::Config;
+use crate::calls::{find, login, objects, session};
+use crate::config::{Config, DriverKind};
+use crate::driver::{ObjectContext, PartitionDriver, UserKind};
+use crate::error::{CkResult, Ckr};
+use crate::handles::HandleAllocator;
 use crate::identity::PeerIdentity;
-use crate::names::TenantName;
+use crate::names::{PartitionName, TenantName};
 use crate::registry::{Registry, Slot, Tenant};
+use crate::sessions::{AppKey, Closed, SessionView, Sessions};
+use crate::soft::keys::{KeyError, RootKey};
 use crate::soft::mechanisms;
-use crate::token;
+use crate::soft::partition::{SecurityPolicy, SoftPartition};
+use crate::store::{SqliteStore, Store, StoreError};
+use crate::token::{self, SessionCounts};
 
 /// Everything requests are answered from. Shared by all connections.
 #[derive(Debug)]
 pub struct ServerState {
     pub registry: Registry,
+    pub sessions: Sessions,
+    pub(crate) handles: HandleAllocator,
+    drivers: BTreeMap<PartitionName, Arc<dyn PartitionDriver>>,
+    app_grace: Duration,
+}
+
+/// The server state could not be built: the store or a key is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Key(#[from] KeyError),
 }
 
 impl ServerState {
-    pub fn new(registry: Registry) -> Self {
-        Self { registry }
+    /// Opens the store of `config`, gets the soft driver's root key and
+    /// loads every configured partition (allocating new ones).
+    pub fn open(config: &Config) -> Result<Self, StateError> {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store.path)?);
+        let registry = Registry::from_config(&config.tenants);
+        let needs_soft = registry
+            .tenants()
+            .flat_map(Tenant::slots)
+            .any(|s| s.driver == DriverKind::Soft);
+        let root = if needs_soft {
+            Some(RootKey::load(config.soft.root_key_source().as_ref())?)
+        } else {
+            None
+        };
+        Self::with_store(
+            registry,
+            store,
+            root,
+            config.security.policy(),
+            config.server.app_grace(),
+        )
     }
 
-    pub fn from_config(config: &Config) -> Self {
-        Self::new(Registry::from_config(&config.tenants))
+    /// The state over an open store (tests use their own root key).
+    pub fn with_store(
+        registry: Registry,
+        store: Arc<dyn Store>,
+        root: Option<RootKey>,
+        policy: SecurityPolicy,
+        app_grace: Duration,
+    ) -> Result<Self, StateError> {
+        let mut drivers: BTreeMap<PartitionName, Arc<dyn PartitionDriver>> = BTreeMap::new();
+        let mut floors: HashMap<TenantName, u64> = HashMap::new();
+        for tenant in registry.tenants() {
+            for slot in tenant.slots() {
+                let driver: Arc<dyn PartitionDriver> = match slot.driver {
+                    DriverKind::Soft => {
+                        let root = root.clone().ok_or_else(|| {
+                            KeyError("the soft driver needs a root key".to_owned())
+                        })?;
+                        Arc::new(SoftPartition::open(
+                            slot.partition.as_str(),
+                            slot.algorithms.soft(),
+                            root,
+                            store.clone(),
+                            policy,
+                        )?)
+                    }
+                };
+                let floor = floors.entry(tenant.name.clone()).or_default();
+                *floor = (*floor).max(driver.max_handle());
+                drivers.insert(slot.partition.clone(), driver);
+            }
+        }
+        Ok(Self {
+            registry,
+            sessions: Sessions::new(),
+            handles: HandleAllocator::new(store, floors),
+            drivers,
+            app_grace,
+        })
+    }
+
+    pub fn app_grace(&self) -> Duration {
+        self.app_grace
+    }
+
+    pub(crate) fn driver(&self, slot: &Slot) -> CkResult<&Arc<dyn PartitionDriver>> {
+        self.drivers.get(&slot.partition).ok_or(Ckr::GENERAL)
+    }
+
+    /// Tells the drivers that sessions closed (their session objects go).
+    pub(crate) fn sessions_closed(&self, closed: &[Closed]) {
+        for c in closed {
+            let driver = self
+                .registry
+                .tenant(&c.tenant)
+                .and_then(|t| t.slot(c.slot))
+                .and_then(|s| self.drivers.get(&s.partition));
+            if let Some(driver) = driver {
+                driver.session_closed(c.session);
+            }
+        }
+    }
+
+    /// Closes the sessions of applications gone for the grace period.
+    /// Returns how many sessions closed.
+    pub fn reap_idle_apps(&self, now: Instant) -> usize {
+        let closed = self.sessions.reap(now, self.app_grace);
+        if !closed.is_empty() {
+            debug!(
+                sessions = closed.len(),
+                "closing the sessions of applications gone"
+            );
+        }
+        self.sessions_closed(&closed);
+        closed.len()
     }
 }
 
@@ -62,79 +179,200 @@ impl ClientContext {
     pub fn tenant(&self) -> &TenantName {
         &self.identity.tenant
     }
+
+    /// The application instance whose sessions this connection carries.
+    pub fn app_key(&self) -> AppKey {
+        AppKey {
+            tenant: self.identity.tenant.clone(),
+            app: self.app_instance,
+        }
+    }
 }
 
-/// Answers one request for `ctx`'s tenant.
+/// Answers one request for `ctx`'s tenant. May block (store, PIN hashing):
+/// the transport runs it on a blocking thread.
 pub fn handle(state: &ServerState, ctx: &ClientContext, request: Request) -> Response {
     // A tenant missing from the registry (removed while connected) is served
     // as a tenant without slots: nothing about anyone else leaks.
     let tenant = state.registry.tenant(ctx.tenant());
-    match request {
-        Request::GetSlotList { token_present } => slot_list(tenant, token_present),
-        Request::GetSlotInfo { slot } => with_slot(tenant, slot, |s| {
-            ok(ResponseBody::SlotInfo(token::slot_info(s)))
+    let result = match request {
+        Request::GetSlotList { token_present } => Ok(slot_list(tenant, token_present)),
+        Request::GetSlotInfo { slot } => {
+            with_slot(tenant, slot).map(|s| ResponseBody::SlotInfo(token::slot_info(s)))
+        }
+        Request::GetTokenInfo { slot } => token_info(state, ctx, slot),
+        Request::GetMechanismList { slot } => with_token(tenant, slot).map(|s| {
+            ResponseBody::MechanismList(
+                s.mechanisms()
+                    .iter()
+                    .map(|m| MechanismType(m.mechanism))
+                    .collect(),
+            )
         }),
-        Request::GetTokenInfo { slot } => with_token(tenant, slot, |s| {
-            ok(ResponseBody::TokenInfo(token::token_info(
-                s,
-                OffsetDateTime::now_utc(),
-            )))
-        }),
-        Request::GetMechanismList { slot } => with_token(tenant, slot, |s| {
-            let list = s
-                .mechanisms()
-                .iter()
-                .map(|m| MechanismType(m.mechanism))
-                .collect();
-            ok(ResponseBody::MechanismList(list))
-        }),
-        Request::GetMechanismInfo { slot, mechanism } => with_token(tenant, slot, |s| {
+        Request::GetMechanismInfo { slot, mechanism } => with_token(tenant, slot).and_then(|s| {
             match mechanisms::find(s.mechanisms(), mechanism.0) {
-                Some(m) => ok(ResponseBody::MechanismInfo(MechanismInfo {
+                Some(m) => Ok(ResponseBody::MechanismInfo(MechanismInfo {
                     min_key_size: m.min_key_size,
                     max_key_size: m.max_key_size,
                     flags: m.flags,
                 })),
-                None => error(CKR_MECHANISM_INVALID),
+                None => Err(Ckr(CKR_MECHANISM_INVALID)),
             }
         }),
-        // Sessions arrive with the token issue; nothing to close yet.
-        Request::Finalize => ok(ResponseBody::Empty),
-        _ => error(CKR_FUNCTION_NOT_SUPPORTED),
+        Request::InitToken {
+            slot,
+            so_pin,
+            label,
+        } => login::init_token(state, ctx, slot, &so_pin, &label),
+        Request::InitPin { session, pin } => login::init_pin(state, ctx, session, &pin),
+        Request::SetPin {
+            session,
+            old_pin,
+            new_pin,
+        } => login::set_pin(state, ctx, session, &old_pin, &new_pin),
+        Request::OpenSession { slot, flags } => session::open(state, ctx, slot, flags),
+        Request::CloseSession { session } => session::close(state, ctx, session),
+        Request::CloseAllSessions { slot } => session::close_all(state, ctx, slot),
+        Request::GetSessionInfo { session } => session::info(state, ctx, session),
+        Request::SessionCancel { session, flags } => session::cancel(state, ctx, session, flags),
+        Request::Login {
+            session,
+            user_type,
+            pin,
+        }
+        | Request::LoginUser {
+            session,
+            user_type,
+            pin,
+            ..
+        } => login::login(state, ctx, session, user_type, &pin),
+        Request::Logout { session } => login::logout(state, ctx, session),
+        Request::Finalize => Ok(session::finalize(state, ctx)),
+        Request::CreateObject { session, template } => {
+            objects::create(state, ctx, session, &template)
+        }
+        Request::CopyObject {
+            session,
+            object,
+            template,
+        } => objects::copy(state, ctx, session, object, &template),
+        Request::DestroyObject { session, object } => objects::destroy(state, ctx, session, object),
+        Request::GetObjectSize { session, object } => objects::size(state, ctx, session, object),
+        Request::GetAttributeValue {
+            session,
+            object,
+            types,
+        } => objects::get(state, ctx, session, object, &types),
+        Request::SetAttributeValue {
+            session,
+            object,
+            template,
+        } => objects::set(state, ctx, session, object, &template),
+        Request::FindObjectsInit { session, template } => {
+            find::init(state, ctx, session, &template)
+        }
+        Request::FindObjects { session, max_count } => find::next(state, ctx, session, max_count),
+        Request::FindObjectsFinal { session } => find::finish(state, ctx, session),
+        // C_GetOperationState / C_SetOperationState: allowed not to be
+        // supported; the mechanisms issue serves the rest.
+        _ => Err(Ckr(CKR_FUNCTION_NOT_SUPPORTED)),
+    };
+    match result {
+        Ok(body) => Response::ok(body),
+        Err(Ckr(rv)) => error(rv),
     }
 }
 
+/// `C_GetTokenInfo` (5.4.4): the partition's state, this application's sessions.
+fn token_info(state: &ServerState, ctx: &ClientContext, slot: SlotId) -> CkResult<ResponseBody> {
+    let tenant = state.registry.tenant(ctx.tenant());
+    let s = with_token(tenant, slot)?;
+    let driver = state.driver(s)?;
+    let (all, rw) = state.sessions.counts(&ctx.app_key(), slot);
+    Ok(ResponseBody::TokenInfo(token::token_info(
+        s,
+        &driver.token_state(),
+        SessionCounts { all, rw },
+        OffsetDateTime::now_utc(),
+    )))
+}
+
 /// `C_GetSlotList` (5.4.2): the tenant's slot ids, ascending.
-fn slot_list(tenant: Option<&Tenant>, token_present: bool) -> Response {
+fn slot_list(tenant: Option<&Tenant>, token_present: bool) -> ResponseBody {
     let slots = tenant
         .into_iter()
         .flat_map(Tenant::slots)
         .filter(|s| !token_present || s.token_present())
         .map(|s| s.id)
         .collect();
-    ok(ResponseBody::SlotList(slots))
+    ResponseBody::SlotList(slots)
 }
 
-fn with_slot(tenant: Option<&Tenant>, id: SlotId, f: impl FnOnce(&Slot) -> Response) -> Response {
-    match tenant.and_then(|t| t.slot(id)) {
-        Some(slot) => f(slot),
-        None => error(CKR_SLOT_ID_INVALID),
-    }
+fn with_slot(tenant: Option<&Tenant>, id: SlotId) -> CkResult<&Slot> {
+    tenant
+        .and_then(|t| t.slot(id))
+        .ok_or(Ckr(CKR_SLOT_ID_INVALID))
 }
 
 /// Like [`with_slot`], for calls that need the token in the slot.
-fn with_token(tenant: Option<&Tenant>, id: SlotId, f: impl FnOnce(&Slot) -> Response) -> Response {
-    with_slot(tenant, id, |slot| {
-        if slot.token_present() {
-            f(slot)
-        } else {
-            error(CKR_TOKEN_NOT_PRESENT)
-        }
-    })
+pub(crate) fn with_token(tenant: Option<&Tenant>, id: SlotId) -> CkResult<&Slot> {
+    let slot = with_slot(tenant, id)?;
+    if slot.token_present() {
+        Ok(slot)
+    } else {
+        Err(Ckr(CKR_TOKEN_NOT_PRESENT))
+    }
 }
 
-fn ok(body: ResponseBody) -> Response {
-    Response::ok(body)
+/// A session of the caller's application, with its slot and driver.
+#[derive(Debug)]
+pub(crate) struct Bound<'a> {
+    pub key: AppKey,
+    pub view: SessionView,
+    pub driver: &'a Arc<dyn PartitionDriver>,
+}
+
+impl Bound<'_> {
+    /// Logged in as the user with a PIN that must be changed first.
+    pub fn pin_expired(&self) -> bool {
+        self.view.login == Some(UserKind::User) && self.driver.token_state().user_pin.to_be_changed
+    }
+
+    /// `CKR_PIN_EXPIRED` for calls not allowed before the PIN is changed.
+    pub fn require_fresh_pin(&self) -> CkResult<()> {
+        if self.pin_expired() {
+            Err(Ckr(CKR_PIN_EXPIRED))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn object_context(&self) -> ObjectContext {
+        ObjectContext {
+            app: self.view.app,
+            session: self.view.id,
+            rw: self.view.rw,
+            login: self.view.login,
+            pin_expired: self.pin_expired(),
+        }
+    }
+}
+
+/// Resolves a session handle of the caller's application.
+pub(crate) fn bind<'a>(
+    state: &'a ServerState,
+    ctx: &ClientContext,
+    handle: SessionHandle,
+) -> CkResult<Bound<'a>> {
+    let key = ctx.app_key();
+    let view = state.sessions.view(&key, handle)?;
+    let slot = state
+        .registry
+        .tenant(ctx.tenant())
+        .and_then(|t| t.slot(view.slot))
+        .ok_or(Ckr(CKR_SESSION_HANDLE_INVALID))?;
+    let driver = state.driver(slot)?;
+    Ok(Bound { key, view, driver })
 }
 
 fn error(rv: CK_RV) -> Response {
@@ -143,68 +381,16 @@ fn error(rv: CK_RV) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use cryptoki_sys::{
         CKF_TOKEN_INITIALIZED, CKF_TOKEN_PRESENT, CKM_AES_GCM, CKM_MD5, CKM_SHA256,
     };
-    use hsmlink_protocol::{Rv, Secret, SessionHandle, TokenInfo, UserType};
+    use hsmlink_protocol::{Rv, Secret, SessionHandle, TokenInfo};
 
     use super::*;
-    use crate::identity::Fingerprint;
-
-    const CONFIG: &str = r#"
-[tls]
-cert = "/x/server.pem"
-key = "/x/server-key.pem"
-tenant_ca = "/x/ca.pem"
-[store]
-path = "/x/hsmlink.db"
-
-[[tenants]]
-name = "demo"
-[[tenants.slots]]
-id = 0
-partition = "demo-p0"
-driver = "soft"
-serial = "9f3c2a7e51d04b86"
-[[tenants.slots]]
-id = 3
-partition = "demo-p3"
-driver = "soft"
-serial = "0000000000000003"
-
-[[tenants]]
-name = "acme"
-[[tenants.slots]]
-id = 7
-partition = "acme-secret"
-driver = "soft"
-serial = "aaaaaaaaaaaaaaaa"
-"#;
-
-    fn state() -> ServerState {
-        let config = Config::parse(CONFIG, Path::new("/x/server.toml")).unwrap();
-        ServerState::from_config(&config)
-    }
-
-    fn ctx(tenant: &str) -> ClientContext {
-        ClientContext {
-            connection: 1,
-            peer: "127.0.0.1:40000".parse().unwrap(),
-            identity: PeerIdentity {
-                tenant: TenantName::parse(tenant).unwrap(),
-                subject: format!("CN={tenant}"),
-                fingerprint: Fingerprint([0; 32]),
-            },
-            app_instance: AppInstance([7; 16]),
-            pid: 42,
-            client: "test".to_owned(),
-        }
-    }
+    use crate::testing::{Fixture, ctx};
 
     fn ask(tenant: &str, request: Request) -> Response {
-        handle(&state(), &ctx(tenant), request)
+        Fixture::new().ask(&ctx(tenant, 7), request)
     }
 
     fn rv(value: CK_RV) -> Rv {
@@ -220,7 +406,10 @@ serial = "aaaaaaaaaaaaaaaa"
                 Response::ok(ResponseBody::SlotList(vec![SlotId(0), SlotId(3)]))
             );
             let r = ask("acme", Request::GetSlotList { token_present });
-            assert_eq!(r, Response::ok(ResponseBody::SlotList(vec![SlotId(7)])));
+            assert_eq!(
+                r,
+                Response::ok(ResponseBody::SlotList(vec![SlotId(0), SlotId(7)]))
+            );
         }
     }
 
@@ -239,7 +428,7 @@ serial = "aaaaaaaaaaaaaaaa"
             assert_eq!(ask("acme", request).rv, Rv::OK);
         }
         assert_eq!(
-            ask("acme", Request::GetSlotInfo { slot: SlotId(0) }),
+            ask("acme", Request::GetSlotInfo { slot: SlotId(3) }),
             error(CKR_SLOT_ID_INVALID)
         );
     }
@@ -337,23 +526,19 @@ serial = "aaaaaaaaaaaaaaaa"
     #[test]
     fn not_yet_served_requests() {
         for request in [
-            Request::OpenSession {
-                slot: SlotId(0),
-                flags: 6,
-            },
-            Request::Login {
-                session: SessionHandle(1),
-                user_type: UserType(1),
-                pin: Secret::from_slice(b"1234"),
-            },
-            Request::InitToken {
-                slot: SlotId(0),
-                so_pin: Secret::from_slice(b"1234"),
-                label: vec![b' '; 32],
-            },
             Request::GenerateRandom {
                 session: SessionHandle(1),
                 len: 16,
+            },
+            Request::GetOperationState {
+                session: SessionHandle(1),
+                out: hsmlink_protocol::OutputSpec::LengthQuery,
+            },
+            Request::SetOperationState {
+                session: SessionHandle(1),
+                state: Secret::from_slice(b"x"),
+                encryption_key: hsmlink_protocol::ObjectHandle(0),
+                authentication_key: hsmlink_protocol::ObjectHandle(0),
             },
         ] {
             assert_eq!(ask("demo", request), error(CKR_FUNCTION_NOT_SUPPORTED));

@@ -1,9 +1,9 @@
 //! `hsmlink-server init`: a ready-to-run deployment directory.
 //!
 //! Writes a tenant CA, a server certificate and one tenant's client
-//! certificate (all ECDSA P-256, made with rcgen), `server.toml` and the
-//! module's `client.toml`, with absolute paths. Key files are created with
-//! mode 0600. Nothing is overwritten: if any file it would write exists, init
+//! certificate (all ECDSA P-256, made with rcgen), the software HSM's root
+//! key (`root.key`, 32 random bytes as hex), `server.toml` and the module's
+//! `client.toml`, with absolute paths. Key files are created with mode 0600. Nothing is overwritten: if any file it would write exists, init
 //! writes nothing at all.
 //!
 //! The certificate functions are public so that tests (and, later, the admin
@@ -26,6 +26,7 @@ use zeroize::Zeroizing;
 
 use crate::config::ListenAddr;
 use crate::names::{TENANT_URI_PREFIX, TenantName};
+use crate::soft::keys::RootKey;
 
 const CA_VALIDITY_DAYS: i64 = 3653;
 const SERVER_VALIDITY_DAYS: i64 = 365;
@@ -102,6 +103,7 @@ pub struct DeploymentFiles {
     pub tenant_key: PathBuf,
     pub server_config: PathBuf,
     pub client_config: PathBuf,
+    pub root_key: PathBuf,
     pub store: PathBuf,
 }
 
@@ -116,13 +118,15 @@ impl DeploymentFiles {
             tenant_key: dir.join(format!("{tenant}-key.pem")),
             server_config: dir.join("server.toml"),
             client_config: dir.join("client.toml"),
+            root_key: dir.join("root.key"),
             store: dir.join("hsmlink.db"),
         }
     }
 
     /// Everything init writes (the store is created later, by the server).
-    fn written(&self) -> [&Path; 8] {
+    fn written(&self) -> [&Path; 9] {
         [
+            &self.root_key,
             &self.ca_cert,
             &self.ca_key,
             &self.server_cert,
@@ -179,8 +183,12 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
     )?;
     let server_toml = server_toml(&files, &options.listen, &options.tenant, &random_serial()?)?;
     let client_toml = client_toml(&files, &options.listen)?;
+    let root_key = RootKey::generate()
+        .map_err(|e| InitError::Certificate(e.to_string()))?
+        .to_hex();
 
-    let contents: [(&Path, &str, u32); 8] = [
+    let contents: [(&Path, &str, u32); 9] = [
+        (&files.root_key, &root_key, KEY_MODE),
         (&files.ca_cert, &ca.cert_pem, PUBLIC_MODE),
         (&files.ca_key, &ca.key_pem, KEY_MODE),
         (&files.server_cert, &server.cert_pem, PUBLIC_MODE),
@@ -459,6 +467,16 @@ pub fn server_toml(
         "# on SIGTERM/SIGINT, time left to in-flight requests",
         C,
     ));
+    out.push_str(&commented(
+        "app_grace_ms = 60000",
+        "# an application without connections for this long is",
+        C,
+    ));
+    out.push_str(&commented(
+        "",
+        "# gone: its sessions close and it is logged out",
+        C,
+    ));
     out.push_str("\n[tls]\n");
     out.push_str(&commented(
         &format!("cert = {}", toml_path(&files.server_cert)?),
@@ -479,6 +497,55 @@ pub fn server_toml(
     out.push_str(&commented(
         &format!("path = {}", toml_path(&files.store)?),
         "# SQLite database file; its directory must exist",
+        C,
+    ));
+    out.push_str("\n[security]");
+    out.push_str(&commented(
+        "",
+        "# optional table; every key has a default",
+        C - "[security]".len(),
+    ));
+    out.push_str(&commented(
+        "max_pin_failures = 10",
+        "# wrong PINs in a row before a PIN locks",
+        C,
+    ));
+    out.push_str(&commented(
+        "require_user_pin_change = true",
+        "# a user PIN set by the SO (C_InitPIN) must be changed",
+        C,
+    ));
+    out.push_str(&commented(
+        "",
+        "# by the user (C_SetPIN) before it can be used",
+        C,
+    ));
+    out.push_str(&commented(
+        "argon2_memory_kib = 19456",
+        "# argon2id cost of PIN hashes: memory (KiB),",
+        C,
+    ));
+    out.push_str(&commented("argon2_iterations = 2", "# passes,", C));
+    out.push_str(&commented("argon2_parallelism = 1", "# and lanes", C));
+    out.push_str("\n[soft]");
+    out.push_str(&commented(
+        "",
+        "# the software HSM's root key: one of these two, or",
+        C - "[soft]".len(),
+    ));
+    out.push_str(&commented(
+        "",
+        "# neither and the systemd credential hsmlink-root-key",
+        C,
+    ));
+    out.push_str(&commented(
+        &format!("root_key_file = {}", toml_path(&files.root_key)?),
+        "# file with the 32-byte root key (64 hex digits), mode 0600",
+        C,
+    ));
+    out.push_str(&commented(
+        "# root_key_env = \"HSMLINK_ROOT_KEY\"",
+        "# or: environment variable holding the 64 hex digits",
         C,
     ));
     out.push_str("\n[[tenants]]");
@@ -521,6 +588,21 @@ pub fn server_toml(
     out.push_str(&commented(
         &format!("serial = {}", toml_string(serial)),
         "# token serial number, 1 to 16 printable ASCII characters",
+        C,
+    ));
+    out.push_str(&commented(
+        "algorithms = \"international\"",
+        "# soft driver: objects sealed with AES-256-GCM",
+        C,
+    ));
+    out.push_str(&commented(
+        "",
+        "# (\"international\", default) or SM4-GCM (\"gmt\");",
+        C,
+    ));
+    out.push_str(&commented(
+        "",
+        "# fixed when the partition is first allocated",
         C,
     ));
     Ok(out)
@@ -615,16 +697,17 @@ mod tests {
             "demo-key.pem",
             "server.toml",
             "client.toml",
+            "root.key",
         ] {
             let meta = std::fs::metadata(dir.join(name)).unwrap();
             let mode = meta.permissions().mode() & 0o777;
-            if name.ends_with("-key.pem") {
+            if name.ends_with("-key.pem") || name == "root.key" {
                 assert_eq!(mode, 0o600, "{name}");
             } else {
                 assert_eq!(mode & 0o600, 0o600, "{name}");
             }
         }
-        assert_eq!(report.files.len(), 8);
+        assert_eq!(report.files.len(), 9);
         assert!(!dir.join("hsmlink.db").exists());
     }
 
@@ -643,6 +726,19 @@ mod tests {
         assert_eq!(config.store.path, report.dir.join("hsmlink.db"));
         // And its TLS material makes a server configuration.
         crate::tls::server_config(&config.tls, config.server.tls_min_version).unwrap();
+        // The root key loads, the security section has its defaults.
+        assert_eq!(
+            config.soft.root_key_file.as_deref(),
+            Some(report.dir.join("root.key").as_path())
+        );
+        RootKey::load(config.soft.root_key_source().as_ref()).unwrap();
+        assert_eq!(config.security.max_pin_failures.get(), 10);
+        assert!(config.security.require_user_pin_change);
+        assert_eq!(config.server.app_grace_ms, 60_000);
+        assert_eq!(
+            config.security.policy().pin_hash,
+            crate::soft::pins::PinHashParams::DEFAULT
+        );
     }
 
     #[test]
@@ -699,7 +795,7 @@ ca = "{d}/ca.pem"{}# CA that signed the server certificate
         // A second init over a complete deployment is refused as well.
         let tmp = tempfile::tempdir().unwrap();
         init(&options(tmp.path())).unwrap();
-        assert!(matches!(init(&options(tmp.path())), Err(InitError::Exists(p)) if p.len() == 8));
+        assert!(matches!(init(&options(tmp.path())), Err(InitError::Exists(p)) if p.len() == 9));
     }
 
     #[test]

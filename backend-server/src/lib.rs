@@ -7,6 +7,12 @@
 //!   client certificate ([`identity`]), the hello, then request frames;
 //! - [`dispatch::handle`] answers one request, a pure function of the server
 //!   state, the client context and the request;
+//! - [`calls`] serves the token functions by chapter of the standard, over
+//!   the generic [`sessions`] (sessions and login state) and [`handles`]
+//!   (per-tenant object handles), with the attribute policy of
+//!   [`attributes`];
+//! - a partition lives behind a [`driver::PartitionDriver`]: [`soft`], the
+//!   built-in software HSM, keeps its state in a [`store`] (SQLite);
 //! - [`registry`] maps tenants to slots and partitions; [`token`] and
 //!   [`soft`] describe slots, tokens and mechanisms.
 //!
@@ -19,19 +25,28 @@
 //! No `unsafe` here: the workspace denies it, and only the future vendor
 //! PKCS#11 driver will be allowed some.
 
+pub mod attributes;
+pub mod calls;
 pub mod config;
 pub mod dispatch;
+pub mod driver;
+pub mod error;
+pub mod handles;
 pub mod identity;
 pub mod init;
 pub mod logging;
 pub mod names;
 pub mod registry;
 pub mod server;
+pub mod sessions;
 pub mod soft;
+pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod tls;
 pub mod token;
 pub mod transport;
 
 pub use config::Config;
-pub use dispatch::{ClientContext, ServerState, handle};
+pub use dispatch::{ClientContext, ServerState, StateError, handle};
 pub use server::{Server, ServerError, shutdown_signal};

@@ -113,7 +113,9 @@ fn run_server(path: &std::path::Path) -> Result<(), String> {
     logging::init(&config.server.log_level)?;
     server::run_until_signalled(&config).map_err(|e| match e {
         // These name a key of the configuration: say which file.
-        ServerError::Tls(_) | ServerError::Bind { .. } => format!("{}: {e}", path.display()),
+        ServerError::Tls(_) | ServerError::Bind { .. } | ServerError::State(_) => {
+            format!("{}: {e}", path.display())
+        }
         ServerError::Io(_) => e.to_string(),
     })
 }

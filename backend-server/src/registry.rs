@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use hsmlink_protocol::SlotId;
 
-use crate::config::{DriverKind, TenantConfig};
+use crate::config::{AlgorithmsConfig, DriverKind, TenantConfig};
 use crate::names::{PartitionName, TenantName, TokenSerial};
 use crate::soft;
 use crate::soft::mechanisms::MechanismEntry;
@@ -31,6 +31,7 @@ pub struct Slot {
     pub partition: PartitionName,
     pub driver: DriverKind,
     pub serial: TokenSerial,
+    pub algorithms: AlgorithmsConfig,
 }
 
 impl Registry {
@@ -49,6 +50,7 @@ impl Registry {
                             partition: s.partition.clone(),
                             driver: s.driver,
                             serial: s.serial.clone(),
+                            algorithms: s.algorithms,
                         };
                         (slot.id, slot)
                     })

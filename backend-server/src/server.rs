@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::dispatch::ServerState;
+use crate::dispatch::{ServerState, StateError};
 use crate::tls::{self, TlsError};
 use crate::transport::{self, Shared};
 
@@ -29,6 +29,8 @@ pub enum ServerError {
     Bind { addr: String, source: io::Error },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -48,28 +50,35 @@ impl Server {
         let addr = config.server.listen.as_str();
         // TLS first: a bad key should not leave a port open even briefly.
         let tls = tls::server_config(&config.tls, config.server.tls_min_version)?;
+        let state = ServerState::open(config)?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind {
                 addr: addr.to_owned(),
                 source,
             })?;
-        Ok(Self::new(config, listener, tls))
+        Ok(Self::new(config, listener, tls, state))
     }
 
     /// Serves on a listener the caller bound (tests bind 127.0.0.1:0);
     /// `server.listen` is ignored.
     pub fn with_listener(config: &Config, listener: TcpListener) -> Result<Self, ServerError> {
         let tls = tls::server_config(&config.tls, config.server.tls_min_version)?;
-        Ok(Self::new(config, listener, tls))
+        let state = ServerState::open(config)?;
+        Ok(Self::new(config, listener, tls, state))
     }
 
-    fn new(config: &Config, listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> Self {
+    fn new(
+        config: &Config,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        state: ServerState,
+    ) -> Self {
         let max_in_flight = usize::try_from(config.server.max_in_flight_per_connection.get())
             .unwrap_or(usize::MAX)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
         let shared = Shared {
-            state: Arc::new(ServerState::from_config(config)),
+            state: Arc::new(state),
             acceptor: TlsAcceptor::from(tls),
             handshake_timeout: config.server.handshake_timeout(),
             max_in_flight,
@@ -97,10 +106,21 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let mut connections = JoinSet::new();
         let next_id = AtomicU64::new(1);
+        // Applications gone for the grace period lose their sessions.
+        let mut reaper = tokio::time::interval(reap_interval(self.shared.state.app_grace()));
+        reaper.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = reaper.tick() => {
+                    let state = self.shared.state.clone();
+                    // Drivers may block (a partition busy hashing a PIN).
+                    let _ = tokio::task::spawn_blocking(move || {
+                        state.reap_idle_apps(std::time::Instant::now())
+                    })
+                    .await;
+                }
                 accepted = self.listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         // Small request/response frames: don't wait for Nagle.
@@ -147,6 +167,12 @@ impl Server {
         info!("hsmlink-server stopped");
         Ok(())
     }
+}
+
+/// How often to look for applications gone: a tenth of the grace period,
+/// between 10 ms and 1 s.
+fn reap_interval(grace: Duration) -> Duration {
+    (grace / 10).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
 /// Completes on the first SIGTERM or SIGINT. The handlers are installed

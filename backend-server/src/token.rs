@@ -2,11 +2,15 @@
 //! 5.4.3 and 5.4.4), in wire form; the module pads the text fields.
 
 use cryptoki_sys::{
-    CK_EFFECTIVELY_INFINITE, CKF_CLOCK_ON_TOKEN, CKF_LOGIN_REQUIRED, CKF_RNG, CKF_TOKEN_PRESENT,
+    CK_EFFECTIVELY_INFINITE, CK_FLAGS, CKF_CLOCK_ON_TOKEN, CKF_LOGIN_REQUIRED, CKF_RNG,
+    CKF_SO_PIN_COUNT_LOW, CKF_SO_PIN_FINAL_TRY, CKF_SO_PIN_LOCKED, CKF_SO_PIN_TO_BE_CHANGED,
+    CKF_TOKEN_INITIALIZED, CKF_TOKEN_PRESENT, CKF_USER_PIN_COUNT_LOW, CKF_USER_PIN_FINAL_TRY,
+    CKF_USER_PIN_INITIALIZED, CKF_USER_PIN_LOCKED, CKF_USER_PIN_TO_BE_CHANGED,
 };
 use hsmlink_protocol::{SlotInfo, TokenInfo, Version};
 use time::OffsetDateTime;
 
+use crate::driver::{PinState, TokenState};
 use crate::registry::Slot;
 
 pub const MANUFACTURER: &str = "hsmlink";
@@ -51,18 +55,57 @@ pub fn slot_info(slot: &Slot) -> SlotInfo {
     }
 }
 
-/// The token of a fresh partition: not initialised, no label, no sessions.
-pub fn token_info(slot: &Slot, now: OffsetDateTime) -> TokenInfo {
+/// The application's open sessions on a token: all, and read/write ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionCounts {
+    pub all: u64,
+    pub rw: u64,
+}
+
+/// The token as its partition's state and the application's sessions make it.
+pub fn token_info(
+    slot: &Slot,
+    state: &TokenState,
+    sessions: SessionCounts,
+    now: OffsetDateTime,
+) -> TokenInfo {
+    let mut flags = CKF_RNG | CKF_LOGIN_REQUIRED | CKF_CLOCK_ON_TOKEN;
+    if state.initialized {
+        flags |= CKF_TOKEN_INITIALIZED;
+    }
+    if state.user_pin_initialized {
+        flags |= CKF_USER_PIN_INITIALIZED;
+        flags |= pin_flags(
+            &state.user_pin,
+            [
+                CKF_USER_PIN_COUNT_LOW,
+                CKF_USER_PIN_FINAL_TRY,
+                CKF_USER_PIN_LOCKED,
+                CKF_USER_PIN_TO_BE_CHANGED,
+            ],
+        );
+    }
+    if state.initialized {
+        flags |= pin_flags(
+            &state.so_pin,
+            [
+                CKF_SO_PIN_COUNT_LOW,
+                CKF_SO_PIN_FINAL_TRY,
+                CKF_SO_PIN_LOCKED,
+                CKF_SO_PIN_TO_BE_CHANGED,
+            ],
+        );
+    }
     TokenInfo {
-        label: String::new(),
+        label: state.label.clone(),
         manufacturer_id: MANUFACTURER.to_owned(),
         model: slot.model().to_owned(),
         serial_number: slot.serial.as_str().to_owned(),
-        flags: (CKF_RNG | CKF_LOGIN_REQUIRED | CKF_CLOCK_ON_TOKEN),
+        flags,
         max_session_count: CK_EFFECTIVELY_INFINITE,
-        session_count: 0,
+        session_count: sessions.all,
         max_rw_session_count: CK_EFFECTIVELY_INFINITE,
-        rw_session_count: 0,
+        rw_session_count: sessions.rw,
         max_pin_len: MAX_PIN_LEN,
         min_pin_len: MIN_PIN_LEN,
         total_public_memory: TokenInfo::UNAVAILABLE,
@@ -73,6 +116,22 @@ pub fn token_info(slot: &Slot, now: OffsetDateTime) -> TokenInfo {
         firmware_version: FIRMWARE_VERSION,
         utc_time: utc_time(now),
     }
+}
+
+/// `[count low, final try, locked, to be changed]` flags of one PIN. A
+/// locked PIN is only locked; a PIN with one try left is also "count low".
+fn pin_flags(pin: &PinState, [low, final_try, locked, change]: [CK_FLAGS; 4]) -> CK_FLAGS {
+    let mut flags = if pin.to_be_changed { change } else { 0 };
+    if pin.locked() {
+        return flags | locked;
+    }
+    if pin.failures >= 1 {
+        flags |= low;
+    }
+    if pin.failures.saturating_add(1) == pin.max_failures {
+        flags |= final_try;
+    }
+    flags
 }
 
 /// `CK_TOKEN_INFO.utcTime`: `YYYYMMDDhhmmss00`.

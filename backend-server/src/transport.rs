@@ -38,6 +38,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::dispatch::{self, ClientContext, ServerState};
 use crate::identity::{self, PeerIdentity};
+use crate::sessions::AppKey;
 
 /// "hsmlink-server 0.1.0", sent in `HelloReply::Accepted`.
 pub const SERVER_SOFTWARE: &str = concat!("hsmlink-server ", env!("CARGO_PKG_VERSION"));
@@ -171,6 +172,9 @@ pub(crate) async fn serve(
         fingerprint = %ctx.identity.fingerprint,
         "connection accepted"
     );
+    // Sessions outlive connections; the application's connection count
+    // tells the session layer when the application is gone.
+    let _counted = ConnectionCount::new(shared.state.clone(), ctx.app_key());
     let end = serve_requests(&shared, tls, &ctx, version, shutdown).await;
     info!(conn, %peer, tenant = %ctx.tenant(), "connection closed: {end}");
 }
@@ -271,7 +275,13 @@ async fn serve_requests(
             let _permit = permit;
             let id = header.request_id;
             let function = request.function_name();
-            let response = answer(&state, &ctx, request);
+            // The dispatcher blocks (store commits, PIN hashing).
+            let response = {
+                let ctx = ctx.clone();
+                tokio::task::spawn_blocking(move || answer(&state, &ctx, request))
+                    .await
+                    .unwrap_or_else(|_| Response::error(CKR_GENERAL_ERROR))
+            };
             debug!(
                 conn = ctx.connection,
                 tenant = %ctx.tenant(),
@@ -292,6 +302,27 @@ async fn serve_requests(
         log_task_failure(done, ctx);
     }
     end
+}
+
+/// Counts one connection of an application for as long as it lives.
+struct ConnectionCount {
+    state: Arc<ServerState>,
+    key: AppKey,
+}
+
+impl ConnectionCount {
+    fn new(state: Arc<ServerState>, key: AppKey) -> Self {
+        state.sessions.connection_opened(&key);
+        Self { state, key }
+    }
+}
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        self.state
+            .sessions
+            .connection_closed(&self.key, std::time::Instant::now());
+    }
 }
 
 /// [`dispatch::handle`], with a panic turned into `CKR_GENERAL_ERROR` so

@@ -31,3 +31,13 @@ fn run_script(name: &str) {
 fn pkcs11_tool() {
     run_script("pkcs11-tool.sh");
 }
+
+#[test]
+fn pkcs11_tool_token_walkthrough() {
+    run_script("pkcs11-tool-token.sh");
+}
+
+#[test]
+fn pykcs11_sessions() {
+    run_script("pykcs11.sh");
+}

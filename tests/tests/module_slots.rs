@@ -143,7 +143,15 @@ fn functions_of_later_issues_answer_function_not_supported() {
     if in_child() {
         let pkcs11 = load_module();
         let slot = pkcs11.get_all_slots().expect("slots")[0];
-        let answer = pkcs11.open_ro_session(slot);
+        pkcs11
+            .init_token(
+                slot,
+                &cryptoki::types::AuthPin::new("so-pin-1234".into()),
+                "t",
+            )
+            .expect("C_InitToken");
+        let session = pkcs11.open_ro_session(slot).expect("C_OpenSession");
+        let answer = session.generate_random_vec(16);
         assert!(
             matches!(answer, Err(Error::Pkcs11(RvError::FunctionNotSupported, _))),
             "{answer:?}"

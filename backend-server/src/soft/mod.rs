@@ -1,10 +1,11 @@
-//! The built-in software HSM (driver `soft`).
-//!
-//! In this issue it contributes what a fresh partition looks like: its
-//! mechanism table and its token model. Objects, keys and the partition's
-//! master key arrive with the token issue.
+//! The built-in software HSM (driver `soft`): its mechanism table, its key
+//! hierarchy ([`keys`]), PIN hashes ([`pins`]) and partitions
+//! ([`partition`], a [`crate::driver::PartitionDriver`]).
 
+pub mod keys;
 pub mod mechanisms;
+pub mod partition;
+pub mod pins;
 
 /// `CK_TOKEN_INFO.model` of a soft-driver token.
 pub const MODEL: &str = "soft";

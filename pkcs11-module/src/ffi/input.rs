@@ -65,13 +65,27 @@ pub unsafe fn bytes(ptr: *const CK_UTF8CHAR, len: CK_ULONG) -> Result<Vec<u8>, E
 /// A token label: 32 bytes, blank padded, not NUL-terminated (section
 /// 5.5.7). NULL is `CKR_ARGUMENTS_BAD`.
 ///
+/// Some callers (PyKCS11 among them) pass a shorter NUL-terminated string
+/// instead. A NUL byte cannot be part of a blank-padded label, so reading
+/// stops at the first one and pads the rest with blanks: nothing past a
+/// caller's terminator is ever read.
+///
 /// # Safety
-/// `ptr` is NULL or valid for reading 32 bytes.
+/// `ptr` is NULL, or valid for reading 32 bytes, or valid for reading up to
+/// and including a NUL byte within its first 32 bytes.
 pub unsafe fn label(ptr: *const CK_UTF8CHAR) -> Result<[u8; 32], Error> {
     if ptr.is_null() {
         return Err(Error::new(CKR_ARGUMENTS_BAD));
     }
-    // SAFETY: `ptr` is not NULL and valid for reading 32 bytes (this
-    // function's contract); an array of bytes needs no alignment.
-    Ok(unsafe { ptr.cast::<[u8; 32]>().read_unaligned() })
+    let mut label = [b' '; 32];
+    for (i, slot) in label.iter_mut().enumerate() {
+        // SAFETY: byte `i` lies within the first 32 bytes and no NUL came
+        // before it, so it is readable under this function's contract.
+        let byte = unsafe { ptr.add(i).read() };
+        if byte == 0 {
+            break;
+        }
+        *slot = byte;
+    }
+    Ok(label)
 }

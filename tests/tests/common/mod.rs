@@ -166,6 +166,36 @@ impl Deployment {
         }
     }
 
+    /// Adds tenant `name` with one soft slot (id 0) to server.toml and
+    /// issues its client certificate from the deployment's CA; returns the
+    /// path of a client.toml for it. Call before the server starts.
+    pub fn add_tenant(&self, name: &str) -> PathBuf {
+        use rcgen::{CertificateParams, DnType, Issuer, KeyPair, SanType};
+        let mut config = std::fs::read_to_string(self.path("server.toml")).expect("server.toml");
+        let serial: String = format!("{name}0000000000000000").chars().take(16).collect();
+        config.push_str(&format!(
+            "\n[[tenants]]\nname = \"{name}\"\n\n[[tenants.slots]]\nid = 0\npartition = \"{name}-p0\"\ndriver = \"soft\"\nserial = \"{serial}\"\n"
+        ));
+        std::fs::write(self.path("server.toml"), config).expect("write server.toml");
+
+        let ca_pem = std::fs::read_to_string(self.path("ca.pem")).expect("ca.pem");
+        let ca_key = std::fs::read_to_string(self.path("ca-key.pem")).expect("ca-key.pem");
+        let ca = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key).expect("ca key"))
+            .expect("ca issuer");
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.subject_alt_names.push(SanType::URI(
+            format!("hsmlink:tenant:{name}").try_into().expect("uri"),
+        ));
+        let cert = params.signed_by(&key, &ca).expect("sign");
+        let cert_path = self.path(&format!("{name}.pem"));
+        let key_path = self.path(&format!("{name}-key.pem"));
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        self.client_config_with(&format!("{name}.toml"), &cert_path, &key_path)
+    }
+
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.path("server.log")).unwrap_or_default()
     }

@@ -1,0 +1,409 @@
+//! Sessions and login state, generic above every driver (PKCS#11 3.0
+//! section 5.6).
+//!
+//! Sessions belong to an application instance of a tenant (the pair from the
+//! connection's certificate and hello), not to a connection: any pooled
+//! connection of the application can carry any of its sessions. Session
+//! handles count per application. Login state is per application and token:
+//! logging in on one session logs in all of the application's sessions on
+//! that token.
+//!
+//! The transport counts each application's connections; when the count has
+//! stayed at zero for the grace period the application is gone, and its
+//! sessions close ([`Sessions::reap`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use cryptoki_sys::{
+    CKR_OPERATION_ACTIVE, CKR_OPERATION_NOT_INITIALIZED, CKR_SESSION_HANDLE_INVALID,
+    CKR_SESSION_READ_WRITE_SO_EXISTS,
+};
+use hsmlink_protocol::{AppInstance, ObjectHandle, SessionHandle, SlotId};
+
+use crate::driver::{OwnerId, UserKind};
+use crate::error::{CkResult, Ckr};
+use crate::names::TenantName;
+
+/// An application instance of a tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AppKey {
+    pub tenant: TenantName,
+    pub app: AppInstance,
+}
+
+/// What a call needs to know of its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    pub id: OwnerId,
+    pub app: OwnerId,
+    pub slot: SlotId,
+    pub rw: bool,
+    /// Who is logged in for the application on the session's token.
+    pub login: Option<UserKind>,
+}
+
+/// A session that closed, for its driver to drop its session objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Closed {
+    pub tenant: TenantName,
+    pub slot: SlotId,
+    pub session: OwnerId,
+}
+
+#[derive(Debug, Default)]
+pub struct Sessions {
+    apps: Mutex<HashMap<AppKey, App>>,
+    next_owner: AtomicU64,
+}
+
+#[derive(Debug)]
+struct App {
+    id: OwnerId,
+    sessions: BTreeMap<u64, Session>,
+    next_handle: u64,
+    logins: HashMap<SlotId, UserKind>,
+    connections: usize,
+    /// When the last connection went away.
+    idle_since: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Session {
+    id: OwnerId,
+    slot: SlotId,
+    rw: bool,
+    find: Option<FindState>,
+}
+
+/// An active `C_FindObjects` operation: the matches, taken at
+/// `C_FindObjectsInit`, and how many were returned.
+#[derive(Debug)]
+struct FindState {
+    handles: Vec<ObjectHandle>,
+    next: usize,
+}
+
+impl Sessions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<AppKey, App>> {
+        self.apps.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn owner(&self) -> OwnerId {
+        OwnerId(self.next_owner.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn app<'a>(&self, apps: &'a mut HashMap<AppKey, App>, key: &AppKey) -> &'a mut App {
+        apps.entry(key.clone()).or_insert_with(|| App {
+            id: self.owner(),
+            sessions: BTreeMap::new(),
+            next_handle: 1,
+            logins: HashMap::new(),
+            connections: 0,
+            idle_since: None,
+        })
+    }
+
+    /// `C_OpenSession` (5.6.1) once the slot and token are checked.
+    pub fn open(&self, key: &AppKey, slot: SlotId, rw: bool) -> CkResult<SessionHandle> {
+        let id = self.owner();
+        let mut apps = self.lock();
+        let app = self.app(&mut apps, key);
+        if !rw && app.logins.get(&slot) == Some(&UserKind::So) {
+            return Err(Ckr(CKR_SESSION_READ_WRITE_SO_EXISTS));
+        }
+        let handle = app.next_handle;
+        app.next_handle += 1;
+        app.sessions.insert(
+            handle,
+            Session {
+                id,
+                slot,
+                rw,
+                find: None,
+            },
+        );
+        Ok(SessionHandle(handle))
+    }
+
+    pub fn view(&self, key: &AppKey, handle: SessionHandle) -> CkResult<SessionView> {
+        let apps = self.lock();
+        let app = apps.get(key).ok_or(Ckr(CKR_SESSION_HANDLE_INVALID))?;
+        let session = app
+            .sessions
+            .get(&handle.0)
+            .ok_or(Ckr(CKR_SESSION_HANDLE_INVALID))?;
+        Ok(SessionView {
+            id: session.id,
+            app: app.id,
+            slot: session.slot,
+            rw: session.rw,
+            login: app.logins.get(&session.slot).copied(),
+        })
+    }
+
+    /// `C_CloseSession` (5.6.2). Closing the application's last session on
+    /// a token logs it out of the token.
+    pub fn close(&self, key: &AppKey, handle: SessionHandle) -> CkResult<Closed> {
+        let mut apps = self.lock();
+        let app = apps.get_mut(key).ok_or(Ckr(CKR_SESSION_HANDLE_INVALID))?;
+        let session = app
+            .sessions
+            .remove(&handle.0)
+            .ok_or(Ckr(CKR_SESSION_HANDLE_INVALID))?;
+        if !app.sessions.values().any(|s| s.slot == session.slot) {
+            app.logins.remove(&session.slot);
+        }
+        Ok(Closed {
+            tenant: key.tenant.clone(),
+            slot: session.slot,
+            session: session.id,
+        })
+    }
+
+    /// `C_CloseAllSessions` (5.6.3): the application's sessions on `slot`.
+    pub fn close_all(&self, key: &AppKey, slot: SlotId) -> Vec<Closed> {
+        let mut apps = self.lock();
+        let Some(app) = apps.get_mut(key) else {
+            return Vec::new();
+        };
+        app.logins.remove(&slot);
+        let mut closed = Vec::new();
+        app.sessions.retain(|_, s| {
+            if s.slot == slot {
+                closed.push(Closed {
+                    tenant: key.tenant.clone(),
+                    slot,
+                    session: s.id,
+                });
+                false
+            } else {
+                true
+            }
+        });
+        closed
+    }
+
+    /// `C_Finalize`: every session of the application closes, its login
+    /// state ends. Its connections stay counted.
+    pub fn finalize(&self, key: &AppKey) -> Vec<Closed> {
+        let mut apps = self.lock();
+        let Some(app) = apps.get_mut(key) else {
+            return Vec::new();
+        };
+        app.logins.clear();
+        std::mem::take(&mut app.sessions)
+            .into_values()
+            .map(|s| Closed {
+                tenant: key.tenant.clone(),
+                slot: s.slot,
+                session: s.id,
+            })
+            .collect()
+    }
+
+    pub fn set_login(&self, key: &AppKey, slot: SlotId, who: Option<UserKind>) {
+        let mut apps = self.lock();
+        let app = self.app(&mut apps, key);
+        match who {
+            Some(who) => app.logins.insert(slot, who),
+            None => app.logins.remove(&slot),
+        };
+    }
+
+    /// The application's (sessions, read/write sessions) on `slot`.
+    pub fn counts(&self, key: &AppKey, slot: SlotId) -> (u64, u64) {
+        let apps = self.lock();
+        let Some(app) = apps.get(key) else {
+            return (0, 0);
+        };
+        app.sessions
+            .values()
+            .filter(|s| s.slot == slot)
+            .fold((0, 0), |(all, rw), s| (all + 1, rw + u64::from(s.rw)))
+    }
+
+    /// Whether any application of `tenant` has a session on `slot`.
+    pub fn any_on_slot(&self, tenant: &TenantName, slot: SlotId) -> bool {
+        self.lock()
+            .iter()
+            .filter(|(k, _)| &k.tenant == tenant)
+            .any(|(_, app)| app.sessions.values().any(|s| s.slot == slot))
+    }
+
+    /// Every application of `tenant` is logged out of `slot`.
+    pub fn logout_everywhere(&self, tenant: &TenantName, slot: SlotId) {
+        for (_, app) in self.lock().iter_mut().filter(|(k, _)| &k.tenant == tenant) {
+            app.logins.remove(&slot);
+        }
+    }
+
+    /// Whether the application has a read-only session on `slot`.
+    pub fn has_read_only(&self, key: &AppKey, slot: SlotId) -> bool {
+        self.lock()
+            .get(key)
+            .is_some_and(|app| app.sessions.values().any(|s| s.slot == slot && !s.rw))
+    }
+
+    /// Starts a find operation with its matches.
+    pub fn find_init(
+        &self,
+        key: &AppKey,
+        handle: SessionHandle,
+        handles: Vec<ObjectHandle>,
+    ) -> CkResult<()> {
+        self.with_session(key, handle, |s| {
+            if s.find.is_some() {
+                return Err(Ckr(CKR_OPERATION_ACTIVE));
+            }
+            s.find = Some(FindState { handles, next: 0 });
+            Ok(())
+        })
+    }
+
+    /// Is a find operation active on the session?
+    pub fn find_active(&self, key: &AppKey, handle: SessionHandle) -> CkResult<bool> {
+        self.with_session(key, handle, |s| Ok(s.find.is_some()))
+    }
+
+    /// The next `max` matches.
+    pub fn find_next(
+        &self,
+        key: &AppKey,
+        handle: SessionHandle,
+        max: u64,
+    ) -> CkResult<Vec<ObjectHandle>> {
+        self.with_session(key, handle, |s| {
+            let find = s.find.as_mut().ok_or(Ckr(CKR_OPERATION_NOT_INITIALIZED))?;
+            let max = usize::try_from(max).unwrap_or(usize::MAX);
+            let end = find.next.saturating_add(max).min(find.handles.len());
+            let out = find.handles[find.next..end].to_vec();
+            find.next = end;
+            Ok(out)
+        })
+    }
+
+    pub fn find_final(&self, key: &AppKey, handle: SessionHandle) -> CkResult<()> {
+        self.with_session(key, handle, |s| {
+            s.find
+                .take()
+                .map(|_| ())
+                .ok_or(Ckr(CKR_OPERATION_NOT_INITIALIZED))
+        })
+    }
+
+    /// `C_SessionCancel`: ends the session's active operations.
+    pub fn cancel(&self, key: &AppKey, handle: SessionHandle) -> CkResult<()> {
+        self.with_session(key, handle, |s| {
+            s.find = None;
+            Ok(())
+        })
+    }
+
+    fn with_session<T>(
+        &self,
+        key: &AppKey,
+        handle: SessionHandle,
+        f: impl FnOnce(&mut Session) -> CkResult<T>,
+    ) -> CkResult<T> {
+        let mut apps = self.lock();
+        let session = apps
+            .get_mut(key)
+            .and_then(|app| app.sessions.get_mut(&handle.0))
+            .ok_or(Ckr(CKR_SESSION_HANDLE_INVALID))?;
+        f(session)
+    }
+
+    /// A connection of the application is up.
+    pub fn connection_opened(&self, key: &AppKey) {
+        let mut apps = self.lock();
+        let app = self.app(&mut apps, key);
+        app.connections += 1;
+        app.idle_since = None;
+    }
+
+    /// A connection of the application is gone.
+    pub fn connection_closed(&self, key: &AppKey, now: Instant) {
+        let mut apps = self.lock();
+        if let Some(app) = apps.get_mut(key) {
+            app.connections = app.connections.saturating_sub(1);
+            if app.connections == 0 {
+                app.idle_since = Some(now);
+            }
+        }
+    }
+
+    /// Forgets the applications without a connection for `grace` or more:
+    /// their sessions close and their login state ends.
+    pub fn reap(&self, now: Instant, grace: Duration) -> Vec<Closed> {
+        let mut apps = self.lock();
+        let mut closed = Vec::new();
+        apps.retain(|key, app| {
+            let gone = app.connections == 0
+                && app
+                    .idle_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= grace);
+            if gone {
+                closed.extend(app.sessions.values().map(|s| Closed {
+                    tenant: key.tenant.clone(),
+                    slot: s.slot,
+                    session: s.id,
+                }));
+            }
+            !gone
+        });
+        closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(app: u8) -> AppKey {
+        AppKey {
+            tenant: TenantName::parse("demo").unwrap(),
+            app: AppInstance([app; 16]),
+        }
+    }
+
+    #[test]
+    fn handles_are_per_application() {
+        let s = Sessions::new();
+        let a = s.open(&key(1), SlotId(0), true).unwrap();
+        let b = s.open(&key(2), SlotId(0), true).unwrap();
+        assert_eq!(a, b);
+        assert!(s.view(&key(1), a).is_ok());
+        s.close(&key(1), a).unwrap();
+        assert!(s.view(&key(1), a).is_err());
+        assert!(s.view(&key(2), b).is_ok());
+    }
+
+    #[test]
+    fn idle_applications_are_reaped_after_the_grace_period() {
+        let s = Sessions::new();
+        let k = key(1);
+        s.connection_opened(&k);
+        let h = s.open(&k, SlotId(0), true).unwrap();
+        s.set_login(&k, SlotId(0), Some(UserKind::User));
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(60);
+        assert!(s.reap(t0 + grace * 2, grace).is_empty(), "connected");
+        s.connection_closed(&k, t0);
+        assert!(s.reap(t0 + grace / 2, grace).is_empty(), "within grace");
+        // Back within the grace period: nothing is lost.
+        s.connection_opened(&k);
+        assert!(s.reap(t0 + grace * 2, grace).is_empty());
+        s.connection_closed(&k, t0);
+        let closed = s.reap(t0 + grace, grace);
+        assert_eq!(closed.len(), 1);
+        assert!(s.view(&k, h).is_err());
+        assert_eq!(s.counts(&k, SlotId(0)), (0, 0));
+    }
+}

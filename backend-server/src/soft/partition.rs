@@ -1,0 +1,608 @@
+//! One partition of the software HSM: its token state (label, PIN hashes,
+//! failure counters, flags), its master key and its objects.
+//!
+//! All of a partition is loaded at startup; objects are kept decrypted in
+//! memory (values are wiped when dropped) and every change is written to the
+//! store, and committed, before the call returns. Token objects keep in
+//! clear only what indexes them (all of a public object but key material);
+//! the rest is sealed under the master key, bound to partition and object id.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use cryptoki_sys::{
+    CKR_ACTION_PROHIBITED, CKR_OBJECT_HANDLE_INVALID, CKR_PIN_EXPIRED, CKR_PIN_INCORRECT,
+    CKR_PIN_LEN_RANGE, CKR_PIN_LOCKED, CKR_SESSION_READ_ONLY, CKR_TOKEN_NOT_RECOGNIZED,
+    CKR_USER_NOT_LOGGED_IN, CKR_USER_PIN_NOT_INITIALIZED,
+};
+use hsmlink_protocol::attribute_kind as cka;
+use hsmlink_protocol::{
+    Attribute, AttributeResult, AttributeType, AttributeValue, ObjectHandle, Secret, codec,
+};
+use tracing::warn;
+use zeroize::Zeroizing;
+
+use crate::attributes::{self, Actor, Profile, boolean};
+use crate::driver::{ObjectContext, OwnerId, PartitionDriver, PinState, TokenState, UserKind};
+use crate::error::{CkResult, Ckr};
+use crate::soft::keys::{Algorithms, KeyError, MasterKey, RootKey, fill_random};
+use crate::soft::pins::{self, PinHashParams};
+use crate::store::{ObjectRecord, PartitionRecord, Store};
+use crate::token::{MAX_PIN_LEN, MIN_PIN_LEN};
+
+/// The `[security]` rules a partition applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecurityPolicy {
+    pub max_pin_failures: u32,
+    pub require_user_pin_change: bool,
+    pub pin_hash: PinHashParams,
+}
+
+impl Default for SecurityPolicy {
+    fn default() -> Self {
+        Self {
+            max_pin_failures: 10,
+            require_user_pin_change: true,
+            pin_hash: PinHashParams::DEFAULT,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct SoftPartition {
+    name: String,
+    store: Arc<dyn Store>,
+    root: RootKey,
+    policy: SecurityPolicy,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    record: PartitionRecord,
+    master: MasterKey,
+    /// By handle.
+    objects: BTreeMap<u64, SoftObject>,
+}
+
+#[derive(Debug)]
+struct SoftObject {
+    /// Also its `CKA_UNIQUE_ID`, and part of the sealing AAD.
+    id: String,
+    attrs: BTreeMap<u64, AttributeValue>,
+    /// Session objects: the application and session that created them.
+    owner: Option<(OwnerId, OwnerId)>,
+}
+
+impl SoftObject {
+    fn private(&self) -> bool {
+        boolean(self.attrs.get(&cka::CKA_PRIVATE)) == Some(true)
+    }
+
+    fn flag(&self, attr: u64) -> bool {
+        boolean(self.attrs.get(&attr)) == Some(true)
+    }
+}
+
+impl SoftPartition {
+    /// Opens the partition `name`, allocating it (with a fresh master key)
+    /// the first time the server sees it, and loads its token objects.
+    pub fn open(
+        name: &str,
+        algorithms: Algorithms,
+        root: RootKey,
+        store: Arc<dyn Store>,
+        policy: SecurityPolicy,
+    ) -> Result<Self, KeyError> {
+        let store_err = |e: crate::store::StoreError| KeyError(format!("partition {name}: {e}"));
+        let (record, master) = match store.partition(name).map_err(store_err)? {
+            Some(record) => {
+                let stored = Algorithms::parse(&record.algorithms).ok_or_else(|| {
+                    KeyError(format!(
+                        "partition {name}: unknown algorithms {:?} in the store",
+                        record.algorithms
+                    ))
+                })?;
+                if stored != algorithms {
+                    return Err(KeyError(format!(
+                        "partition {name} was allocated with algorithms = {:?}; it cannot change to {:?}",
+                        stored.as_str(),
+                        algorithms.as_str()
+                    )));
+                }
+                let master = root.unwrap_master_key(name, stored, &record.wrapped_master_key)?;
+                (record, master)
+            }
+            None => {
+                let master = MasterKey::generate(algorithms)
+                    .map_err(|_| KeyError("the system random generator failed".into()))?;
+                let wrapped = root.wrap_master_key(name, &master).map_err(|_| {
+                    KeyError(format!("partition {name}: cannot wrap the master key"))
+                })?;
+                let record = PartitionRecord {
+                    name: name.to_owned(),
+                    algorithms: algorithms.as_str().to_owned(),
+                    wrapped_master_key: wrapped,
+                    label: String::new(),
+                    initialized: false,
+                    so_pin: None,
+                    user_pin: None,
+                    so_failures: 0,
+                    user_failures: 0,
+                    user_pin_to_be_changed: false,
+                };
+                store.insert_partition(&record).map_err(store_err)?;
+                (record, master)
+            }
+        };
+        let mut objects = BTreeMap::new();
+        for stored in store.objects(name).map_err(store_err)? {
+            let attrs = decode_object(&master, &stored).map_err(|_| {
+                KeyError(format!(
+                    "partition {name}: object {} does not decrypt (damaged or moved record)",
+                    stored.object_id
+                ))
+            })?;
+            objects.insert(
+                stored.handle,
+                SoftObject {
+                    id: stored.object_id,
+                    attrs,
+                    owner: None,
+                },
+            );
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            store,
+            root,
+            policy,
+            inner: Mutex::new(Inner {
+                record,
+                master,
+                objects,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn save_record(&self, inner: &mut Inner, next: PartitionRecord) -> CkResult<()> {
+        self.store.update_partition(&next).map_err(|e| {
+            warn!(partition = %self.name, "cannot save the token state: {e}");
+            Ckr::DEVICE
+        })?;
+        inner.record = next;
+        Ok(())
+    }
+
+    fn save_object(&self, inner: &Inner, handle: u64, object: &SoftObject) -> CkResult<()> {
+        if object.owner.is_some() {
+            return Ok(());
+        }
+        let record = encode_object(&self.name, &inner.master, handle, object)?;
+        self.store.put_object(&record).map_err(|e| {
+            warn!(partition = %self.name, "cannot save an object: {e}");
+            Ckr::DEVICE
+        })
+    }
+
+    /// Checks a PIN against `record`, counting a failure; locked PINs are
+    /// not even tried.
+    fn check_pin(&self, inner: &mut Inner, who: UserKind, pin: &Secret) -> CkResult<()> {
+        let (record, failures) = match who {
+            UserKind::So => (inner.record.so_pin.clone(), inner.record.so_failures),
+            UserKind::User => (inner.record.user_pin.clone(), inner.record.user_failures),
+        };
+        let Some(record) = record else {
+            return Err(Ckr(match who {
+                UserKind::So => CKR_TOKEN_NOT_RECOGNIZED,
+                UserKind::User => CKR_USER_PIN_NOT_INITIALIZED,
+            }));
+        };
+        if failures >= self.policy.max_pin_failures {
+            return Err(Ckr(CKR_PIN_LOCKED));
+        }
+        let right = pin_length_ok(pin) && pins::verify(&record, pin.as_bytes())?;
+        let mut next = inner.record.clone();
+        let counter = match who {
+            UserKind::So => &mut next.so_failures,
+            UserKind::User => &mut next.user_failures,
+        };
+        if right {
+            if *counter != 0 {
+                *counter = 0;
+                self.save_record(inner, next)?;
+            }
+            Ok(())
+        } else {
+            *counter = counter.saturating_add(1);
+            self.save_record(inner, next)?;
+            Err(Ckr(CKR_PIN_INCORRECT))
+        }
+    }
+
+    /// The object `handle` as `ctx` may see it.
+    fn visible<'a>(
+        inner: &'a Inner,
+        ctx: &ObjectContext,
+        handle: ObjectHandle,
+    ) -> CkResult<&'a SoftObject> {
+        let object = inner
+            .objects
+            .get(&handle.0)
+            .ok_or(Ckr(CKR_OBJECT_HANDLE_INVALID))?;
+        if let Some((app, _)) = object.owner
+            && app != ctx.app
+        {
+            return Err(Ckr(CKR_OBJECT_HANDLE_INVALID));
+        }
+        if object.private() && !ctx.sees_private() {
+            if ctx.login == Some(UserKind::User) && ctx.pin_expired {
+                return Err(Ckr(CKR_PIN_EXPIRED));
+            }
+            return Err(Ckr(CKR_OBJECT_HANDLE_INVALID));
+        }
+        Ok(object)
+    }
+
+    /// May `ctx` make an object with these attributes (token objects need a
+    /// read/write session, private ones a logged-in user)?
+    fn may_hold(ctx: &ObjectContext, attrs: &BTreeMap<u64, AttributeValue>) -> CkResult<()> {
+        if boolean(attrs.get(&cka::CKA_TOKEN)) == Some(true) && !ctx.rw {
+            return Err(Ckr(CKR_SESSION_READ_ONLY));
+        }
+        if boolean(attrs.get(&cka::CKA_PRIVATE)) == Some(true) && ctx.login != Some(UserKind::User)
+        {
+            return Err(Ckr(CKR_USER_NOT_LOGGED_IN));
+        }
+        Ok(())
+    }
+
+    fn insert(
+        &self,
+        inner: &mut Inner,
+        ctx: &ObjectContext,
+        handle: ObjectHandle,
+        id: String,
+        attrs: BTreeMap<u64, AttributeValue>,
+    ) -> CkResult<()> {
+        if inner.objects.contains_key(&handle.0) {
+            return Err(Ckr::GENERAL);
+        }
+        let token = boolean(attrs.get(&cka::CKA_TOKEN)) == Some(true);
+        let object = SoftObject {
+            id,
+            attrs,
+            owner: (!token).then_some((ctx.app, ctx.session)),
+        };
+        self.save_object(inner, handle.0, &object)?;
+        inner.objects.insert(handle.0, object);
+        Ok(())
+    }
+
+    /// Writes of a token object need a read/write session.
+    fn check_writable(ctx: &ObjectContext, object: &SoftObject) -> CkResult<()> {
+        if object.owner.is_none() && !ctx.rw {
+            return Err(Ckr(CKR_SESSION_READ_ONLY));
+        }
+        Ok(())
+    }
+}
+
+fn actor(ctx: &ObjectContext) -> Actor {
+    if ctx.login == Some(UserKind::So) {
+        Actor::So
+    } else {
+        Actor::Other
+    }
+}
+
+fn pin_length_ok(pin: &Secret) -> bool {
+    (MIN_PIN_LEN..=MAX_PIN_LEN).contains(&(pin.len() as u64))
+}
+
+fn new_object_id() -> CkResult<String> {
+    let mut id = [0u8; 16];
+    fill_random(&mut id)?;
+    Ok(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Splits an object into clear and sealed attributes.
+fn encode_object(
+    partition: &str,
+    master: &MasterKey,
+    handle: u64,
+    object: &SoftObject,
+) -> CkResult<ObjectRecord> {
+    let profile = Profile::of(&object.attrs)?;
+    let private = object.private();
+    let mut clear = Vec::new();
+    let mut secret = Vec::new();
+    for (attr, value) in &object.attrs {
+        let attribute = Attribute::new(*attr, value.clone());
+        if attributes::stored_in_clear(&profile, private, *attr) {
+            clear.push(attribute);
+        } else {
+            secret.push(attribute);
+        }
+    }
+    let public_attrs = codec::encode(&clear).map_err(|_| Ckr::GENERAL)?;
+    let plain = Zeroizing::new(codec::encode(&secret).map_err(|_| Ckr::GENERAL)?);
+    let sealed = master.seal(partition, &object.id, &plain)?;
+    Ok(ObjectRecord {
+        partition: partition.to_owned(),
+        object_id: object.id.clone(),
+        handle,
+        public_attrs,
+        sealed,
+    })
+}
+
+fn decode_object(
+    master: &MasterKey,
+    record: &ObjectRecord,
+) -> CkResult<BTreeMap<u64, AttributeValue>> {
+    let clear: Vec<Attribute> = codec::decode(&record.public_attrs).map_err(|_| Ckr::DEVICE)?;
+    let plain = master.open(&record.partition, &record.object_id, &record.sealed)?;
+    let secret: Vec<Attribute> = codec::decode(&plain).map_err(|_| Ckr::DEVICE)?;
+    Ok(clear
+        .into_iter()
+        .chain(secret)
+        .map(|a| (a.attr_type.0, a.value.clone()))
+        .collect())
+}
+
+/// `CK_UTF8CHAR label[32]`, blank padded: trailing blanks and NULs go.
+fn trim_label(label: &str) -> String {
+    label.trim_end_matches([' ', '\0']).to_owned()
+}
+
+impl PartitionDriver for SoftPartition {
+    fn token_state(&self) -> TokenState {
+        let inner = self.lock();
+        let r = &inner.record;
+        let max = self.policy.max_pin_failures;
+        TokenState {
+            label: r.label.clone(),
+            initialized: r.initialized,
+            user_pin_initialized: r.user_pin.is_some(),
+            so_pin: PinState {
+                failures: r.so_failures,
+                max_failures: max,
+                to_be_changed: false,
+            },
+            user_pin: PinState {
+                failures: r.user_failures,
+                max_failures: max,
+                to_be_changed: r.user_pin.is_some() && r.user_pin_to_be_changed,
+            },
+        }
+    }
+
+    fn init_token(&self, so_pin: &Secret, label: &str) -> CkResult<()> {
+        let mut inner = self.lock();
+        let so_record = if inner.record.initialized {
+            self.check_pin(&mut inner, UserKind::So, so_pin)?;
+            inner.record.so_pin.clone()
+        } else {
+            if !pin_length_ok(so_pin) {
+                return Err(Ckr(CKR_PIN_LEN_RANGE));
+            }
+            Some(pins::make_record(self.policy.pin_hash, so_pin.as_bytes())?)
+        };
+        // A new master key: whatever was sealed under the old one is gone
+        // for good, copies and backups of the store included.
+        let master = MasterKey::generate(inner.master.algorithms())?;
+        let mut next = inner.record.clone();
+        next.wrapped_master_key = self.root.wrap_master_key(&self.name, &master)?;
+        next.label = trim_label(label);
+        next.initialized = true;
+        next.so_pin = so_record;
+        next.so_failures = 0;
+        next.user_pin = None;
+        next.user_failures = 0;
+        next.user_pin_to_be_changed = false;
+        self.store.reinitialize_partition(&next).map_err(|e| {
+            warn!(partition = %self.name, "cannot initialise the token: {e}");
+            Ckr::DEVICE
+        })?;
+        inner.record = next;
+        inner.master = master;
+        inner.objects.clear();
+        Ok(())
+    }
+
+    fn init_pin(&self, pin: &Secret) -> CkResult<()> {
+        if !pin_length_ok(pin) {
+            return Err(Ckr(CKR_PIN_LEN_RANGE));
+        }
+        let record = pins::make_record(self.policy.pin_hash, pin.as_bytes())?;
+        let mut inner = self.lock();
+        let mut next = inner.record.clone();
+        next.user_pin = Some(record);
+        next.user_failures = 0;
+        next.user_pin_to_be_changed = self.policy.require_user_pin_change;
+        self.save_record(&mut inner, next)
+    }
+
+    fn set_pin(&self, who: UserKind, old_pin: &Secret, new_pin: &Secret) -> CkResult<()> {
+        if !pin_length_ok(new_pin) {
+            return Err(Ckr(CKR_PIN_LEN_RANGE));
+        }
+        let mut inner = self.lock();
+        self.check_pin(&mut inner, who, old_pin)?;
+        let record = pins::make_record(self.policy.pin_hash, new_pin.as_bytes())?;
+        let mut next = inner.record.clone();
+        match who {
+            UserKind::So => {
+                next.so_pin = Some(record);
+                next.so_failures = 0;
+            }
+            UserKind::User => {
+                next.user_pin = Some(record);
+                next.user_failures = 0;
+                next.user_pin_to_be_changed = false;
+            }
+        }
+        self.save_record(&mut inner, next)
+    }
+
+    fn verify_pin(&self, who: UserKind, pin: &Secret) -> CkResult<()> {
+        let mut inner = self.lock();
+        self.check_pin(&mut inner, who, pin)
+    }
+
+    fn create_object(
+        &self,
+        ctx: &ObjectContext,
+        handle: ObjectHandle,
+        template: &[Attribute],
+    ) -> CkResult<()> {
+        let id = new_object_id()?;
+        let attrs = attributes::new_object(template, actor(ctx), &id)?;
+        Self::may_hold(ctx, &attrs)?;
+        let mut inner = self.lock();
+        self.insert(&mut inner, ctx, handle, id, attrs)
+    }
+
+    fn copy_object(
+        &self,
+        ctx: &ObjectContext,
+        source: ObjectHandle,
+        handle: ObjectHandle,
+        template: &[Attribute],
+    ) -> CkResult<()> {
+        let mut inner = self.lock();
+        let object = Self::visible(&inner, ctx, source)?;
+        if !object.flag(cka::CKA_COPYABLE) {
+            return Err(Ckr(CKR_ACTION_PROHIBITED));
+        }
+        let mut attrs = object.attrs.clone();
+        attributes::modify(&mut attrs, template, actor(ctx), true)?;
+        Self::may_hold(ctx, &attrs)?;
+        let id = new_object_id()?;
+        attrs.insert(
+            cka::CKA_UNIQUE_ID,
+            AttributeValue::Bytes(id.as_bytes().to_vec()),
+        );
+        self.insert(&mut inner, ctx, handle, id, attrs)
+    }
+
+    fn destroy_object(&self, ctx: &ObjectContext, handle: ObjectHandle) -> CkResult<()> {
+        let mut inner = self.lock();
+        let object = Self::visible(&inner, ctx, handle)?;
+        Self::check_writable(ctx, object)?;
+        if !object.flag(cka::CKA_DESTROYABLE) {
+            return Err(Ckr(CKR_ACTION_PROHIBITED));
+        }
+        if object.owner.is_none() {
+            self.store
+                .delete_object(&self.name, &object.id)
+                .map_err(|e| {
+                    warn!(partition = %self.name, "cannot delete an object: {e}");
+                    Ckr::DEVICE
+                })?;
+        }
+        inner.objects.remove(&handle.0);
+        Ok(())
+    }
+
+    fn object_size(&self, ctx: &ObjectContext, handle: ObjectHandle) -> CkResult<u64> {
+        let inner = self.lock();
+        let object = Self::visible(&inner, ctx, handle)?;
+        let all: Vec<Attribute> = object
+            .attrs
+            .iter()
+            .map(|(t, v)| Attribute::new(*t, v.clone()))
+            .collect();
+        let encoded = Zeroizing::new(codec::encode(&all).map_err(|_| Ckr::GENERAL)?);
+        Ok(encoded.len() as u64)
+    }
+
+    fn get_attributes(
+        &self,
+        ctx: &ObjectContext,
+        handle: ObjectHandle,
+        types: &[AttributeType],
+    ) -> CkResult<Vec<AttributeResult>> {
+        let inner = self.lock();
+        let object = Self::visible(&inner, ctx, handle)?;
+        let profile = Profile::of(&object.attrs)?;
+        Ok(types
+            .iter()
+            .map(|t| match object.attrs.get(&t.0) {
+                None => AttributeResult::Invalid,
+                Some(_) if attributes::is_hidden(&profile, &object.attrs, t.0) => {
+                    AttributeResult::Sensitive
+                }
+                Some(value) => AttributeResult::Value(value.clone()),
+            })
+            .collect())
+    }
+
+    fn set_attributes(
+        &self,
+        ctx: &ObjectContext,
+        handle: ObjectHandle,
+        template: &[Attribute],
+    ) -> CkResult<()> {
+        let mut inner = self.lock();
+        let object = Self::visible(&inner, ctx, handle)?;
+        Self::check_writable(ctx, object)?;
+        if !object.flag(cka::CKA_MODIFIABLE) {
+            return Err(Ckr(CKR_ACTION_PROHIBITED));
+        }
+        let mut attrs = object.attrs.clone();
+        attributes::modify(&mut attrs, template, actor(ctx), false)?;
+        let updated = SoftObject {
+            id: object.id.clone(),
+            attrs,
+            owner: object.owner,
+        };
+        self.save_object(&inner, handle.0, &updated)?;
+        inner.objects.insert(handle.0, updated);
+        Ok(())
+    }
+
+    fn find_objects(
+        &self,
+        ctx: &ObjectContext,
+        template: &[Attribute],
+    ) -> CkResult<Vec<ObjectHandle>> {
+        let wanted = attributes::template_map(template)?;
+        let inner = self.lock();
+        let mut found = Vec::new();
+        for (handle, object) in &inner.objects {
+            if Self::visible(&inner, ctx, ObjectHandle(*handle)).is_err() {
+                continue;
+            }
+            let Ok(profile) = Profile::of(&object.attrs) else {
+                continue;
+            };
+            let matches = wanted.iter().all(|(attr, value)| {
+                object.attrs.get(attr) == Some(value)
+                    && !attributes::is_hidden(&profile, &object.attrs, *attr)
+            });
+            if matches {
+                found.push(ObjectHandle(*handle));
+            }
+        }
+        Ok(found)
+    }
+
+    fn session_closed(&self, session: OwnerId) {
+        self.lock()
+            .objects
+            .retain(|_, o| !matches!(o.owner, Some((_, s)) if s == session));
+    }
+
+    fn max_handle(&self) -> u64 {
+        self.lock().objects.keys().next_back().copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests;
