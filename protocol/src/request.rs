@@ -328,6 +328,24 @@ pub enum Request {
         session: SessionHandle,
         len: u64,
     },
+
+    // ---- Appended: hash-then-sign with the hash computed in the module ----
+    /// `C_Sign`/`C_SignFinal` of a hash-then-sign mechanism (`CKM_SHA256_RSA_PKCS`,
+    /// `CKM_ECDSA_SHA256`, SM2 with SM3, ...) after `SignInit` with that very
+    /// mechanism: the module hashed the message itself and sends the digest.
+    /// The server signs as the mechanism says, from the digest on.
+    SignDigest {
+        session: SessionHandle,
+        digest: Secret,
+        out: OutputSpec,
+    },
+    /// `C_Verify`/`C_VerifyFinal` of a hash-then-sign mechanism, with the
+    /// digest the module computed.
+    VerifyDigest {
+        session: SessionHandle,
+        digest: Secret,
+        signature: Vec<u8>,
+    },
 }
 
 impl Request {
@@ -398,6 +416,8 @@ impl Request {
             Self::DeriveKey { .. } => "C_DeriveKey",
             Self::SeedRandom { .. } => "C_SeedRandom",
             Self::GenerateRandom { .. } => "C_GenerateRandom",
+            Self::SignDigest { .. } => "C_Sign",
+            Self::VerifyDigest { .. } => "C_Verify",
         }
     }
 }

@@ -77,6 +77,11 @@ pub enum ResponseBody {
     Attributes(Vec<AttributeResult>),
     Output(Output),
     Random(Secret),
+    /// Answer to `SignInit`/`VerifyInit` of a hash-then-sign mechanism whose
+    /// hash input starts with a value only the server can compute from the
+    /// key: SM2's Z (GM/T 0009, from the user id and the public key). The
+    /// module hashes `prefix || message`.
+    HashPrefix(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 impl ResponseBody {
@@ -98,6 +103,7 @@ impl ResponseBody {
             Self::Attributes(_) => "Attributes",
             Self::Output(_) => "Output",
             Self::Random(_) => "Random",
+            Self::HashPrefix(_) => "HashPrefix",
         }
     }
 }
