@@ -1,0 +1,21 @@
+//! hsmlink-crypto: the cryptographic engines of hsmlink's software HSM.
+//!
+//! Pure functions and small state machines over bytes, free of PKCS#11
+//! sessions, handles and attributes. The server's `soft` driver maps
+//! mechanisms and their parameters onto these calls and each
+//! [`CryptoError`] onto its `CKR_*` code. No primitive is written here:
+//! every one comes from a RustCrypto (or dalek) crate; this crate chooses,
+//! checks parameters, buffers for multi-part operations and encodes.
+#![forbid(unsafe_code)]
+
+pub mod cipher;
+pub mod digest;
+pub mod ec;
+pub mod error;
+pub mod keywrap;
+pub mod mac;
+pub mod rng;
+pub mod rsa;
+pub mod sm2;
+
+pub use error::{CryptoError, Result};
