@@ -174,7 +174,13 @@ macro_rules! debug {
     };
 }
 
-pub(crate) use {debug, error, info};
+macro_rules! trace {
+    ($($arg:tt)*) => {
+        $crate::log::log($crate::log::Level::Trace, format_args!($($arg)*))
+    };
+}
+
+pub(crate) use {debug, error, info, trace};
 
 #[cfg(test)]
 mod tests {

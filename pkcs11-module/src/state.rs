@@ -20,6 +20,7 @@ use cryptoki_sys::{
 use hsmlink_protocol::AppInstance;
 use parking_lot::RwLock;
 
+use crate::client::local::LocalOps;
 use crate::config::{self, Config};
 use crate::error::Error;
 use crate::log;
@@ -32,6 +33,8 @@ pub struct Library {
     /// Process id at `C_Initialize`.
     pid: u32,
     pub transport: Transport,
+    /// Operations done in the module (hash-then-sign), by session.
+    pub local: LocalOps,
 }
 
 impl Library {
@@ -56,7 +59,11 @@ impl Library {
             config.path.display(),
             config.servers.len()
         );
-        Ok(Self { pid, transport })
+        Ok(Self {
+            pid,
+            transport,
+            local: LocalOps::default(),
+        })
     }
 }
 
@@ -67,6 +74,7 @@ impl Library {
         Self {
             pid: std::process::id(),
             transport,
+            local: LocalOps::default(),
         }
     }
 }

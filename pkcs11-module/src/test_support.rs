@@ -234,8 +234,165 @@ pub fn demo_handler(request: &Request) -> Response {
         | Request::GetMechanismList { .. }
         | Request::GetMechanismInfo { .. } => Response::error(0x3), // CKR_SLOT_ID_INVALID
         Request::Finalize => Response::ok(ResponseBody::Empty),
-        _ => demo_sessions_and_objects(request),
+        _ => demo_crypto(request).unwrap_or_else(|| demo_sessions_and_objects(request)),
     }
+}
+
+/// The Z value the demo server hands out for SM2-with-SM3.
+pub const DEMO_Z: [u8; 32] = [0x5A; 32];
+/// Objects made by the demo server's key management calls.
+pub const DEMO_KEY: u64 = 0x30;
+pub const DEMO_PUBLIC_KEY: u64 = 0x31;
+pub const DEMO_PRIVATE_KEY: u64 = 0x32;
+/// The input that makes every demo data call fail with `CKR_DATA_LEN_RANGE`.
+pub const DEMO_FAIL: &[u8] = b"fail";
+/// What every demo `C_*Final` with output produces.
+pub const DEMO_FINAL: &[u8] = b"final";
+/// What the demo `C_WrapKey` produces.
+pub const DEMO_WRAPPED: &[u8] = b"wrapped key";
+
+/// The demo answer to an output request: `bytes`, under the size-query
+/// convention of the wire.
+pub fn demo_output(bytes: &[u8], out: hsmlink_protocol::OutputSpec) -> Response {
+    use hsmlink_protocol::*;
+    let len = bytes.len() as u64;
+    match out {
+        OutputSpec::LengthQuery => Response::ok(ResponseBody::Output(Output::Length(len))),
+        OutputSpec::Capacity(capacity) if capacity < len => Response {
+            rv: Rv(0x150), // CKR_BUFFER_TOO_SMALL
+            body: ResponseBody::Output(Output::Length(len)),
+        },
+        OutputSpec::Capacity(_) => Response::ok(ResponseBody::Output(Output::Data(
+            Secret::from_slice(bytes),
+        ))),
+    }
+}
+
+/// Cryptography without state, so that tests see what reached the server:
+/// every init succeeds (SM2-with-SM3 answers [`DEMO_Z`]); data calls echo
+/// their input (`SignDigest` the digest, `VerifyRecover` the signature),
+/// finals produce [`DEMO_FINAL`]; a verification succeeds when the
+/// signature equals the data (the digest; [`DEMO_FINAL`] for
+/// `VerifyFinal`); [`DEMO_FAIL`] as data is `CKR_DATA_LEN_RANGE`.
+/// `None` for the requests that are not cryptographic.
+fn demo_crypto(request: &Request) -> Option<Response> {
+    use hsmlink_protocol::vendor::CKM_HSMLINK_SM2_SM3;
+    use hsmlink_protocol::*;
+    const SESSION_HANDLE_INVALID: u64 = 0xB3;
+    const DATA_LEN_RANGE: u64 = 0x21;
+    const SIGNATURE_INVALID: u64 = 0xC0;
+    let verified = |ok: bool| {
+        if ok {
+            Response::ok(ResponseBody::Empty)
+        } else {
+            Response::error(SIGNATURE_INVALID)
+        }
+    };
+    let (session, response) = match request {
+        Request::SignInit {
+            session, mechanism, ..
+        }
+        | Request::VerifyInit {
+            session, mechanism, ..
+        } if mechanism.mechanism.0 == CKM_HSMLINK_SM2_SM3 => (
+            session,
+            Response::ok(ResponseBody::HashPrefix(DEMO_Z.to_vec())),
+        ),
+        Request::EncryptInit { session, .. }
+        | Request::DecryptInit { session, .. }
+        | Request::DigestInit { session, .. }
+        | Request::SignInit { session, .. }
+        | Request::VerifyInit { session, .. }
+        | Request::SignRecoverInit { session, .. }
+        | Request::VerifyRecoverInit { session, .. }
+        | Request::DigestKey { session, .. }
+        | Request::SeedRandom { session, .. } => (session, Response::ok(ResponseBody::Empty)),
+        Request::DigestUpdate { session, data }
+        | Request::SignUpdate { session, data }
+        | Request::VerifyUpdate { session, data } => (
+            session,
+            if data.as_bytes() == DEMO_FAIL {
+                Response::error(DATA_LEN_RANGE)
+            } else {
+                Response::ok(ResponseBody::Empty)
+            },
+        ),
+        Request::Encrypt { session, data, out }
+        | Request::EncryptUpdate { session, data, out }
+        | Request::Decrypt { session, data, out }
+        | Request::DecryptUpdate { session, data, out }
+        | Request::Digest { session, data, out }
+        | Request::Sign { session, data, out }
+        | Request::SignRecover { session, data, out }
+        | Request::DigestEncryptUpdate { session, data, out }
+        | Request::DecryptDigestUpdate { session, data, out }
+        | Request::SignEncryptUpdate { session, data, out }
+        | Request::DecryptVerifyUpdate { session, data, out }
+        | Request::SignDigest {
+            session,
+            digest: data,
+            out,
+        } => (
+            session,
+            if data.as_bytes() == DEMO_FAIL {
+                Response::error(DATA_LEN_RANGE)
+            } else {
+                demo_output(data.as_bytes(), *out)
+            },
+        ),
+        Request::EncryptFinal { session, out }
+        | Request::DecryptFinal { session, out }
+        | Request::DigestFinal { session, out }
+        | Request::SignFinal { session, out } => (session, demo_output(DEMO_FINAL, *out)),
+        Request::VerifyRecover {
+            session,
+            signature,
+            out,
+        } => (session, demo_output(signature, *out)),
+        Request::Verify {
+            session,
+            data,
+            signature,
+        }
+        | Request::VerifyDigest {
+            session,
+            digest: data,
+            signature,
+        } => (session, verified(data.as_bytes() == signature.as_slice())),
+        Request::VerifyFinal { session, signature } => {
+            (session, verified(signature.as_slice() == DEMO_FINAL))
+        }
+        Request::GenerateKey { session, .. } => (
+            session,
+            Response::ok(ResponseBody::Object(ObjectHandle(DEMO_KEY))),
+        ),
+        Request::GenerateKeyPair { session, .. } => (
+            session,
+            Response::ok(ResponseBody::KeyPair {
+                public: ObjectHandle(DEMO_PUBLIC_KEY),
+                private: ObjectHandle(DEMO_PRIVATE_KEY),
+            }),
+        ),
+        Request::UnwrapKey { session, .. } | Request::DeriveKey { session, .. } => (
+            session,
+            Response::ok(ResponseBody::Object(ObjectHandle(DEMO_KEY + 3))),
+        ),
+        Request::WrapKey { session, out, .. } => (session, demo_output(DEMO_WRAPPED, *out)),
+        Request::GenerateRandom { session, len } => (
+            session,
+            Response::ok(ResponseBody::Random(Secret::new(vec![
+                0xA5;
+                usize::try_from(*len)
+                    .unwrap()
+            ]))),
+        ),
+        _ => return None,
+    };
+    Some(if session.0 == DEMO_SESSION {
+        response
+    } else {
+        Response::error(SESSION_HANDLE_INVALID)
+    })
 }
 
 /// The session handle the demo server hands out (its only one).

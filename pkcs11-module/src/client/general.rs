@@ -47,6 +47,7 @@ pub fn initialize(args: Option<InitArgs>) -> Result<(), Error> {
 /// `C_Finalize` (5.4.2), after the `pReserved` check.
 pub fn finalize() -> Result<(), Error> {
     let library = state::finalize()?;
+    library.local.clear();
     library.transport.finalize();
     Ok(())
 }

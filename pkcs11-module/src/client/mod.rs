@@ -5,16 +5,22 @@
 //! from the server are shape-checked: a response body other than the one a
 //! request calls for is a broken peer, reported as `CKR_DEVICE_ERROR`.
 
+pub mod crypto;
 pub mod general;
+pub mod keys;
+pub mod local;
 pub mod objects;
 pub mod sessions;
+pub mod signing;
 pub mod slots;
 
 #[cfg(test)]
 mod tests;
 
-use cryptoki_sys::{CKR_FUNCTION_NOT_SUPPORTED, CKR_TOKEN_NOT_PRESENT};
-use hsmlink_protocol::{Request, ResponseBody};
+use cryptoki_sys::{
+    CK_RV, CKR_BUFFER_TOO_SMALL, CKR_FUNCTION_NOT_SUPPORTED, CKR_TOKEN_NOT_PRESENT,
+};
+use hsmlink_protocol::{MAX_FRAME_BODY, Output, OutputSpec, Request, ResponseBody, Secret};
 
 use crate::error::Error;
 use crate::log;
@@ -36,6 +42,82 @@ fn call(library: &Library, request: &Request) -> Result<ResponseBody, Error> {
     } else {
         Err(Error::from_wire(response.rv.0))
     }
+}
+
+/// Sends `request`, which produces output and was made with `spec`, and
+/// returns what the caller's buffer gets, by the wire's size-query
+/// convention:
+/// - `CKR_OK` + `Output::Length` answers a length query (`LengthQuery`):
+///   the operation stays active;
+/// - `CKR_BUFFER_TOO_SMALL` + `Output::Length` (more than the capacity)
+///   says the buffer is too small: the operation stays active, and the
+///   length reaches the caller (which is why this cannot go through
+///   [`call`], for which every failure is an error);
+/// - `CKR_OK` + `Output::Data` (at most the capacity) is the output;
+/// - any other `CK_RV` is the error, and the operation has ended.
+///
+/// Anything else (a length for a buffer that was big enough, data for a
+/// length query, more data than room) is a broken peer.
+fn output(library: &Library, request: &Request, spec: OutputSpec) -> Result<Output, Error> {
+    let function = request.function_name();
+    let response = library.transport.call(request)?;
+    let too_small = response.rv.0 == wire_rv(CKR_BUFFER_TOO_SMALL);
+    if !response.rv.is_ok() && !too_small {
+        return Err(Error::from_wire(response.rv.0));
+    }
+    let output = match response.body {
+        ResponseBody::Output(output) => output,
+        other => return Err(unexpected(function, &other)),
+    };
+    let fits = match (&output, spec, too_small) {
+        (Output::Length(_), OutputSpec::LengthQuery, false) => true,
+        (Output::Length(needed), OutputSpec::Capacity(capacity), true) => *needed > capacity,
+        (Output::Data(data), OutputSpec::Capacity(capacity), false) => {
+            u64::try_from(data.len()).is_ok_and(|len| len <= capacity)
+        }
+        _ => false,
+    };
+    if !fits {
+        log::error!(
+            "protocol error: hsmlink-server answered {function} ({}) with rv {:#x} and {}",
+            match spec {
+                OutputSpec::LengthQuery => "length query",
+                OutputSpec::Capacity(_) => "buffer given",
+            },
+            response.rv.0,
+            match output {
+                Output::Length(_) => "a length",
+                Output::Data(_) => "data",
+            }
+        );
+        return Err(Error::device());
+    }
+    Ok(output)
+}
+
+#[allow(clippy::useless_conversion)] // CK_RV is u32 on some targets
+fn wire_rv(rv: CK_RV) -> u64 {
+    u64::from(rv)
+}
+
+/// Longest input a request can carry: the frame limit.
+// Lossless: usize is at least 32 bits wide on every target we build for.
+const MAX_INPUT: usize = MAX_FRAME_BODY as usize;
+
+/// An input longer than a frame could carry is `too_long` (the
+/// `CKR_*_LEN_RANGE` of the call), refused before it is copied.
+fn check_len(data: &[u8], too_long: CK_RV) -> Result<(), Error> {
+    if data.len() > MAX_INPUT {
+        return Err(Error::new(too_long));
+    }
+    Ok(())
+}
+
+/// An input as it goes on the wire (wiped after sending), under
+/// [`check_len`].
+fn secret(data: &[u8], too_long: CK_RV) -> Result<Secret, Error> {
+    check_len(data, too_long)?;
+    Ok(Secret::from_slice(data))
 }
 
 /// The server answered `function` with a body of the wrong shape.

@@ -4,11 +4,12 @@
 //!
 //! PINs arrive here as [`Secret`]s (wiped on drop) and are never logged.
 
-use cryptoki_sys::{CKF_SERIAL_SESSION, CKR_SESSION_PARALLEL_NOT_SUPPORTED};
+use cryptoki_sys::{CKF_SERIAL_SESSION, CKF_SIGN, CKF_VERIFY, CKR_SESSION_PARALLEL_NOT_SUPPORTED};
 use hsmlink_protocol::{
     Request, ResponseBody, Secret, SessionHandle, SessionInfo, SlotId, UserType,
 };
 
+use super::local::Kind;
 use super::{call, empty, token_absent, unexpected};
 use crate::error::Error;
 use crate::state::Library;
@@ -31,27 +32,36 @@ pub fn check_open_flags(flags: u64) -> Result<(), Error> {
 pub fn open_session(library: &Library, slot: SlotId, flags: u64) -> Result<SessionHandle, Error> {
     check_open_flags(flags)?;
     match call(library, &Request::OpenSession { slot, flags }).map_err(token_absent)? {
-        ResponseBody::Session(handle) => Ok(handle),
+        ResponseBody::Session(handle) => {
+            library.local.opened(handle, slot);
+            Ok(handle)
+        }
         other => Err(unexpected("C_OpenSession", &other)),
     }
 }
 
-/// `C_CloseSession` (5.6.2).
+/// `C_CloseSession` (5.6.2). The session's local state (hash-then-sign
+/// operations) is dropped whatever the server says.
 pub fn close_session(library: &Library, session: SessionHandle) -> Result<(), Error> {
-    empty(
+    let result = empty(
         library,
         "C_CloseSession",
         &Request::CloseSession { session },
-    )
+    );
+    library.local.closed(session);
+    result
 }
 
-/// `C_CloseAllSessions` (5.6.3): the application's sessions on `slot`.
+/// `C_CloseAllSessions` (5.6.3): the application's sessions on `slot`, and
+/// their local state, whatever the server says.
 pub fn close_all_sessions(library: &Library, slot: SlotId) -> Result<(), Error> {
-    empty(
+    let result = empty(
         library,
         "C_CloseAllSessions",
         &Request::CloseAllSessions { slot },
-    )
+    );
+    library.local.closed_all(slot);
+    result
 }
 
 /// `C_GetSessionInfo` (5.6.4).
@@ -63,12 +73,23 @@ pub fn session_info(library: &Library, session: SessionHandle) -> Result<Session
 }
 
 /// `C_SessionCancel` (5.6.5): `flags` names the operations to cancel.
+/// Once the server has cancelled them, the local parts of a signature
+/// (`CKF_SIGN`) or verification (`CKF_VERIFY`) end too.
 pub fn session_cancel(library: &Library, session: SessionHandle, flags: u64) -> Result<(), Error> {
     empty(
         library,
         "C_SessionCancel",
         &Request::SessionCancel { session, flags },
-    )
+    )?;
+    #[allow(clippy::useless_conversion)] // CK_FLAGS is u32 on some targets
+    let (sign, verify) = (u64::from(CKF_SIGN), u64::from(CKF_VERIFY));
+    if flags & sign != 0 {
+        library.local.end(session, Kind::Sign);
+    }
+    if flags & verify != 0 {
+        library.local.end(session, Kind::Verify);
+    }
+    Ok(())
 }
 
 /// `C_Login` (5.6.8).

@@ -281,3 +281,5 @@ fn no_server_means_no_token_for_open_session() {
         CKR_DEVICE_ERROR
     );
 }
+
+mod crypto;

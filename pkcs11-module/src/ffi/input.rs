@@ -62,6 +62,29 @@ pub unsafe fn bytes(ptr: *const CK_UTF8CHAR, len: CK_ULONG) -> Result<Vec<u8>, E
     Ok(bytes.to_vec())
 }
 
+/// A data input `(ptr, len)` borrowed from the caller for the duration of
+/// the call: NULL with length 0 is empty, NULL with a nonzero length
+/// `CKR_ARGUMENTS_BAD`. Not copied (and not limited) here: local hashing
+/// takes any length, and requests are checked against the frame limit where
+/// they are built.
+///
+/// # Safety
+/// `ptr` is NULL or valid for reading `len` bytes, which nothing writes
+/// while the returned slice lives; `'a` does not outlive the call.
+pub unsafe fn data<'a>(ptr: *const u8, len: CK_ULONG) -> Result<&'a [u8], Error> {
+    let len = usize::try_from(len).map_err(|_| Error::new(CKR_ARGUMENTS_BAD))?;
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() || len > isize::MAX as usize {
+        return Err(Error::new(CKR_ARGUMENTS_BAD));
+    }
+    // SAFETY: non-NULL and valid for reading `len <= isize::MAX` bytes that
+    // nothing writes meanwhile (this function's contract); bytes need no
+    // alignment.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
 /// A token label: 32 bytes, blank padded, not NUL-terminated (section
 /// 5.5.7). NULL is `CKR_ARGUMENTS_BAD`.
 ///

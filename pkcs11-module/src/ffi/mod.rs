@@ -9,7 +9,9 @@
 //! labels of `input`, handle newtypes) before the safe `client` layer is
 //! called. Nothing outside this module sees a raw pointer. `attributes` is
 //! the one place that knows the C representation of attribute values, both
-//! ways.
+//! ways; `mechanism` the one place that knows the C structures of mechanism
+//! parameters; `out::OutBuf::deliver` the one place that applies section
+//! 5.2 to the server's output answers.
 //!
 //! Section numbers in the doc comments refer to the PKCS#11 3.0 base
 //! specification.
@@ -28,6 +30,7 @@ mod crypto;
 mod general;
 mod input;
 mod interface;
+mod mechanism;
 mod message;
 mod object;
 mod out;

@@ -15,6 +15,9 @@ use std::mem::size_of_val;
 
 use cryptoki_sys::{CK_ULONG, CKR_ARGUMENTS_BAD, CKR_BUFFER_TOO_SMALL, CKR_GENERAL_ERROR};
 
+use hsmlink_protocol::{Output, OutputSpec};
+
+use super::convert;
 use crate::error::Error;
 
 /// A variable-length output: the caller's buffer (or NULL) and its length
@@ -50,8 +53,7 @@ impl<T: Copy> OutBuf<'_, T> {
     }
 
     /// The caller's capacity in values of `T`, `None` for a length query
-    /// (NULL buffer). Later calls turn this into the wire's `OutputSpec`.
-    #[allow(dead_code)] // used by the byte outputs of later issues
+    /// (NULL buffer).
     pub fn capacity(&self) -> Option<CK_ULONG> {
         (!self.buf.is_null()).then_some(self.capacity)
     }
@@ -80,6 +82,95 @@ impl<T: Copy> OutBuf<'_, T> {
         // SAFETY: `len` is non-NULL and valid for writes (from_raw's contract).
         unsafe { self.len.write_unaligned(needed) };
         result
+    }
+}
+
+impl OutBuf<'_, u8> {
+    /// What to tell the server about this buffer: a length query for a NULL
+    /// buffer, its capacity otherwise.
+    pub fn spec(&self) -> OutputSpec {
+        match self.capacity() {
+            None => OutputSpec::LengthQuery,
+            Some(capacity) => OutputSpec::Capacity(super::wire(capacity)),
+        }
+    }
+
+    /// Delivers the server's answer to a call made with [`OutBuf::spec`],
+    /// by the rule of section 5.2: the bytes (and their length), or only the
+    /// length, which is the answer to a length query (`CKR_OK`) or says the
+    /// buffer is too small (`CKR_BUFFER_TOO_SMALL`). The client layer has
+    /// checked that the answer fits the question; a length that does not
+    /// exceed a given capacity is a broken peer and writes nothing.
+    pub fn deliver(self, output: Output) -> Result<(), Error> {
+        match output {
+            Output::Data(bytes) => self.write(bytes.as_bytes()),
+            Output::Length(needed) => {
+                let needed = convert::ulong(needed)?;
+                if !self.buf.is_null() && needed <= self.capacity {
+                    return Err(Error::device());
+                }
+                // SAFETY: `len` is non-NULL and valid for writes (from_raw's contract).
+                unsafe { self.len.write_unaligned(needed) };
+                if self.buf.is_null() {
+                    Ok(())
+                } else {
+                    Err(Error::new(CKR_BUFFER_TOO_SMALL))
+                }
+            }
+        }
+    }
+}
+
+/// A byte output of a length fixed by the caller, filled front to back
+/// (`C_GenerateRandom`'s `pRandomData`, `ulRandomLen`).
+pub struct OutBytes<'a> {
+    buf: *mut u8,
+    capacity: usize,
+    filled: usize,
+    _caller: PhantomData<&'a mut [u8]>,
+}
+
+impl OutBytes<'_> {
+    /// Takes the caller's buffer of `len` bytes; NULL is `CKR_ARGUMENTS_BAD`
+    /// unless `len` is 0.
+    ///
+    /// # Safety
+    /// `buf` is NULL or valid for writing `len` bytes, and nothing else
+    /// accesses it while the `OutBytes` lives.
+    pub unsafe fn from_raw(buf: *mut u8, len: CK_ULONG) -> Result<Self, Error> {
+        let capacity = usize::try_from(len).map_err(|_| Error::new(CKR_ARGUMENTS_BAD))?;
+        if buf.is_null() && capacity > 0 {
+            return Err(Error::new(CKR_ARGUMENTS_BAD));
+        }
+        Ok(Self {
+            buf,
+            capacity,
+            filled: 0,
+            _caller: PhantomData,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.capacity
+    }
+
+    /// Appends `bytes`; more than the room left is a broken peer
+    /// (`CKR_DEVICE_ERROR`), nothing written.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        if bytes.len() > self.capacity - self.filled {
+            return Err(Error::device());
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: `buf` is valid for writing `capacity` bytes (from_raw's
+        // contract; non-NULL since bytes remain to be written), and
+        // `filled + bytes.len() <= capacity`; `bytes` is our own memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.buf.add(self.filled), bytes.len());
+        }
+        self.filled += bytes.len();
+        Ok(())
     }
 }
 

@@ -955,3 +955,5 @@ fn get_attribute_value_over_the_network() {
         assert_eq!(get(session, 0x20, null_mut(), 0), CKR_OK);
     }
 }
+
+mod crypto;

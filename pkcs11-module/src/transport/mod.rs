@@ -42,6 +42,8 @@ pub struct Transport {
     hello: Hello,
     idle: Mutex<Vec<Connection>>,
     next_id: AtomicU64,
+    /// Request frames written, for tests that count round trips.
+    frames_sent: AtomicU64,
 }
 
 struct Server {
@@ -79,6 +81,7 @@ impl Transport {
             idle: Mutex::new(Vec::new()),
             // 0 is the hello's request id.
             next_id: AtomicU64::new(1),
+            frames_sent: AtomicU64::new(0),
         })
     }
 
@@ -99,6 +102,7 @@ impl Transport {
 
         let idle = self.idle.lock().pop();
         if let Some(mut conn) = idle {
+            self.frame_sent(function);
             match conn.round_trip(self.request_id(), &body) {
                 Ok(response) => {
                     self.check_in(conn);
@@ -120,6 +124,7 @@ impl Transport {
         }
 
         let mut conn = self.connect()?;
+        self.frame_sent(function);
         match conn.round_trip(self.request_id(), &body) {
             Ok(response) => {
                 self.check_in(conn);
@@ -155,6 +160,19 @@ impl Transport {
             conn.close();
         }
         idle.for_each(Connection::close);
+    }
+
+    /// Counts one request frame and logs it (at trace level: the name of
+    /// the function only, never its arguments).
+    fn frame_sent(&self, function: &str) {
+        self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        log::trace!("{function}: request frame sent");
+    }
+
+    /// Request frames written so far (hello and goodbye not counted).
+    #[cfg(test)]
+    pub fn frames_sent(&self) -> u64 {
+        self.frames_sent.load(Ordering::Relaxed)
     }
 
     fn request_id(&self) -> u64 {

@@ -1,0 +1,260 @@
+//! Work done in the module: the hash of hash-then-sign mechanisms.
+//!
+//! For `CKM_SHA*_RSA_PKCS(_PSS)`, `CKM_ECDSA_SHA*` and SM2-with-SM3 the
+//! server is told about the operation at `C_SignInit`/`C_VerifyInit` (with
+//! the original mechanism: it checks the key, its usage flags and
+//! `CKA_ALLOWED_MECHANISMS`), the module hashes the message itself, and only
+//! the digest travels. A local operation exists exactly while the server's
+//! operation is active, and is keyed by session handle; it is dropped (and
+//! its hash state wiped: the hashers zeroize on drop) when the operation
+//! ends, on `C_CloseSession`, `C_CloseAllSessions` for its slot,
+//! `C_SessionCancel` of its kind, and `C_Finalize`.
+
+use std::collections::HashMap;
+
+use cryptoki_sys::{
+    CKM_ECDSA_SHA1, CKM_ECDSA_SHA224, CKM_ECDSA_SHA256, CKM_ECDSA_SHA384, CKM_ECDSA_SHA512,
+    CKM_SHA1_RSA_PKCS, CKM_SHA1_RSA_PKCS_PSS, CKM_SHA224_RSA_PKCS, CKM_SHA224_RSA_PKCS_PSS,
+    CKM_SHA256_RSA_PKCS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA384_RSA_PKCS, CKM_SHA384_RSA_PKCS_PSS,
+    CKM_SHA512_RSA_PKCS, CKM_SHA512_RSA_PKCS_PSS,
+};
+use hsmlink_protocol::vendor::CKM_HSMLINK_SM2_SM3;
+use hsmlink_protocol::{MechanismType, Secret, SessionHandle, SlotId};
+use parking_lot::Mutex;
+use sha2::Digest;
+
+/// The hash a hash-then-sign mechanism starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashAlg {
+    Sha1,
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+    Sm3,
+}
+
+impl HashAlg {
+    /// The hash of `mechanism` if it is one of the hash-then-sign
+    /// mechanisms hashed in the module.
+    pub fn of(mechanism: MechanismType) -> Option<Self> {
+        #[allow(clippy::useless_conversion)] // CK_ULONG is u32 on some targets
+        let is = |m: cryptoki_sys::CK_MECHANISM_TYPE| mechanism.0 == u64::from(m);
+        if is(CKM_SHA1_RSA_PKCS) || is(CKM_SHA1_RSA_PKCS_PSS) || is(CKM_ECDSA_SHA1) {
+            Some(Self::Sha1)
+        } else if is(CKM_SHA224_RSA_PKCS) || is(CKM_SHA224_RSA_PKCS_PSS) || is(CKM_ECDSA_SHA224) {
+            Some(Self::Sha224)
+        } else if is(CKM_SHA256_RSA_PKCS) || is(CKM_SHA256_RSA_PKCS_PSS) || is(CKM_ECDSA_SHA256) {
+            Some(Self::Sha256)
+        } else if is(CKM_SHA384_RSA_PKCS) || is(CKM_SHA384_RSA_PKCS_PSS) || is(CKM_ECDSA_SHA384) {
+            Some(Self::Sha384)
+        } else if is(CKM_SHA512_RSA_PKCS) || is(CKM_SHA512_RSA_PKCS_PSS) || is(CKM_ECDSA_SHA512) {
+            Some(Self::Sha512)
+        } else if mechanism.0 == CKM_HSMLINK_SM2_SM3 {
+            Some(Self::Sm3)
+        } else {
+            None
+        }
+    }
+}
+
+/// A running hash. Every variant wipes its state when dropped (the
+/// `zeroize` feature of the RustCrypto hashes).
+#[derive(Clone)]
+pub enum Hasher {
+    Sha1(sha1::Sha1),
+    Sha224(sha2::Sha224),
+    Sha256(sha2::Sha256),
+    Sha384(sha2::Sha384),
+    Sha512(sha2::Sha512),
+    Sm3(sm3::Sm3),
+}
+
+impl Hasher {
+    pub fn new(alg: HashAlg) -> Self {
+        match alg {
+            HashAlg::Sha1 => Self::Sha1(sha1::Sha1::new()),
+            HashAlg::Sha224 => Self::Sha224(sha2::Sha224::new()),
+            HashAlg::Sha256 => Self::Sha256(sha2::Sha256::new()),
+            HashAlg::Sha384 => Self::Sha384(sha2::Sha384::new()),
+            HashAlg::Sha512 => Self::Sha512(sha2::Sha512::new()),
+            HashAlg::Sm3 => Self::Sm3(sm3::Sm3::new()),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::Sha1(h) => h.update(data),
+            Self::Sha224(h) => h.update(data),
+            Self::Sha256(h) => h.update(data),
+            Self::Sha384(h) => h.update(data),
+            Self::Sha512(h) => h.update(data),
+            Self::Sm3(h) => h.update(data),
+        }
+    }
+
+    /// The digest so far, leaving `self` as it was.
+    pub fn digest(&self) -> Secret {
+        fn finish<D: Digest + Clone>(h: &D) -> Secret {
+            Secret::from_slice(&h.clone().finalize())
+        }
+        match self {
+            Self::Sha1(h) => finish(h),
+            Self::Sha224(h) => finish(h),
+            Self::Sha256(h) => finish(h),
+            Self::Sha384(h) => finish(h),
+            Self::Sha512(h) => finish(h),
+            Self::Sm3(h) => finish(h),
+        }
+    }
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hasher(<redacted>)")
+    }
+}
+
+/// One local hash-then-sign (or verify) operation.
+#[derive(Debug)]
+pub struct LocalHash {
+    pub hasher: Hasher,
+    /// `C_SignUpdate`/`C_VerifyUpdate` was called: the operation is
+    /// multi-part and `C_Sign`/`C_Verify` may no longer finish it.
+    pub updated: bool,
+}
+
+/// Which local operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Sign,
+    Verify,
+}
+
+#[derive(Debug, Default)]
+struct SessionState {
+    /// The slot, when the session was opened through this library.
+    slot: Option<SlotId>,
+    sign: Option<LocalHash>,
+    verify: Option<LocalHash>,
+}
+
+impl SessionState {
+    fn op(&mut self, kind: Kind) -> &mut Option<LocalHash> {
+        match kind {
+            Kind::Sign => &mut self.sign,
+            Kind::Verify => &mut self.verify,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slot.is_none() && self.sign.is_none() && self.verify.is_none()
+    }
+}
+
+/// The local operations of every session of the library. The lock is only
+/// held to look at or change the map, never across network I/O.
+#[derive(Debug, Default)]
+pub struct LocalOps {
+    sessions: Mutex<HashMap<SessionHandle, SessionState>>,
+}
+
+impl LocalOps {
+    /// `C_OpenSession` succeeded: remember the session's slot, for
+    /// `C_CloseAllSessions`.
+    pub fn opened(&self, session: SessionHandle, slot: SlotId) {
+        self.sessions.lock().entry(session).or_default().slot = Some(slot);
+    }
+
+    /// The session is gone (`C_CloseSession`): drop all its state.
+    pub fn closed(&self, session: SessionHandle) {
+        let removed = self.sessions.lock().remove(&session);
+        drop(removed);
+    }
+
+    /// `C_CloseAllSessions(slot)`: drop the state of the sessions on `slot`.
+    pub fn closed_all(&self, slot: SlotId) {
+        self.sessions
+            .lock()
+            .retain(|_, state| state.slot != Some(slot));
+    }
+
+    /// `C_Finalize`: everything.
+    pub fn clear(&self) {
+        let all = std::mem::take(&mut *self.sessions.lock());
+        drop(all);
+    }
+
+    /// Starts (or restarts) a local operation.
+    pub fn start(&self, session: SessionHandle, kind: Kind, hasher: Hasher) {
+        let op = LocalHash {
+            hasher,
+            updated: false,
+        };
+        let previous = self
+            .sessions
+            .lock()
+            .entry(session)
+            .or_default()
+            .op(kind)
+            .replace(op);
+        drop(previous);
+    }
+
+    /// Ends a local operation, if there is one.
+    pub fn end(&self, session: SessionHandle, kind: Kind) {
+        let mut sessions = self.sessions.lock();
+        let mut ended = None;
+        if let Some(state) = sessions.get_mut(&session) {
+            ended = state.op(kind).take();
+            if state.is_empty() {
+                sessions.remove(&session);
+            }
+        }
+        drop(sessions);
+        drop(ended);
+    }
+
+    /// Is there a local operation?
+    pub fn active(&self, session: SessionHandle, kind: Kind) -> bool {
+        self.with(session, kind, |_| ()).is_some()
+    }
+
+    /// Takes the local operation out of the map, to hash outside the lock;
+    /// [`LocalOps::put_back`] returns it.
+    pub fn take(&self, session: SessionHandle, kind: Kind) -> Option<LocalHash> {
+        self.sessions
+            .lock()
+            .get_mut(&session)
+            .and_then(|state| state.op(kind).take())
+    }
+
+    /// Returns an operation taken with [`LocalOps::take`], unless the
+    /// session was closed (or the operation restarted) meanwhile: then it is
+    /// dropped.
+    pub fn put_back(&self, session: SessionHandle, kind: Kind, op: LocalHash) {
+        let mut sessions = self.sessions.lock();
+        if let Some(slot) = sessions.get_mut(&session).map(|state| state.op(kind))
+            && slot.is_none()
+        {
+            *slot = Some(op);
+            return;
+        }
+        drop(sessions);
+        drop(op);
+    }
+
+    /// Runs `f` on the local operation, `None` if there is none.
+    pub fn with<R>(
+        &self,
+        session: SessionHandle,
+        kind: Kind,
+        f: impl FnOnce(&mut LocalHash) -> R,
+    ) -> Option<R> {
+        let mut sessions = self.sessions.lock();
+        sessions
+            .get_mut(&session)
+            .and_then(|state| state.op(kind).as_mut())
+            .map(f)
+    }
+}
