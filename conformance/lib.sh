@@ -4,6 +4,7 @@
 # Inputs (environment): HSMLINK_SERVER (hsmlink-server binary), HSMLINK_MODULE
 # (libhsmlink_pkcs11.so). Defaults: target/release of this checkout.
 set -euo pipefail
+trap 'echo "not ok - line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HSMLINK_SERVER="${HSMLINK_SERVER:-$ROOT/target/release/hsmlink-server}"
@@ -43,5 +44,13 @@ start_deployment() {
 expect() {
     if grep -Eq -- "$2" "$3"; then echo "ok - $1"; else
         echo "not ok - $1: no /$2/ in:" >&2; cat "$3" >&2; exit 1
+    fi
+}
+
+# check DESCRIPTION COMMAND...: run COMMAND quietly; fail the script unless it succeeds.
+check() {
+    local what="$1"; shift
+    if "$@" >/dev/null 2>&1; then echo "ok - $what"; else
+        echo "not ok - $what: $*" >&2; exit 1
     fi
 }

@@ -785,7 +785,9 @@ fn sessions_of_a_vanished_application_close_after_the_grace_period() {
         let pkcs11 = load_module();
         let slot = slot(&pkcs11);
         if std::env::var_os("HSMLINK_TEST_ROLE").as_deref() == Some("vanish".as_ref()) {
-            pkcs11.init_token(slot, &pin(SO_PIN), "grace").expect("C_InitToken");
+            pkcs11
+                .init_token(slot, &pin(SO_PIN), "grace")
+                .expect("C_InitToken");
             let session = pkcs11.open_rw_session(slot).expect("C_OpenSession");
             std::mem::forget(session);
             std::mem::forget(pkcs11);
@@ -823,6 +825,9 @@ fn sessions_of_a_vanished_application_close_after_the_grace_period() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(deployment.path("handoff.txt").exists(), "the first application did not run");
+    assert!(
+        deployment.path("handoff.txt").exists(),
+        "the first application did not run"
+    );
     run_in_child(name, &deployment.module_env());
 }
