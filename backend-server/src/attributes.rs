@@ -138,7 +138,7 @@ const KEY: &[Rule] = &[
         DERIVED,
         Ulong(CK_UNAVAILABLE_INFORMATION),
     ),
-    // Stored now; enforced by the mechanisms issue.
+    // Enforced by the soft driver's key checks (soft/operations).
     r(cka::CKA_ALLOWED_MECHANISMS, 0, Absent),
 ];
 
@@ -488,6 +488,96 @@ fn derive(profile: &Profile, attrs: &mut BTreeMap<u64, AttributeValue>, unique_i
     }
     // An imported key was never "always sensitive" nor "never extractable"
     // (section 4.9): the defaults of false stand.
+}
+
+/// Where a key made by the token comes from, for the attributes only the
+/// token sets (section 4.9: `CKA_LOCAL`, `CKA_KEY_GEN_MECHANISM`,
+/// `CKA_ALWAYS_SENSITIVE`, `CKA_NEVER_EXTRACTABLE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// `C_GenerateKey`/`C_GenerateKeyPair` with this mechanism.
+    Generated(u64),
+    /// `C_UnwrapKey`: the value has been outside the token.
+    Unwrapped,
+    /// `C_DeriveKey` from a base key with these `CKA_ALWAYS_SENSITIVE` and
+    /// `CKA_NEVER_EXTRACTABLE`.
+    Derived {
+        always_sensitive: bool,
+        never_extractable: bool,
+    },
+}
+
+/// The attributes of a key the token makes: the caller's `template`, whose
+/// class and key type may be left out (they are `class` and `key_type`;
+/// other values are `CKR_TEMPLATE_INCONSISTENT`), less the attributes in
+/// `consumed` (parameters of the generation, such as `CKA_VALUE_LEN`), plus
+/// the `computed` values (key material, public values), which the template
+/// may not contradict; then the profile's checks and defaults, and the
+/// attributes of `origin`.
+pub fn token_made_key(
+    template: &[Attribute],
+    consumed: &[u64],
+    (class, key_type): (u64, u64),
+    computed: Vec<(u64, AttributeValue)>,
+    actor: Actor,
+    unique_id: &str,
+    origin: Origin,
+) -> CkResult<BTreeMap<u64, AttributeValue>> {
+    let mut given = template_map(template)?;
+    for attr in consumed {
+        given.remove(attr);
+    }
+    for (attr, wanted) in [(cka::CKA_CLASS, class), (cka::CKA_KEY_TYPE, key_type)] {
+        match given.get(&attr) {
+            None => {
+                given.insert(attr, AttributeValue::Ulong(wanted));
+            }
+            Some(AttributeValue::Ulong(v)) if *v == wanted => {}
+            Some(_) => return Err(Ckr(CKR_TEMPLATE_INCONSISTENT)),
+        }
+    }
+    for (attr, value) in computed {
+        if given.get(&attr).is_some_and(|v| *v != value) {
+            return Err(Ckr(CKR_TEMPLATE_INCONSISTENT));
+        }
+        given.insert(attr, value);
+    }
+    let full: Vec<Attribute> = given
+        .iter()
+        .map(|(t, v)| Attribute::new(*t, v.clone()))
+        .collect();
+    let mut attrs = new_object(&full, actor, unique_id)?;
+    let profile = Profile::of(&attrs)?;
+    let sensitive = boolean(attrs.get(&cka::CKA_SENSITIVE)) == Some(true);
+    let extractable = boolean(attrs.get(&cka::CKA_EXTRACTABLE)) == Some(true);
+    let (local, mechanism, always_sensitive, never_extractable) = match origin {
+        Origin::Generated(m) => (true, Some(m), sensitive, !extractable),
+        Origin::Unwrapped => (false, None, false, false),
+        Origin::Derived {
+            always_sensitive,
+            never_extractable,
+        } => (
+            false,
+            None,
+            always_sensitive && sensitive,
+            never_extractable && !extractable,
+        ),
+    };
+    attrs.insert(cka::CKA_LOCAL, AttributeValue::Bool(local));
+    if let Some(m) = mechanism {
+        attrs.insert(cka::CKA_KEY_GEN_MECHANISM, AttributeValue::Ulong(m));
+    }
+    if profile.rule(cka::CKA_ALWAYS_SENSITIVE).is_some() {
+        attrs.insert(
+            cka::CKA_ALWAYS_SENSITIVE,
+            AttributeValue::Bool(always_sensitive),
+        );
+        attrs.insert(
+            cka::CKA_NEVER_EXTRACTABLE,
+            AttributeValue::Bool(never_extractable),
+        );
+    }
+    Ok(attrs)
 }
 
 /// Applies a `C_SetAttributeValue` (or, with `copying`, a `C_CopyObject`)

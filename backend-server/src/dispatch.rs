@@ -195,6 +195,9 @@ pub fn handle(state: &ServerState, ctx: &ClientContext, request: Request) -> Res
     // A tenant missing from the registry (removed while connected) is served
     // as a tenant without slots: nothing about anyone else leaks.
     let tenant = state.registry.tenant(ctx.tenant());
+    if crate::calls::crypto::serves(&request) {
+        return crate::calls::crypto::handle(state, ctx, request);
+    }
     let result = match request {
         Request::GetSlotList { token_present } => Ok(slot_list(tenant, token_present)),
         Request::GetSlotInfo { slot } => {
@@ -330,6 +333,8 @@ pub(crate) struct Bound<'a> {
     pub key: AppKey,
     pub view: SessionView,
     pub driver: &'a Arc<dyn PartitionDriver>,
+    /// The slot's mechanism table.
+    pub mechanisms: &'static [mechanisms::MechanismEntry],
 }
 
 impl Bound<'_> {
@@ -372,7 +377,12 @@ pub(crate) fn bind<'a>(
         .and_then(|t| t.slot(view.slot))
         .ok_or(Ckr(CKR_SESSION_HANDLE_INVALID))?;
     let driver = state.driver(slot)?;
-    Ok(Bound { key, view, driver })
+    Ok(Bound {
+        key,
+        view,
+        driver,
+        mechanisms: slot.mechanisms(),
+    })
 }
 
 fn error(rv: CK_RV) -> Response {
@@ -526,10 +536,6 @@ mod tests {
     #[test]
     fn not_yet_served_requests() {
         for request in [
-            Request::GenerateRandom {
-                session: SessionHandle(1),
-                len: 16,
-            },
             Request::GetOperationState {
                 session: SessionHandle(1),
                 out: hsmlink_protocol::OutputSpec::LengthQuery,

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use cryptoki_sys::{
@@ -23,7 +23,9 @@ use cryptoki_sys::{
 };
 use hsmlink_protocol::{AppInstance, ObjectHandle, SessionHandle, SlotId};
 
-use crate::driver::{OwnerId, UserKind};
+use zeroize::Zeroizing;
+
+use crate::driver::{OpKind, Operation, OwnerId, Step, UserKind};
 use crate::error::{CkResult, Ckr};
 use crate::names::TenantName;
 
@@ -76,6 +78,40 @@ struct Session {
     slot: SlotId,
     rw: bool,
     find: Option<FindState>,
+    /// The active cryptographic operations, one per kind. Each sits behind
+    /// its own lock so that the work runs without holding the sessions'.
+    ops: BTreeMap<OpKind, SharedOp>,
+}
+
+/// An active operation, shared between the session and the call using it.
+pub type SharedOp = Arc<Mutex<ActiveOp>>;
+
+/// An active cryptographic operation of a session and its lifecycle state.
+#[derive(Debug)]
+pub struct ActiveOp {
+    pub operation: Box<dyn Operation>,
+    /// `CKA_ALWAYS_AUTHENTICATE` key, no `C_Login(CKU_CONTEXT_SPECIFIC)` yet:
+    /// every call answers `CKR_USER_NOT_LOGGED_IN` and keeps the operation.
+    pub needs_context_login: bool,
+    /// An output already computed that did not fit the caller's buffer
+    /// (`CKR_BUFFER_TOO_SMALL` for an output whose length was only bounded):
+    /// the next call of the same step returns it instead of working again.
+    pub pending: Option<(Step, Zeroizing<Vec<u8>>)>,
+}
+
+impl ActiveOp {
+    pub fn new(operation: Box<dyn Operation>, needs_context_login: bool) -> Self {
+        Self {
+            operation,
+            needs_context_login,
+            pending: None,
+        }
+    }
+}
+
+/// Locks an operation (a panic elsewhere does not make it unusable).
+pub fn lock_op(op: &SharedOp) -> MutexGuard<'_, ActiveOp> {
+    op.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// An active `C_FindObjects` operation: the matches, taken at
@@ -127,6 +163,7 @@ impl Sessions {
                 slot,
                 rw,
                 find: None,
+                ops: BTreeMap::new(),
             },
         );
         Ok(SessionHandle(handle))
@@ -298,12 +335,87 @@ impl Sessions {
         })
     }
 
-    /// `C_SessionCancel`: ends the session's active operations.
-    pub fn cancel(&self, key: &AppKey, handle: SessionHandle) -> CkResult<()> {
+    /// `C_SessionCancel`: ends the session's active operations of the
+    /// kinds in `kinds`, and the find operation if `find`.
+    pub fn cancel(
+        &self,
+        key: &AppKey,
+        handle: SessionHandle,
+        kinds: &[OpKind],
+        find: bool,
+    ) -> CkResult<()> {
         self.with_session(key, handle, |s| {
-            s.find = None;
+            if find {
+                s.find = None;
+            }
+            for kind in kinds {
+                s.ops.remove(kind);
+            }
             Ok(())
         })
+    }
+
+    /// Whether an operation of `kind` is active on the session.
+    pub fn op_active(&self, key: &AppKey, handle: SessionHandle, kind: OpKind) -> CkResult<bool> {
+        self.with_session(key, handle, |s| Ok(s.ops.contains_key(&kind)))
+    }
+
+    /// Makes `op` the session's operation of `kind` (`CKR_OPERATION_ACTIVE`
+    /// if there is one).
+    pub fn op_start(
+        &self,
+        key: &AppKey,
+        handle: SessionHandle,
+        kind: OpKind,
+        op: ActiveOp,
+    ) -> CkResult<()> {
+        self.with_session(key, handle, |s| {
+            if s.ops.contains_key(&kind) {
+                return Err(Ckr(CKR_OPERATION_ACTIVE));
+            }
+            s.ops.insert(kind, Arc::new(Mutex::new(op)));
+            Ok(())
+        })
+    }
+
+    /// The session's operation of `kind` (`CKR_OPERATION_NOT_INITIALIZED`
+    /// if none).
+    pub fn op_get(&self, key: &AppKey, handle: SessionHandle, kind: OpKind) -> CkResult<SharedOp> {
+        self.with_session(key, handle, |s| {
+            s.ops
+                .get(&kind)
+                .cloned()
+                .ok_or(Ckr(CKR_OPERATION_NOT_INITIALIZED))
+        })
+    }
+
+    /// Ends the operation `op` of `kind`, if it is still the active one.
+    pub fn op_end(&self, key: &AppKey, handle: SessionHandle, kind: OpKind, op: &SharedOp) {
+        let _ = self.with_session(key, handle, |s| {
+            if s.ops
+                .get(&kind)
+                .is_some_and(|active| Arc::ptr_eq(active, op))
+            {
+                s.ops.remove(&kind);
+            }
+            Ok(())
+        });
+    }
+
+    /// The session's operations waiting for a context-specific login.
+    pub fn ops_waiting_for_login(
+        &self,
+        key: &AppKey,
+        handle: SessionHandle,
+    ) -> CkResult<Vec<SharedOp>> {
+        // Take the operations under the sessions' lock, look into them
+        // outside it: one may be busy with a long computation.
+        let ops: Vec<SharedOp> =
+            self.with_session(key, handle, |s| Ok(s.ops.values().cloned().collect()))?;
+        Ok(ops
+            .into_iter()
+            .filter(|op| lock_op(op).needs_context_login)
+            .collect())
     }
 
     fn with_session<T>(

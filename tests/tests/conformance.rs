@@ -41,3 +41,8 @@ fn pkcs11_tool_token_walkthrough() {
 fn pykcs11_sessions() {
     run_script("pykcs11.sh");
 }
+
+#[test]
+fn openssl_interop() {
+    run_script("openssl-interop.sh");
+}

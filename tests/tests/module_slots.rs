@@ -150,8 +150,29 @@ fn functions_of_later_issues_answer_function_not_supported() {
                 "t",
             )
             .expect("C_InitToken");
-        let session = pkcs11.open_ro_session(slot).expect("C_OpenSession");
-        let answer = session.generate_random_vec(16);
+        let session = pkcs11.open_rw_session(slot).expect("C_OpenSession");
+        let key = session
+            .generate_key(
+                &cryptoki::mechanism::Mechanism::AesKeyGen,
+                &[
+                    cryptoki::object::Attribute::ValueLen(16.into()),
+                    cryptoki::object::Attribute::Token(false),
+                    cryptoki::object::Attribute::Private(false),
+                ],
+            )
+            .expect("C_GenerateKey");
+        // The message-based functions of 3.0 come with a later issue.
+        let mut iv = [0u8; 12];
+        let mut tag = [0u8; 16];
+        let params = cryptoki::mechanism::aead::GcmMessageParams::new(
+            &mut iv,
+            0.into(),
+            cryptoki::mechanism::aead::GeneratorFunction::NoGenerate,
+            &mut tag,
+        )
+        .expect("params");
+        let answer = session
+            .message_encrypt_init(&cryptoki::mechanism::Mechanism::AesGcmMessage(params), key);
         assert!(
             matches!(answer, Err(Error::Pkcs11(RvError::FunctionNotSupported, _))),
             "{answer:?}"

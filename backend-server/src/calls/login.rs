@@ -13,9 +13,10 @@ use cryptoki_sys::{
 use hsmlink_protocol::{ResponseBody, Secret, SessionHandle, SlotId, UserType};
 use tracing::info;
 
-use crate::dispatch::{ClientContext, ServerState, bind, with_token};
+use crate::dispatch::{Bound, ClientContext, ServerState, bind, with_token};
 use crate::driver::UserKind;
 use crate::error::{CkResult, Ckr};
+use crate::sessions::lock_op;
 
 /// `C_InitToken` (5.5.8): no session of any application may be open on
 /// the token; every object goes, every application is logged out.
@@ -86,9 +87,7 @@ pub fn login(
     let who = match user_type.0 {
         CKU_SO => UserKind::So,
         CKU_USER => UserKind::User,
-        // No operation exists yet that a key with CKA_ALWAYS_AUTHENTICATE
-        // could be authorising.
-        CKU_CONTEXT_SPECIFIC => return Err(Ckr(CKR_OPERATION_NOT_INITIALIZED)),
+        CKU_CONTEXT_SPECIFIC => return context_login(state, &bound, session, pin),
         _ => return Err(Ckr(CKR_USER_TYPE_INVALID)),
     };
     match bound.view.login {
@@ -103,6 +102,28 @@ pub fn login(
     state
         .sessions
         .set_login(&bound.key, bound.view.slot, Some(who));
+    Ok(ResponseBody::Empty)
+}
+
+/// `C_Login(CKU_CONTEXT_SPECIFIC)` (5.6.8): the user PIN again, for the
+/// operations of the session started with a `CKA_ALWAYS_AUTHENTICATE` key.
+fn context_login(
+    state: &ServerState,
+    bound: &Bound<'_>,
+    session: SessionHandle,
+    pin: &Secret,
+) -> CkResult<ResponseBody> {
+    let waiting = state.sessions.ops_waiting_for_login(&bound.key, session)?;
+    if waiting.is_empty() {
+        return Err(Ckr(CKR_OPERATION_NOT_INITIALIZED));
+    }
+    if bound.view.login != Some(UserKind::User) {
+        return Err(Ckr(CKR_USER_NOT_LOGGED_IN));
+    }
+    bound.driver.verify_pin(UserKind::User, pin)?;
+    for op in &waiting {
+        lock_op(op).needs_context_login = false;
+    }
     Ok(ResponseBody::Empty)
 }
 

@@ -1,14 +1,14 @@
 //! Session management (PKCS#11 3.0 section 5.6).
 
 use cryptoki_sys::{
-    CKF_RW_SESSION, CKF_SERIAL_SESSION, CKR_SESSION_PARALLEL_NOT_SUPPORTED,
+    CKF_FIND_OBJECTS, CKF_RW_SESSION, CKF_SERIAL_SESSION, CKR_SESSION_PARALLEL_NOT_SUPPORTED,
     CKR_TOKEN_NOT_RECOGNIZED, CKS_RO_PUBLIC_SESSION, CKS_RO_USER_FUNCTIONS, CKS_RW_PUBLIC_SESSION,
     CKS_RW_SO_FUNCTIONS, CKS_RW_USER_FUNCTIONS,
 };
 use hsmlink_protocol::{ResponseBody, SessionHandle, SessionInfo, SlotId};
 
 use crate::dispatch::{ClientContext, ServerState, bind, with_token};
-use crate::driver::UserKind;
+use crate::driver::{OpKind, UserKind};
 use crate::error::{CkResult, Ckr};
 
 /// `C_OpenSession` (5.6.1). Serial sessions only; the token must be
@@ -85,13 +85,23 @@ pub fn info(
 }
 
 /// `C_SessionCancel` (3.0, 5.6.5): ends the session's active operations
-/// (today only a find).
+/// named by `flags` (`CKF_ENCRYPT`, `CKF_DECRYPT`, `CKF_DIGEST`, `CKF_SIGN`,
+/// `CKF_SIGN_RECOVER`, `CKF_VERIFY`, `CKF_VERIFY_RECOVER`, `CKF_FIND_OBJECTS`).
 pub fn cancel(
     state: &ServerState,
     ctx: &ClientContext,
     session: SessionHandle,
-    _flags: u64,
+    flags: u64,
 ) -> CkResult<ResponseBody> {
-    state.sessions.cancel(&ctx.app_key(), session)?;
+    let kinds: Vec<OpKind> = OpKind::ALL
+        .into_iter()
+        .filter(|k| flags & k.mechanism_flag() != 0)
+        .collect();
+    state.sessions.cancel(
+        &ctx.app_key(),
+        session,
+        &kinds,
+        flags & CKF_FIND_OBJECTS != 0,
+    )?;
     Ok(ResponseBody::Empty)
 }

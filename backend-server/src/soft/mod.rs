@@ -4,6 +4,7 @@
 
 pub mod keys;
 pub mod mechanisms;
+pub mod operations;
 pub mod partition;
 pub mod pins;
 

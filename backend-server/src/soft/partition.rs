@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cryptoki_sys::{
-    CKR_ACTION_PROHIBITED, CKR_OBJECT_HANDLE_INVALID, CKR_PIN_EXPIRED, CKR_PIN_INCORRECT,
-    CKR_PIN_LEN_RANGE, CKR_PIN_LOCKED, CKR_SESSION_READ_ONLY, CKR_TOKEN_NOT_RECOGNIZED,
-    CKR_USER_NOT_LOGGED_IN, CKR_USER_PIN_NOT_INITIALIZED,
+    CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKR_ACTION_PROHIBITED, CKR_KEY_HANDLE_INVALID,
+    CKR_OBJECT_HANDLE_INVALID, CKR_PIN_EXPIRED, CKR_PIN_INCORRECT, CKR_PIN_LEN_RANGE,
+    CKR_PIN_LOCKED, CKR_SESSION_READ_ONLY, CKR_TOKEN_NOT_RECOGNIZED, CKR_USER_NOT_LOGGED_IN,
+    CKR_USER_PIN_NOT_INITIALIZED,
 };
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::{
@@ -283,6 +284,68 @@ impl SoftPartition {
         Ok(())
     }
 
+    /// A copy of the attributes of the key `handle`, for a cryptographic
+    /// call: `CKR_KEY_HANDLE_INVALID` if there is no such key for `ctx`,
+    /// `CKR_USER_NOT_LOGGED_IN` for a private key without the user logged in.
+    pub(crate) fn crypto_key(
+        &self,
+        ctx: &ObjectContext,
+        handle: ObjectHandle,
+    ) -> CkResult<BTreeMap<u64, AttributeValue>> {
+        let inner = self.lock();
+        let object = inner
+            .objects
+            .get(&handle.0)
+            .ok_or(Ckr(CKR_KEY_HANDLE_INVALID))?;
+        if let Some((app, _)) = object.owner
+            && app != ctx.app
+        {
+            return Err(Ckr(CKR_KEY_HANDLE_INVALID));
+        }
+        if object.private() && !ctx.sees_private() {
+            if ctx.login == Some(UserKind::User) && ctx.pin_expired {
+                return Err(Ckr(CKR_PIN_EXPIRED));
+            }
+            return Err(Ckr(CKR_USER_NOT_LOGGED_IN));
+        }
+        let class = attributes::ulong(object.attrs.get(&cka::CKA_CLASS));
+        if !matches!(
+            class,
+            Some(CKO_SECRET_KEY | CKO_PRIVATE_KEY | CKO_PUBLIC_KEY)
+        ) {
+            return Err(Ckr(CKR_KEY_HANDLE_INVALID));
+        }
+        Ok(object.attrs.clone())
+    }
+
+    /// Stores new objects made by the token (generated, unwrapped,
+    /// derived), all or none.
+    pub(crate) fn store_new(
+        &self,
+        ctx: &ObjectContext,
+        objects: Vec<(ObjectHandle, String, BTreeMap<u64, AttributeValue>)>,
+    ) -> CkResult<()> {
+        for (_, _, attrs) in &objects {
+            Self::may_hold(ctx, attrs)?;
+        }
+        let mut inner = self.lock();
+        let mut done: Vec<ObjectHandle> = Vec::new();
+        for (handle, id, attrs) in objects {
+            if let Err(e) = self.insert(&mut inner, ctx, handle, id, attrs) {
+                for h in done {
+                    if let Some(o) = inner.objects.remove(&h.0)
+                        && o.owner.is_none()
+                    {
+                        let _ = self.store.delete_object(&self.name, &o.id);
+                    }
+                }
+                return Err(e);
+            }
+            done.push(handle);
+        }
+        Ok(())
+    }
+
     /// Writes of a token object need a read/write session.
     fn check_writable(ctx: &ObjectContext, object: &SoftObject) -> CkResult<()> {
         if object.owner.is_none() && !ctx.rw {
@@ -292,7 +355,7 @@ impl SoftPartition {
     }
 }
 
-fn actor(ctx: &ObjectContext) -> Actor {
+pub(crate) fn actor(ctx: &ObjectContext) -> Actor {
     if ctx.login == Some(UserKind::So) {
         Actor::So
     } else {
@@ -304,7 +367,7 @@ fn pin_length_ok(pin: &Secret) -> bool {
     (MIN_PIN_LEN..=MAX_PIN_LEN).contains(&(pin.len() as u64))
 }
 
-fn new_object_id() -> CkResult<String> {
+pub(crate) fn new_object_id() -> CkResult<String> {
     let mut id = [0u8; 16];
     fill_random(&mut id)?;
     Ok(id.iter().map(|b| format!("{b:02x}")).collect())

@@ -1,0 +1,217 @@
+//! `C_WrapKey`, `C_UnwrapKey` and `C_DeriveKey` (PKCS#11 3.0 sections
+//! 5.18.3 to 5.18.5): secret keys wrapped with AES key wrap (RFC 3394,
+//! RFC 5649) or RSA (PKCS#1 v1.5, OAEP); keys derived with ECDH
+//! (`CKD_NULL`, `CKD_SHA*_KDF`) or by AES encryption of data
+//! (`CKM_AES_ECB_ENCRYPT_DATA`, `CKM_AES_CBC_ENCRYPT_DATA`).
+
+use cryptoki_sys::*;
+use hsmlink_crypto::cipher::{self, BlockAlg, Mode};
+use hsmlink_crypto::digest::DigestAlg;
+use hsmlink_crypto::ec::{self, EcdhKdf};
+use hsmlink_protocol::attribute_kind as cka;
+use hsmlink_protocol::{Attribute, AttributeValue, Mechanism, MechanismParams, ObjectHandle};
+use zeroize::Zeroizing;
+
+use super::asymmetric::{curve_of, decode_point, scalar};
+use super::{Family, capabilities, check_key_type, ck, key_of, route};
+use crate::attributes::{Origin, template_map, token_made_key, ulong};
+use crate::driver::{ObjectContext, OpKind};
+use crate::error::{CkResult, Ckr};
+use crate::soft::partition::{SoftPartition, actor, new_object_id};
+
+fn family_for(mechanism: &Mechanism, flag: CK_FLAGS) -> CkResult<Family> {
+    let family = route(mechanism.mechanism.0).ok_or(Ckr(CKR_MECHANISM_INVALID))?;
+    if capabilities(family) & flag == 0 {
+        return Err(Ckr(CKR_MECHANISM_INVALID));
+    }
+    Ok(family)
+}
+
+/// Replaces one code by another (a key-handle error of the wrapping key
+/// is a wrapping-key error).
+fn rename(from: CK_RV, to: CK_RV) -> impl Fn(Ckr) -> Ckr {
+    move |e| if e.0 == from { Ckr(to) } else { e }
+}
+
+pub fn wrap_key(
+    partition: &SoftPartition,
+    ctx: &ObjectContext,
+    mechanism: &Mechanism,
+    wrapping_handle: ObjectHandle,
+    handle: ObjectHandle,
+) -> CkResult<Zeroizing<Vec<u8>>> {
+    let family = family_for(mechanism, CKF_WRAP)?;
+    let wrapping = key_of(partition, ctx, wrapping_handle).map_err(rename(
+        CKR_KEY_HANDLE_INVALID,
+        CKR_WRAPPING_KEY_HANDLE_INVALID,
+    ))?;
+    check_key_type(OpKind::Encrypt, family, &wrapping)
+        .map_err(|_| Ckr(CKR_WRAPPING_KEY_TYPE_INCONSISTENT))?;
+    wrapping.permits(cka::CKA_WRAP, mechanism.mechanism.0)?;
+    let key = key_of(partition, ctx, handle)?;
+    if key.class() != CKO_SECRET_KEY {
+        return Err(Ckr(CKR_KEY_NOT_WRAPPABLE));
+    }
+    if !key.flag(cka::CKA_EXTRACTABLE) {
+        return Err(Ckr(CKR_KEY_UNEXTRACTABLE));
+    }
+    if key.flag(cka::CKA_WRAP_WITH_TRUSTED) && !wrapping.flag(cka::CKA_TRUSTED) {
+        return Err(Ckr(CKR_KEY_NOT_WRAPPABLE));
+    }
+    let (mut op, _) = super::asymmetric::begin(OpKind::Encrypt, family, mechanism, &wrapping)?;
+    op.single(&key.value()?)
+        .map_err(rename(CKR_DATA_LEN_RANGE, CKR_KEY_SIZE_RANGE))
+}
+
+/// The class and key type of a new secret key: from the template, with
+/// defaults; only secret keys are made here.
+fn secret_key_kind(
+    template: &[Attribute],
+    default_type: Option<u64>,
+) -> CkResult<(u64, u64, Option<usize>)> {
+    let given = template_map(template)?;
+    let class = ulong(given.get(&cka::CKA_CLASS)).unwrap_or(CKO_SECRET_KEY);
+    if class != CKO_SECRET_KEY {
+        return Err(Ckr(CKR_TEMPLATE_INCONSISTENT));
+    }
+    let key_type = ulong(given.get(&cka::CKA_KEY_TYPE))
+        .or(default_type)
+        .ok_or(Ckr(CKR_TEMPLATE_INCOMPLETE))?;
+    let value_len = ulong(given.get(&cka::CKA_VALUE_LEN))
+        .map(|n| usize::try_from(n).map_err(|_| Ckr(CKR_ATTRIBUTE_VALUE_INVALID)))
+        .transpose()?;
+    Ok((class, key_type, value_len))
+}
+
+fn store_secret(
+    partition: &SoftPartition,
+    ctx: &ObjectContext,
+    handle: ObjectHandle,
+    template: &[Attribute],
+    kind: (u64, u64),
+    value: &[u8],
+    origin: Origin,
+) -> CkResult<()> {
+    let id = new_object_id()?;
+    let attrs = token_made_key(
+        template,
+        &[cka::CKA_VALUE_LEN],
+        kind,
+        vec![(cka::CKA_VALUE, AttributeValue::Bytes(value.to_vec()))],
+        actor(ctx),
+        &id,
+        origin,
+    )?;
+    partition.store_new(ctx, vec![(handle, id, attrs)])
+}
+
+pub fn unwrap_key(
+    partition: &SoftPartition,
+    ctx: &ObjectContext,
+    handle: ObjectHandle,
+    mechanism: &Mechanism,
+    unwrapping_handle: ObjectHandle,
+    wrapped: &[u8],
+    template: &[Attribute],
+) -> CkResult<()> {
+    let family = family_for(mechanism, CKF_UNWRAP)?;
+    let unwrapping = key_of(partition, ctx, unwrapping_handle).map_err(rename(
+        CKR_KEY_HANDLE_INVALID,
+        CKR_UNWRAPPING_KEY_HANDLE_INVALID,
+    ))?;
+    check_key_type(OpKind::Decrypt, family, &unwrapping)
+        .map_err(|_| Ckr(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT))?;
+    unwrapping.permits(cka::CKA_UNWRAP, mechanism.mechanism.0)?;
+    let (class, key_type, value_len) = secret_key_kind(template, None)?;
+    let (mut op, _) = super::asymmetric::begin(OpKind::Decrypt, family, mechanism, &unwrapping)?;
+    let value = op.single(wrapped).map_err(|e| {
+        Ckr(match e.0 {
+            CKR_ENCRYPTED_DATA_INVALID => CKR_WRAPPED_KEY_INVALID,
+            CKR_ENCRYPTED_DATA_LEN_RANGE => CKR_WRAPPED_KEY_LEN_RANGE,
+            other => other,
+        })
+    })?;
+    if value_len.is_some_and(|n| n != value.len()) {
+        return Err(Ckr(CKR_TEMPLATE_INCONSISTENT));
+    }
+    store_secret(
+        partition,
+        ctx,
+        handle,
+        template,
+        (class, key_type),
+        &value,
+        Origin::Unwrapped,
+    )
+}
+
+fn kdf(kdf: u64) -> CkResult<EcdhKdf> {
+    Ok(match kdf {
+        CKD_NULL => EcdhKdf::Null,
+        CKD_SHA1_KDF => EcdhKdf::X963(DigestAlg::Sha1),
+        CKD_SHA224_KDF => EcdhKdf::X963(DigestAlg::Sha224),
+        CKD_SHA256_KDF => EcdhKdf::X963(DigestAlg::Sha256),
+        CKD_SHA384_KDF => EcdhKdf::X963(DigestAlg::Sha384),
+        CKD_SHA512_KDF => EcdhKdf::X963(DigestAlg::Sha512),
+        _ => return Err(Ckr(CKR_MECHANISM_PARAM_INVALID)),
+    })
+}
+
+pub fn derive_key(
+    partition: &SoftPartition,
+    ctx: &ObjectContext,
+    handle: ObjectHandle,
+    mechanism: &Mechanism,
+    base_handle: ObjectHandle,
+    template: &[Attribute],
+) -> CkResult<()> {
+    let family = family_for(mechanism, CKF_DERIVE)?;
+    let base = key_of(partition, ctx, base_handle)?;
+    check_key_type(OpKind::Sign, family, &base)?;
+    base.permits(cka::CKA_DERIVE, mechanism.mechanism.0)?;
+    let (class, key_type, value_len) = secret_key_kind(template, Some(CKK_GENERIC_SECRET))?;
+    let invalid = Ckr(CKR_MECHANISM_PARAM_INVALID);
+    let mut value: Zeroizing<Vec<u8>> = match (family, &mechanism.params) {
+        (
+            Family::EcdhDerive,
+            MechanismParams::Ecdh1Derive {
+                kdf: k,
+                shared_data,
+                public_data,
+            },
+        ) => {
+            let curve = curve_of(&base)?;
+            let d = scalar(base.bytes(cka::CKA_VALUE)?, curve.field_len())?;
+            let peer = decode_point(public_data, curve.point_len()).ok_or(invalid)?;
+            ec::ecdh_derive(curve, &d, &peer, kdf(*k)?, shared_data, value_len).map_err(ck)?
+        }
+        (Family::AesEcbEncryptData, MechanismParams::KeyDerivationString(data)) => Zeroizing::new(
+            cipher::encrypt(BlockAlg::Aes, &base.value()?, &Mode::Ecb, data).map_err(ck)?,
+        ),
+        (Family::AesCbcEncryptData, MechanismParams::AesCbcEncryptData { iv, data }) => {
+            Zeroizing::new(
+                cipher::encrypt(BlockAlg::Aes, &base.value()?, &Mode::Cbc { iv: *iv }, data)
+                    .map_err(ck)?,
+            )
+        }
+        _ => return Err(invalid),
+    };
+    if let Some(n) = value_len {
+        if n > value.len() {
+            return Err(Ckr(CKR_TEMPLATE_INCONSISTENT));
+        }
+        value.truncate(n);
+    }
+    store_secret(
+        partition,
+        ctx,
+        handle,
+        template,
+        (class, key_type),
+        &value,
+        Origin::Derived {
+            always_sensitive: base.flag(cka::CKA_ALWAYS_SENSITIVE),
+            never_extractable: base.flag(cka::CKA_NEVER_EXTRACTABLE),
+        },
+    )
+}

@@ -1,0 +1,338 @@
+//! Mechanisms through the real .so and a real server: key generation,
+//! encryption, signatures, digests, random, and the work the module does
+//! itself (hash-then-sign sends no frame per update).
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use common::{Deployment, in_child, load_module, run_in_child};
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+
+const PIN: &str = "user-pin-5678";
+
+fn pin(text: &str) -> AuthPin {
+    AuthPin::new(text.into())
+}
+
+fn rv<T: std::fmt::Debug>(result: Result<T, Error>) -> RvError {
+    match result {
+        Err(Error::Pkcs11(rv, _)) => rv,
+        other => panic!("expected a PKCS#11 error, got {other:?}"),
+    }
+}
+
+/// An initialised token and a user session on it.
+fn user_session(pkcs11: &Pkcs11) -> Session {
+    let slot = pkcs11.get_all_slots().unwrap()[0];
+    pkcs11
+        .init_token(slot, &pin("so-pin-1234"), "mechanisms")
+        .unwrap();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    session
+        .login(UserType::So, Some(&pin("so-pin-1234")))
+        .unwrap();
+    session.init_pin(&pin("first-pin")).unwrap();
+    session.logout().unwrap();
+    session
+        .login(UserType::User, Some(&pin("first-pin")))
+        .unwrap();
+    session.set_pin(&pin("first-pin"), &pin(PIN)).unwrap();
+    session
+}
+
+fn aes_key(session: &Session, value: Option<&[u8]>) -> ObjectHandle {
+    let mut template = vec![
+        Attribute::Token(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Sign(true),
+        Attribute::Verify(true),
+    ];
+    match value {
+        Some(value) => {
+            template.extend([
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Value(value.to_vec()),
+            ]);
+            session.create_object(&template).unwrap()
+        }
+        None => {
+            template.push(Attribute::ValueLen(32.into()));
+            session
+                .generate_key(&Mechanism::AesKeyGen, &template)
+                .unwrap()
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn digests_and_random() {
+    if in_child() {
+        let pkcs11 = load_module();
+        let session = user_session(&pkcs11);
+        let digest = session.digest(&Mechanism::Sha256, b"abc").unwrap();
+        assert_eq!(
+            hex(&digest),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        // Multi-part equals single-part.
+        session.digest_init(&Mechanism::Sha256).unwrap();
+        session.digest_update(b"a").unwrap();
+        session.digest_update(b"bc").unwrap();
+        assert_eq!(session.digest_final().unwrap(), digest);
+        // SM3 (GM/T 0004 example), hsmlink's vendor mechanism.
+        let sm3 = MechanismType::new_vendor_defined(0xC853_0110).unwrap();
+        let sm3 = Mechanism::VendorDefined(
+            cryptoki::mechanism::vendor_defined::VendorDefinedMechanism::new::<()>(sm3, None),
+        );
+        assert_eq!(
+            hex(&session.digest(&sm3, b"abc").unwrap()),
+            "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
+        );
+        let a = session.generate_random_vec(32).unwrap();
+        let b = session.generate_random_vec(32).unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        return;
+    }
+    let deployment = Deployment::start();
+    run_in_child("digests_and_random", &deployment.module_env());
+}
+
+#[test]
+fn aes_modes_and_the_operation_lifecycle() {
+    if in_child() {
+        let pkcs11 = load_module();
+        let session = user_session(&pkcs11);
+        let key = aes_key(&session, None);
+        let attrs = session
+            .get_attributes(key, &[AttributeType::Local, AttributeType::AlwaysSensitive])
+            .unwrap();
+        assert!(
+            attrs.contains(&Attribute::Local(true)),
+            "generated on the token"
+        );
+        assert!(attrs.contains(&Attribute::AlwaysSensitive(true)));
+
+        // GCM with AAD round trip; a flipped tag bit is CKR_ENCRYPTED_DATA_INVALID.
+        let mut iv = [7u8; 12];
+        let aad = b"header";
+        let gcm = Mechanism::AesGcm(GcmParams::new(&mut iv, aad, 128.into()).unwrap());
+        let ciphertext = session.encrypt(&gcm, key, b"attack at dawn").unwrap();
+        assert_eq!(ciphertext.len(), 14 + 16);
+        assert_eq!(
+            session.decrypt(&gcm, key, &ciphertext).unwrap(),
+            b"attack at dawn"
+        );
+        let mut tampered = ciphertext.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            rv(session.decrypt(&gcm, key, &tampered)),
+            RvError::EncryptedDataInvalid
+        );
+
+        // CBC without padding: the data length must be a multiple of 16.
+        let cbc = Mechanism::AesCbc([1; 16]);
+        assert_eq!(
+            rv(session.encrypt(&cbc, key, &[0u8; 15])),
+            RvError::DataLenRange
+        );
+
+        // Lifecycle: an operation already active, none active.
+        session
+            .encrypt_init(&Mechanism::AesCbcPad([2; 16]), key)
+            .unwrap();
+        assert_eq!(
+            rv(session.encrypt_init(&Mechanism::AesCbcPad([2; 16]), key)),
+            RvError::OperationActive
+        );
+        let first = session.encrypt_update(&[0x55; 20]).unwrap();
+        assert_eq!(first.len(), 16, "whole blocks only");
+        let last = session.encrypt_final().unwrap();
+        assert_eq!(last.len(), 16, "4 bytes left and 12 of padding");
+        assert_eq!(
+            rv(session.encrypt_update(b"x")),
+            RvError::OperationNotInitialized
+        );
+
+        // Key usage is enforced.
+        let no_encrypt = session
+            .create_object(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Token(false),
+                Attribute::Encrypt(false),
+                Attribute::Value(vec![3; 16]),
+            ])
+            .unwrap();
+        assert_eq!(
+            rv(session.encrypt(&Mechanism::AesEcb, no_encrypt, &[0; 16])),
+            RvError::KeyFunctionNotPermitted
+        );
+        // A mechanism for another key type.
+        assert_eq!(
+            rv(session.sign(&Mechanism::EcdsaSha256, key, b"x")),
+            RvError::KeyTypeInconsistent
+        );
+        return;
+    }
+    let deployment = Deployment::start();
+    run_in_child(
+        "aes_modes_and_the_operation_lifecycle",
+        &deployment.module_env(),
+    );
+}
+
+fn ec_pair(session: &Session) -> (ObjectHandle, ObjectHandle) {
+    // DER OID of prime256v1.
+    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    session
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::EcParams(p256),
+                Attribute::Verify(true),
+                Attribute::Token(false),
+            ],
+            &[Attribute::Sign(true), Attribute::Token(false)],
+        )
+        .unwrap()
+}
+
+#[test]
+fn signatures_rsa_ecdsa_and_hmac() {
+    if in_child() {
+        let pkcs11 = load_module();
+        let session = user_session(&pkcs11);
+        let (public, private) = session
+            .generate_key_pair(
+                &Mechanism::RsaPkcsKeyPairGen,
+                &[
+                    Attribute::ModulusBits(2048.into()),
+                    Attribute::PublicExponent(vec![1, 0, 1]),
+                    Attribute::Verify(true),
+                    Attribute::Token(false),
+                ],
+                &[Attribute::Sign(true), Attribute::Token(false)],
+            )
+            .unwrap();
+        let signature = session
+            .sign(&Mechanism::Sha256RsaPkcs, private, b"data")
+            .unwrap();
+        assert_eq!(signature.len(), 256);
+        session
+            .verify(&Mechanism::Sha256RsaPkcs, public, b"data", &signature)
+            .unwrap();
+        assert_eq!(
+            rv(session.verify(&Mechanism::Sha256RsaPkcs, public, b"other", &signature)),
+            RvError::SignatureInvalid
+        );
+        // Multi-part, hashed in the module, equals single-part (PKCS#1 v1.5 is deterministic).
+        session
+            .sign_init(&Mechanism::Sha256RsaPkcs, private)
+            .unwrap();
+        session.sign_update(b"da").unwrap();
+        session.sign_update(b"ta").unwrap();
+        assert_eq!(session.sign_final().unwrap(), signature);
+
+        let (ec_public, ec_private) = ec_pair(&session);
+        let ecdsa = session
+            .sign(&Mechanism::EcdsaSha256, ec_private, b"data")
+            .unwrap();
+        assert_eq!(ecdsa.len(), 64, "raw r||s");
+        session
+            .verify(&Mechanism::EcdsaSha256, ec_public, b"data", &ecdsa)
+            .unwrap();
+        assert_eq!(
+            rv(session.verify(&Mechanism::EcdsaSha256, ec_public, b"data", &ecdsa[..63])),
+            RvError::SignatureLenRange
+        );
+
+        let key = aes_key(&session, Some(&[9; 32]));
+        let generic = session
+            .create_object(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::Token(false),
+                Attribute::Sign(true),
+                Attribute::Verify(true),
+                Attribute::Value(b"key".to_vec()),
+            ])
+            .unwrap();
+        // RFC 4231-style check: HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog").
+        let mac = session
+            .sign(
+                &Mechanism::Sha256Hmac,
+                generic,
+                b"The quick brown fox jumps over the lazy dog",
+            )
+            .unwrap();
+        assert_eq!(
+            hex(&mac),
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+        let cmac = session.sign(&Mechanism::AesCMac, key, b"message").unwrap();
+        assert_eq!(cmac.len(), 16);
+        session
+            .verify(&Mechanism::AesCMac, key, b"message", &cmac)
+            .unwrap();
+        return;
+    }
+    let deployment = Deployment::start();
+    run_in_child("signatures_rsa_ecdsa_and_hmac", &deployment.module_env());
+}
+
+/// `C_SignUpdate` of a hash-then-sign mechanism costs no round trip: the
+/// module hashes locally (its trace log names every frame it sends).
+#[test]
+fn hash_then_sign_updates_send_no_frame() {
+    if in_child() {
+        let pkcs11 = load_module();
+        let session = user_session(&pkcs11);
+        let (public, private) = ec_pair(&session);
+        eprintln!("--- begin");
+        session.sign_init(&Mechanism::EcdsaSha256, private).unwrap();
+        for _ in 0..10 {
+            session.sign_update(&[0x61; 1000]).unwrap();
+        }
+        let signature = session.sign_final().unwrap();
+        eprintln!("--- end");
+        session
+            .verify(&Mechanism::EcdsaSha256, public, &[0x61; 10_000], &signature)
+            .unwrap();
+        return;
+    }
+    let deployment = Deployment::start();
+    let mut env = deployment.module_env();
+    env.push(("HSMLINK_LOG", "trace".into()));
+    let stderr = run_in_child("hash_then_sign_updates_send_no_frame", &env);
+    let window = stderr
+        .split("--- begin")
+        .nth(1)
+        .and_then(|rest| rest.split("--- end").next())
+        .expect("markers in the child's output");
+    let frames: Vec<&str> = window
+        .lines()
+        .filter(|l| l.contains("request frame sent"))
+        .collect();
+    assert!(
+        frames.iter().all(|l| !l.contains("C_SignUpdate")),
+        "C_SignUpdate sent frames:\n{window}"
+    );
+    // C_SignInit, then C_SignFinal twice (cryptoki asks for the length
+    // first): ten updates and not one frame of their own.
+    assert_eq!(frames.len(), 3, "frames:\n{window}");
+}
