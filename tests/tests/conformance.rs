@@ -46,3 +46,8 @@ fn pykcs11_sessions() {
 fn openssl_interop() {
     run_script("openssl-interop.sh");
 }
+
+#[test]
+fn pkcs11_tool_builtin_tests() {
+    run_script("pkcs11-tool-builtin.sh");
+}

@@ -336,3 +336,125 @@ fn hash_then_sign_updates_send_no_frame() {
     // first): ten updates and not one frame of their own.
     assert_eq!(frames.len(), 3, "frames:\n{window}");
 }
+
+fn vendor(mechanism: u64) -> Mechanism<'static> {
+    Mechanism::VendorDefined(
+        cryptoki::mechanism::vendor_defined::VendorDefinedMechanism::new::<()>(
+            MechanismType::new_vendor_defined(mechanism).unwrap(),
+            None,
+        ),
+    )
+}
+
+/// DER length octets.
+fn der_len(len: usize) -> Vec<u8> {
+    match len {
+        0..=0x7f => vec![len as u8],
+        0x80..=0xff => vec![0x81, len as u8],
+        _ => vec![0x82, (len >> 8) as u8, len as u8],
+    }
+}
+
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend(der_len(content.len()));
+    out.extend_from_slice(content);
+    out
+}
+
+/// A positive DER INTEGER from big-endian bytes.
+fn der_uint(bytes: &[u8]) -> Vec<u8> {
+    let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
+    let mut content = if trimmed.first().is_some_and(|b| b & 0x80 != 0) {
+        vec![0]
+    } else {
+        vec![]
+    };
+    content.extend(trimmed);
+    der(0x02, &content)
+}
+
+/// SM2 signatures made on the token (hashed in the module, Z from the
+/// server) verify with OpenSSL's independent SM2 implementation.
+#[test]
+fn sm2_signatures_verify_with_openssl() {
+    const MESSAGE: &[u8] = b"message signed with SM2 on the token";
+    if in_child() {
+        let pkcs11 = load_module();
+        let session = user_session(&pkcs11);
+        // CKM_HSMLINK_SM2_KEY_PAIR_GEN, CKK_HSMLINK_SM2 keys.
+        let (public, private) = session
+            .generate_key_pair(
+                &vendor(0xC853_0100),
+                &[Attribute::Verify(true), Attribute::Token(false)],
+                &[Attribute::Sign(true), Attribute::Token(false)],
+            )
+            .unwrap();
+        // CKM_HSMLINK_SM2_SM3 with the default user id, in two parts.
+        session.sign_init(&vendor(0xC853_0102), private).unwrap();
+        session.sign_update(&MESSAGE[..10]).unwrap();
+        session.sign_update(&MESSAGE[10..]).unwrap();
+        let signature = session.sign_final().unwrap();
+        assert_eq!(signature.len(), 64, "raw r||s");
+        session
+            .verify(&vendor(0xC853_0102), public, MESSAGE, &signature)
+            .unwrap();
+
+        let point = match &session
+            .get_attributes(public, &[AttributeType::EcPoint])
+            .unwrap()[0]
+        {
+            Attribute::EcPoint(octet_string) => octet_string[2..].to_vec(), // DER OCTET STRING of 65 bytes
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(point.len(), 65);
+        let dir = std::path::PathBuf::from(std::env::var_os("HSMLINK_TEST_OUT").unwrap());
+        // SubjectPublicKeyInfo { id-ecPublicKey, sm2p256v1 }, the point.
+        let algorithm = [
+            der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]),
+            der(0x06, &[0x2a, 0x81, 0x1c, 0xcf, 0x55, 0x01, 0x82, 0x2d]),
+        ]
+        .concat();
+        let mut bits = vec![0u8];
+        bits.extend(&point);
+        let spki = der(0x30, &[der(0x30, &algorithm), der(0x03, &bits)].concat());
+        std::fs::write(dir.join("sm2.der"), spki).unwrap();
+        let sig = der(
+            0x30,
+            &[der_uint(&signature[..32]), der_uint(&signature[32..])].concat(),
+        );
+        std::fs::write(dir.join("sig.der"), sig).unwrap();
+        std::fs::write(dir.join("msg"), MESSAGE).unwrap();
+        return;
+    }
+    let deployment = Deployment::start();
+    let mut env = deployment.module_env();
+    env.push((
+        "HSMLINK_TEST_OUT",
+        deployment.dir.path().as_os_str().to_owned(),
+    ));
+    run_in_child("sm2_signatures_verify_with_openssl", &env);
+    let dir = deployment.dir.path();
+    let out = std::process::Command::new("openssl")
+        .args(["pkeyutl", "-verify", "-pubin", "-keyform", "DER", "-inkey"])
+        .arg(dir.join("sm2.der"))
+        .args([
+            "-rawin",
+            "-digest",
+            "sm3",
+            "-pkeyopt",
+            "distid:1234567812345678",
+            "-in",
+        ])
+        .arg(dir.join("msg"))
+        .arg("-sigfile")
+        .arg(dir.join("sig.der"))
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl does not verify the token's SM2 signature:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
