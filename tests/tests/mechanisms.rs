@@ -458,3 +458,97 @@ fn sm2_signatures_verify_with_openssl() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The DER INTEGERs of an ECDSA-Sig-Value as fixed 32-byte r || s.
+fn der_signature_to_raw(der: &[u8]) -> Vec<u8> {
+    fn integer(bytes: &[u8]) -> (&[u8], &[u8]) {
+        assert_eq!(bytes[0], 0x02, "INTEGER");
+        let len = bytes[1] as usize;
+        (&bytes[2..2 + len], &bytes[2 + len..])
+    }
+    assert_eq!(der[0], 0x30, "SEQUENCE");
+    let body = &der[2..];
+    let (r, rest) = integer(body);
+    let (s, _) = integer(rest);
+    let mut raw = Vec::new();
+    for part in [r, s] {
+        let part: Vec<u8> = part.iter().copied().skip_while(|b| *b == 0).collect();
+        raw.extend(std::iter::repeat_n(0u8, 32 - part.len()));
+        raw.extend(part);
+    }
+    raw
+}
+
+/// SM2 signatures made by OpenSSL verify on the token, against the public
+/// key imported as a token object; a changed message does not.
+#[test]
+fn openssl_sm2_signatures_verify_on_the_token() {
+    const MESSAGE: &[u8] = b"message signed with SM2 by openssl";
+    if in_child() {
+        let pkcs11 = load_module();
+        let session = user_session(&pkcs11);
+        let dir = std::path::PathBuf::from(std::env::var_os("HSMLINK_TEST_OUT").unwrap());
+        let spki = std::fs::read(dir.join("pub.der")).unwrap();
+        let point = spki[spki.len() - 65..].to_vec();
+        let signature = der_signature_to_raw(&std::fs::read(dir.join("sig.der")).unwrap());
+        let mut ec_point = vec![0x04, 0x41];
+        ec_point.extend(&point);
+        let public = session
+            .create_object(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::KeyType(KeyType::new_vendor_defined(0xC853_0001).unwrap()),
+                Attribute::Token(false),
+                Attribute::Verify(true),
+                Attribute::EcParams(vec![
+                    0x06, 0x08, 0x2a, 0x81, 0x1c, 0xcf, 0x55, 0x01, 0x82, 0x2d,
+                ]),
+                Attribute::EcPoint(ec_point),
+            ])
+            .expect("import the SM2 public key");
+        session
+            .verify(&vendor(0xC853_0102), public, MESSAGE, &signature)
+            .expect("openssl's SM2 signature verifies on the token");
+        assert_eq!(
+            rv(session.verify(&vendor(0xC853_0102), public, b"another message", &signature)),
+            RvError::SignatureInvalid
+        );
+        return;
+    }
+    let deployment = Deployment::start();
+    let dir = deployment.dir.path();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.join("msg"), MESSAGE).unwrap();
+    openssl(&["genpkey", "-algorithm", "SM2", "-out", "sm2.pem"]);
+    openssl(&[
+        "pkey", "-in", "sm2.pem", "-pubout", "-outform", "DER", "-out", "pub.der",
+    ]);
+    openssl(&[
+        "pkeyutl",
+        "-sign",
+        "-inkey",
+        "sm2.pem",
+        "-rawin",
+        "-digest",
+        "sm3",
+        "-pkeyopt",
+        "distid:1234567812345678",
+        "-in",
+        "msg",
+        "-out",
+        "sig.der",
+    ]);
+    let mut env = deployment.module_env();
+    env.push(("HSMLINK_TEST_OUT", dir.as_os_str().to_owned()));
+    run_in_child("openssl_sm2_signatures_verify_on_the_token", &env);
+}
