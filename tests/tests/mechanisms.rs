@@ -409,16 +409,7 @@ fn sm2_signatures_verify_with_openssl() {
         };
         assert_eq!(point.len(), 65);
         let dir = std::path::PathBuf::from(std::env::var_os("HSMLINK_TEST_OUT").unwrap());
-        // SubjectPublicKeyInfo { id-ecPublicKey, sm2p256v1 }, the point.
-        let algorithm = [
-            der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]),
-            der(0x06, &[0x2a, 0x81, 0x1c, 0xcf, 0x55, 0x01, 0x82, 0x2d]),
-        ]
-        .concat();
-        let mut bits = vec![0u8];
-        bits.extend(&point);
-        let spki = der(0x30, &[der(0x30, &algorithm), der(0x03, &bits)].concat());
-        std::fs::write(dir.join("sm2.der"), spki).unwrap();
+        std::fs::write(dir.join("sm2.der"), sm2_spki(&point)).unwrap();
         let sig = der(
             0x30,
             &[der_uint(&signature[..32]), der_uint(&signature[32..])].concat(),
@@ -551,4 +542,178 @@ fn openssl_sm2_signatures_verify_on_the_token() {
     let mut env = deployment.module_env();
     env.push(("HSMLINK_TEST_OUT", dir.as_os_str().to_owned()));
     run_in_child("openssl_sm2_signatures_verify_on_the_token", &env);
+}
+
+/// One DER TLV: (tag, content, rest).
+fn tlv(bytes: &[u8]) -> (u8, &[u8], &[u8]) {
+    let tag = bytes[0];
+    let (len, header) = match bytes[1] {
+        n if n < 0x80 => (n as usize, 2),
+        0x81 => (bytes[2] as usize, 3),
+        0x82 => (((bytes[2] as usize) << 8) | bytes[3] as usize, 4),
+        other => panic!("DER length form {other:#x}"),
+    };
+    (tag, &bytes[header..header + len], &bytes[header + len..])
+}
+
+fn fixed32(integer: &[u8]) -> Vec<u8> {
+    let trimmed: Vec<u8> = integer.iter().copied().skip_while(|b| *b == 0).collect();
+    let mut out = vec![0u8; 32 - trimmed.len()];
+    out.extend(trimmed);
+    out
+}
+
+/// OpenSSL's SM2 ciphertext (DER: x, y, C3, C2) as the raw C1 || C3 || C2.
+fn sm2_der_to_raw(der: &[u8]) -> Vec<u8> {
+    let (_, body, _) = tlv(der);
+    let (_, x, rest) = tlv(body);
+    let (_, y, rest) = tlv(rest);
+    let (_, c3, rest) = tlv(rest);
+    let (_, c2, _) = tlv(rest);
+    [vec![0x04], fixed32(x), fixed32(y), c3.to_vec(), c2.to_vec()].concat()
+}
+
+/// The raw C1 || C3 || C2 of the token as OpenSSL's DER.
+fn sm2_raw_to_der(raw: &[u8]) -> Vec<u8> {
+    let (x, y) = (&raw[1..33], &raw[33..65]);
+    let (c3, c2) = (&raw[65..97], &raw[97..]);
+    der(
+        0x30,
+        &[der_uint(x), der_uint(y), der(0x04, c3), der(0x04, c2)].concat(),
+    )
+}
+
+/// SubjectPublicKeyInfo { id-ecPublicKey, sm2p256v1 } of an SM2 point.
+fn sm2_spki(point: &[u8]) -> Vec<u8> {
+    let algorithm = [
+        der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]),
+        der(0x06, &[0x2a, 0x81, 0x1c, 0xcf, 0x55, 0x01, 0x82, 0x2d]),
+    ]
+    .concat();
+    let mut bits = vec![0u8];
+    bits.extend(point);
+    der(0x30, &[der(0x30, &algorithm), der(0x03, &bits)].concat())
+}
+
+/// SM2 encryption both ways: the token encrypts to an OpenSSL key and
+/// OpenSSL decrypts; OpenSSL encrypts to the token's key and the token
+/// decrypts.
+#[test]
+fn sm2_ciphertexts_round_trip_with_openssl() {
+    const MESSAGE: &[u8] = b"SM2 ciphertext crossing between hsmlink and openssl";
+    let name = "sm2_ciphertexts_round_trip_with_openssl";
+    let encrypt = vendor(0xC853_0103);
+    if in_child() {
+        let pkcs11 = load_module();
+        let dir = std::path::PathBuf::from(std::env::var_os("HSMLINK_TEST_OUT").unwrap());
+        if !dir.join("token-pub.der").exists() {
+            let session = user_session(&pkcs11);
+            let (public, _private) = session
+                .generate_key_pair(
+                    &vendor(0xC853_0100),
+                    &[
+                        Attribute::Encrypt(true),
+                        Attribute::Token(true),
+                        Attribute::Label(b"sm2".to_vec()),
+                    ],
+                    &[
+                        Attribute::Decrypt(true),
+                        Attribute::Token(true),
+                        Attribute::Label(b"sm2".to_vec()),
+                    ],
+                )
+                .unwrap();
+            let point = match &session
+                .get_attributes(public, &[AttributeType::EcPoint])
+                .unwrap()[0]
+            {
+                Attribute::EcPoint(octets) => octets[2..].to_vec(),
+                other => panic!("{other:?}"),
+            };
+            std::fs::write(dir.join("token-pub.der"), sm2_spki(&point)).unwrap();
+            // Encrypt to OpenSSL's key, imported as a session object.
+            let spki = std::fs::read(dir.join("openssl-pub.der")).unwrap();
+            let mut ec_point = vec![0x04, 0x41];
+            ec_point.extend(&spki[spki.len() - 65..]);
+            let theirs = session
+                .create_object(&[
+                    Attribute::Class(ObjectClass::PUBLIC_KEY),
+                    Attribute::KeyType(KeyType::new_vendor_defined(0xC853_0001).unwrap()),
+                    Attribute::Token(false),
+                    Attribute::Encrypt(true),
+                    Attribute::EcParams(vec![
+                        0x06, 0x08, 0x2a, 0x81, 0x1c, 0xcf, 0x55, 0x01, 0x82, 0x2d,
+                    ]),
+                    Attribute::EcPoint(ec_point),
+                ])
+                .unwrap();
+            let ciphertext = session.encrypt(&encrypt, theirs, MESSAGE).unwrap();
+            assert_eq!(ciphertext.len(), 65 + 32 + MESSAGE.len(), "C1 || C3 || C2");
+            std::fs::write(dir.join("token.ct"), sm2_raw_to_der(&ciphertext)).unwrap();
+            return;
+        }
+        // Second run: decrypt what OpenSSL encrypted to the token's key.
+        let slot = pkcs11.get_all_slots().unwrap()[0];
+        let session = pkcs11.open_rw_session(slot).unwrap();
+        session.login(UserType::User, Some(&pin(PIN))).unwrap();
+        let private = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Label(b"sm2".to_vec()),
+            ])
+            .unwrap()[0];
+        let der = std::fs::read(dir.join("openssl.ct")).unwrap();
+        let plaintext = session
+            .decrypt(&encrypt, private, &sm2_der_to_raw(&der))
+            .unwrap();
+        assert_eq!(plaintext, MESSAGE);
+        return;
+    }
+    let deployment = Deployment::start();
+    let dir = deployment.dir.path();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&["genpkey", "-algorithm", "SM2", "-out", "sm2.pem"]);
+    openssl(&[
+        "pkey",
+        "-in",
+        "sm2.pem",
+        "-pubout",
+        "-outform",
+        "DER",
+        "-out",
+        "openssl-pub.der",
+    ]);
+    let mut env = deployment.module_env();
+    env.push(("HSMLINK_TEST_OUT", dir.as_os_str().to_owned()));
+    run_in_child(name, &env);
+    openssl(&[
+        "pkeyutl", "-decrypt", "-inkey", "sm2.pem", "-in", "token.ct", "-out", "token.pt",
+    ]);
+    assert_eq!(std::fs::read(dir.join("token.pt")).unwrap(), MESSAGE);
+    std::fs::write(dir.join("msg"), MESSAGE).unwrap();
+    openssl(&[
+        "pkeyutl",
+        "-encrypt",
+        "-pubin",
+        "-keyform",
+        "DER",
+        "-inkey",
+        "token-pub.der",
+        "-in",
+        "msg",
+        "-out",
+        "openssl.ct",
+    ]);
+    run_in_child(name, &env);
 }
