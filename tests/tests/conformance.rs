@@ -38,8 +38,8 @@ fn pkcs11_tool_token_walkthrough() {
 }
 
 #[test]
-fn pykcs11_sessions() {
-    run_script("pykcs11.sh");
+fn python_pykcs11_and_ctypes() {
+    run_script("python.sh");
 }
 
 #[test]
