@@ -9,18 +9,17 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Deployment, in_child, load_module, run_in_child, within};
+use common::{Deployment, in_child, load_module, run_in_child, valid, within, write_certified_key};
 use cryptoki::error::{Error, RvError};
 use hsmlink_protocol::frame::{self, FrameKind};
 use hsmlink_protocol::hello::HELLO_FRAME_VERSION;
 use hsmlink_protocol::{AppInstance, Hello};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType, date_time_ymd,
-};
+use hsmlink_server::init;
+use rcgen::date_time_ymd;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -40,65 +39,25 @@ fn assert_module_is_refused() {
     );
 }
 
-fn tenant_params(tenant: &str) -> CertificateParams {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.distinguished_name.push(DnType::CommonName, tenant);
-    params.subject_alt_names.push(SanType::URI(
-        format!("hsmlink:tenant:{tenant}").try_into().expect("uri"),
-    ));
-    params
-}
-
-fn write_pair(
-    dir: &Path,
-    name: &str,
-    cert_pem: &str,
-    key: &KeyPair,
-) -> (std::path::PathBuf, std::path::PathBuf) {
-    let cert = dir.join(format!("{name}.pem"));
-    let key_path = dir.join(format!("{name}-key.pem"));
-    std::fs::write(&cert, cert_pem).expect("write cert");
-    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-    (cert, key_path)
-}
-
 /// A CA nobody told the server about, and a "demo" certificate it signed.
-fn foreign_demo_certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "hsmlink provider CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("key");
-    let cert = tenant_params("demo").signed_by(&key, &ca).expect("sign");
-    write_pair(dir, "foreign-demo", &cert.pem(), &key)
+fn foreign_demo_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let (not_before, not_after) = valid();
+    let ca = init::generate_ca("hsmlink provider CA", not_before, not_after).expect("foreign CA");
+    let issued =
+        init::issue_tenant_certificate(&ca.cert_pem, &ca.key_pem, "demo", not_before, not_after)
+            .expect("issue");
+    write_certified_key(dir, "foreign-demo", &issued)
 }
 
-/// A "demo" certificate from the deployment's own CA, expired last year.
-fn expired_demo_certificate(deployment: &Deployment) -> (std::path::PathBuf, std::path::PathBuf) {
-    let ca_pem = std::fs::read_to_string(deployment.path("ca.pem")).expect("ca.pem");
-    let ca_key_pem = std::fs::read_to_string(deployment.path("ca-key.pem")).expect("ca-key.pem");
-    let ca_key = KeyPair::from_pem(&ca_key_pem).expect("ca key");
-    let ca = Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("ca issuer");
-    let key = KeyPair::generate().expect("key");
-    let mut params = tenant_params("demo");
-    params.not_before = date_time_ymd(2020, 1, 1);
-    params.not_after = date_time_ymd(2021, 1, 1);
-    let cert = params.signed_by(&key, &ca).expect("sign");
-    write_pair(deployment.dir.path(), "expired-demo", &cert.pem(), &key)
+/// A "demo" certificate from the deployment's own CA, expired since 2021.
+fn expired_demo_certificate(deployment: &Deployment) -> (PathBuf, PathBuf) {
+    let expired = (date_time_ymd(2020, 1, 1), date_time_ymd(2021, 1, 1));
+    deployment.issue_tenant_certificate("expired-demo", "demo", expired)
 }
 
 /// A well-signed certificate for a tenant the server does not know.
-fn unknown_tenant_certificate(deployment: &Deployment) -> (std::path::PathBuf, std::path::PathBuf) {
-    let ca_pem = std::fs::read_to_string(deployment.path("ca.pem")).expect("ca.pem");
-    let ca_key_pem = std::fs::read_to_string(deployment.path("ca-key.pem")).expect("ca-key.pem");
-    let ca = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key_pem).expect("key"))
-        .expect("ca issuer");
-    let key = KeyPair::generate().expect("key");
-    let cert = tenant_params("mallory").signed_by(&key, &ca).expect("sign");
-    write_pair(deployment.dir.path(), "mallory", &cert.pem(), &key)
+fn unknown_tenant_certificate(deployment: &Deployment) -> (PathBuf, PathBuf) {
+    deployment.issue_tenant_certificate("mallory", "mallory", valid())
 }
 
 #[test]

@@ -764,3 +764,60 @@ fn tenants_cannot_reach_each_others_objects() {
     // And demo's objects are untouched.
     std::fs::remove_file(deployment.path("handoff.txt")).ok();
 }
+
+/// An application that dies without `C_Finalize` keeps its sessions for the
+/// grace period only: a session it left open blocks `C_InitToken` (which
+/// needs a token without sessions) until then, and not after.
+#[test]
+fn sessions_of_a_vanished_application_close_after_the_grace_period() {
+    let name = "sessions_of_a_vanished_application_close_after_the_grace_period";
+    if in_child() {
+        let pkcs11 = load_module();
+        let slot = slot(&pkcs11);
+        if std::env::var_os("HSMLINK_TEST_ROLE").as_deref() == Some("vanish".as_ref()) {
+            pkcs11
+                .init_token(slot, &pin(SO_PIN), "grace")
+                .expect("C_InitToken");
+            let session = pkcs11.open_rw_session(slot).expect("C_OpenSession");
+            std::mem::forget(session);
+            std::mem::forget(pkcs11);
+            // Die without C_CloseSession or C_Finalize: the connections just close.
+            let marker = handoff_path();
+            std::fs::write(&marker, "opened").unwrap();
+            std::process::exit(0);
+        }
+        // Another application of the same tenant, right away and after the grace.
+        assert_eq!(
+            rv(pkcs11.init_token(slot, &pin(SO_PIN), "grace")),
+            RvError::SessionExists,
+            "the vanished application's session is still there within the grace period"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(8000));
+        pkcs11
+            .init_token(slot, &pin(SO_PIN), "grace")
+            .expect("after the grace period the session is gone");
+        return;
+    }
+    let mut deployment = Deployment::init();
+    let config = std::fs::read_to_string(deployment.path("server.toml")).unwrap();
+    let config = config.replace("app_grace_ms = 60000", "app_grace_ms = 5000");
+    assert!(config.contains("app_grace_ms = 5000"));
+    std::fs::write(deployment.path("server.toml"), config).unwrap();
+    deployment.run_server();
+
+    let mut env = handoff(&deployment);
+    env.push(("HSMLINK_TEST_ROLE", "vanish".into()));
+    let exe = std::env::current_exe().unwrap();
+    let status = std::process::Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("HSMLINK_TEST_CHILD", name)
+        .envs(env.iter().map(|(k, v)| (*k, v.clone())))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        deployment.path("handoff.txt").exists(),
+        "the first application did not run"
+    );
+    run_in_child(name, &deployment.module_env());
+}

@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use rcgen::date_time_ymd;
+use time::OffsetDateTime;
 
 /// `target/<profile>` of this build.
 pub fn profile_dir() -> PathBuf {
@@ -170,30 +172,31 @@ impl Deployment {
     /// issues its client certificate from the deployment's CA; returns the
     /// path of a client.toml for it. Call before the server starts.
     pub fn add_tenant(&self, name: &str) -> PathBuf {
-        use rcgen::{CertificateParams, DnType, Issuer, KeyPair, SanType};
         let mut config = std::fs::read_to_string(self.path("server.toml")).expect("server.toml");
         let serial: String = format!("{name}0000000000000000").chars().take(16).collect();
         config.push_str(&format!(
             "\n[[tenants]]\nname = \"{name}\"\n\n[[tenants.slots]]\nid = 0\npartition = \"{name}-p0\"\ndriver = \"soft\"\nserial = \"{serial}\"\n"
         ));
         std::fs::write(self.path("server.toml"), config).expect("write server.toml");
+        let (cert, key) = self.issue_tenant_certificate(name, name, valid());
+        self.client_config_with(&format!("{name}.toml"), &cert, &key)
+    }
 
-        let ca_pem = std::fs::read_to_string(self.path("ca.pem")).expect("ca.pem");
+    /// A client certificate for `tenant` from the deployment's own CA, made
+    /// by `init`'s issuing code, written as `FILE.pem` and `FILE-key.pem`.
+    pub fn issue_tenant_certificate(
+        &self,
+        file: &str,
+        tenant: &str,
+        (not_before, not_after): Validity,
+    ) -> (PathBuf, PathBuf) {
+        let ca = std::fs::read_to_string(self.path("ca.pem")).expect("ca.pem");
         let ca_key = std::fs::read_to_string(self.path("ca-key.pem")).expect("ca-key.pem");
-        let ca = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key).expect("ca key"))
-            .expect("ca issuer");
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.subject_alt_names.push(SanType::URI(
-            format!("hsmlink:tenant:{name}").try_into().expect("uri"),
-        ));
-        let cert = params.signed_by(&key, &ca).expect("sign");
-        let cert_path = self.path(&format!("{name}.pem"));
-        let key_path = self.path(&format!("{name}-key.pem"));
-        std::fs::write(&cert_path, cert.pem()).expect("write cert");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-        self.client_config_with(&format!("{name}.toml"), &cert_path, &key_path)
+        let issued = hsmlink_server::init::issue_tenant_certificate(
+            &ca, &ca_key, tenant, not_before, not_after,
+        )
+        .expect("issue a tenant certificate");
+        write_certified_key(self.dir.path(), file, &issued)
     }
 
     pub fn server_log(&self) -> String {
@@ -302,4 +305,25 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
     });
     rx.recv_timeout(limit)
         .unwrap_or_else(|_| panic!("call did not return within {limit:?}"))
+}
+
+/// Validity of a certificate: (not before, not after).
+pub type Validity = (OffsetDateTime, OffsetDateTime);
+
+/// Valid from 2020 to 2040.
+pub fn valid() -> Validity {
+    (date_time_ymd(2020, 1, 1), date_time_ymd(2040, 1, 1))
+}
+
+/// Writes a certificate and its key as `DIR/FILE.pem`, `DIR/FILE-key.pem`.
+pub fn write_certified_key(
+    dir: &Path,
+    file: &str,
+    issued: &hsmlink_server::init::CertifiedKey,
+) -> (PathBuf, PathBuf) {
+    let cert = dir.join(format!("{file}.pem"));
+    let key = dir.join(format!("{file}-key.pem"));
+    std::fs::write(&cert, &issued.cert_pem).expect("write certificate");
+    std::fs::write(&key, issued.key_pem.as_bytes()).expect("write key");
+    (cert, key)
 }
