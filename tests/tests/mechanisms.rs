@@ -450,6 +450,20 @@ fn sm2_signatures_verify_with_openssl() {
     );
 }
 
+/// Runs `openssl ARGS` in `dir`; fails the test with its error output.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The DER INTEGERs of an ECDSA-Sig-Value as fixed 32-byte r || s.
 fn der_signature_to_raw(der: &[u8]) -> Vec<u8> {
     fn integer(bytes: &[u8]) -> (&[u8], &[u8]) {
@@ -507,18 +521,7 @@ fn openssl_sm2_signatures_verify_on_the_token() {
     }
     let deployment = Deployment::start();
     let dir = deployment.dir.path();
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let openssl = |args: &[&str]| openssl(dir, args);
     std::fs::write(dir.join("msg"), MESSAGE).unwrap();
     openssl(&["genpkey", "-algorithm", "SM2", "-out", "sm2.pem"]);
     openssl(&[
@@ -671,18 +674,7 @@ fn sm2_ciphertexts_round_trip_with_openssl() {
     }
     let deployment = Deployment::start();
     let dir = deployment.dir.path();
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let openssl = |args: &[&str]| openssl(dir, args);
     openssl(&["genpkey", "-algorithm", "SM2", "-out", "sm2.pem"]);
     openssl(&[
         "pkey",
