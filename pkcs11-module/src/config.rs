@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::log::Level;
+use crate::profile::SmProfile;
 
 /// Environment variable naming the configuration file.
 pub const ENV_CONF: &str = "HSMLINK_CONF";
@@ -38,6 +39,8 @@ pub struct Config {
     pub io_timeout: Duration,
     pub log_level: Option<Level>,
     pub log_file: Option<PathBuf>,
+    /// Another vendor's numbers for SM2/SM3/SM4, accepted besides hsmlink's.
+    pub sm_profile: SmProfile,
 }
 
 /// One `HOST:PORT` of `servers` (`[v6addr]:PORT` for IPv6 literals).
@@ -72,6 +75,7 @@ struct RawConfig {
     io_timeout_ms: u64,
     log_level: Option<Level>,
     log_file: Option<PathBuf>,
+    sm_profile: Option<String>,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -128,6 +132,16 @@ impl Config {
         let io_timeout =
             timeout(raw.io_timeout_ms).map_err(|problem| error("io_timeout_ms", problem))?;
 
+        let sm_profile = match raw.sm_profile.as_deref() {
+            None => SmProfile::default(),
+            Some(name) => SmProfile::named(name).ok_or_else(|| {
+                error(
+                    "sm_profile",
+                    format!("{name:?} is not one of {}", SmProfile::names()),
+                )
+            })?,
+        };
+
         let base = path.parent().unwrap_or(Path::new("/"));
         let resolve = |file: PathBuf| {
             if file.is_absolute() {
@@ -152,6 +166,7 @@ impl Config {
             io_timeout,
             log_level: raw.log_level,
             log_file: raw.log_file.map(resolve),
+            sm_profile,
         })
     }
 }
@@ -313,6 +328,19 @@ log_level = "debug"
         assert_eq!(config.log_level, Some(Level::Debug));
         assert_eq!(config.server_name, None);
         assert_eq!(config.log_file, None);
+    }
+
+    #[test]
+    fn sm_profile_names_a_vendor_or_is_a_clear_error() {
+        assert_eq!(parse(GOOD).unwrap().sm_profile, SmProfile::default());
+        let config = parse(&format!("{GOOD}sm_profile = \"sansec\"\n")).unwrap();
+        assert_eq!(config.sm_profile.name, "sansec");
+        let e = parse(&format!("{GOOD}sm_profile = \"westone\"\n")).unwrap_err();
+        assert_eq!(
+            e,
+            "configuration /etc/hsmlink/client.toml: key `sm_profile`: \"westone\" is not one \
+             of hsmlink, sansec, tass, luna"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod config;
 mod error;
 pub mod ffi;
 mod log;
+mod profile;
 mod state;
 mod transport;
 

@@ -24,6 +24,7 @@ use crate::client::local::LocalOps;
 use crate::config::{self, Config};
 use crate::error::Error;
 use crate::log;
+use crate::profile::SmProfile;
 use crate::transport::Transport;
 
 static LIBRARY: RwLock<Option<Arc<Library>>> = RwLock::new(None);
@@ -35,6 +36,8 @@ pub struct Library {
     pub transport: Transport,
     /// Operations done in the module (hash-then-sign), by session.
     pub local: LocalOps,
+    /// The SM numbers the application uses besides hsmlink's.
+    pub profile: SmProfile,
 }
 
 impl Library {
@@ -63,6 +66,7 @@ impl Library {
             pid,
             transport,
             local: LocalOps::default(),
+            profile: config.sm_profile,
         })
     }
 }
@@ -75,6 +79,7 @@ impl Library {
             pid: std::process::id(),
             transport,
             local: LocalOps::default(),
+            profile: SmProfile::default(),
         }
     }
 }

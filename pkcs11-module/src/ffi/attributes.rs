@@ -38,6 +38,7 @@ use hsmlink_protocol::{
 use super::{convert, wire};
 use crate::error::Error;
 use crate::log;
+use crate::profile::SmProfile;
 
 /// How deep attribute arrays may nest: a template may hold attribute arrays
 /// (`CKA_WRAP_TEMPLATE`, ...), whose entries may be attribute arrays again
@@ -100,6 +101,11 @@ impl Template<'_> {
     pub fn to_wire(&self) -> Result<Vec<Attribute>, Error> {
         let mut budget = MAX_TEMPLATE_BYTES;
         self.read(0, &mut budget)
+    }
+
+    /// [`Template::to_wire`], the application's SM numbers made hsmlink's.
+    pub fn to_wire_for(&self, profile: &SmProfile) -> Result<Vec<Attribute>, Error> {
+        Ok(profile.template_in(self.to_wire()?))
     }
 
     /// Writes the server's answer to `C_GetAttributeValue` into the template

@@ -49,7 +49,7 @@ macro_rules! init {
                 // SAFETY: the function's section of the standard: pMechanism
                 // is NULL or points to a CK_MECHANISM whose parameter is
                 // valid as its type says.
-                let mechanism = unsafe { mechanism::from_raw(pMechanism) }?;
+                let mechanism = unsafe { mechanism::from_raw(pMechanism, &library.profile) }?;
                 $client(&library, session(hSession), mechanism, object(hKey))
             })
         }
@@ -192,7 +192,7 @@ pub(super) unsafe extern "C" fn C_DigestInit(
         let library = state::library()?;
         // SAFETY: section 5.12.1: pMechanism is NULL or points to a
         // CK_MECHANISM whose parameter is valid as its type says.
-        let mechanism = unsafe { mechanism::from_raw(pMechanism) }?;
+        let mechanism = unsafe { mechanism::from_raw(pMechanism, &library.profile) }?;
         crypto::digest_init(&library, session(hSession), mechanism)
     })
 }
@@ -308,10 +308,11 @@ pub(super) unsafe extern "C" fn C_GenerateKey(
         let out = unsafe { OutRef::from_raw(phKey) }?;
         // SAFETY: section 5.18.1: pMechanism is NULL or points to a
         // CK_MECHANISM whose parameter is valid as its type says.
-        let mechanism = unsafe { mechanism::from_raw(pMechanism) }?;
+        let mechanism = unsafe { mechanism::from_raw(pMechanism, &library.profile) }?;
         // SAFETY: section 5.18.1: pTemplate holds ulCount attributes, each
         // pValue pointing to ulValueLen bytes of its value.
-        let template = unsafe { Template::from_raw(pTemplate, ulCount) }?.to_wire()?;
+        let template =
+            unsafe { Template::from_raw(pTemplate, ulCount) }?.to_wire_for(&library.profile)?;
         let key = keys::generate_key(&library, session(hSession), mechanism, template)?;
         out.write(convert::ulong(key.0)?);
         Ok(())
@@ -342,16 +343,16 @@ pub(super) unsafe extern "C" fn C_GenerateKeyPair(
         };
         // SAFETY: section 5.18.2: pMechanism is NULL or points to a
         // CK_MECHANISM whose parameter is valid as its type says.
-        let mechanism = unsafe { mechanism::from_raw(pMechanism) }?;
+        let mechanism = unsafe { mechanism::from_raw(pMechanism, &library.profile) }?;
         // SAFETY: section 5.18.2: each template holds its count of
         // attributes, each pValue pointing to ulValueLen bytes.
         let public_template =
             unsafe { Template::from_raw(pPublicKeyTemplate, ulPublicKeyAttributeCount) }?
-                .to_wire()?;
+                .to_wire_for(&library.profile)?;
         // SAFETY: as above.
         let private_template =
             unsafe { Template::from_raw(pPrivateKeyTemplate, ulPrivateKeyAttributeCount) }?
-                .to_wire()?;
+                .to_wire_for(&library.profile)?;
         let (public, private) = keys::generate_key_pair(
             &library,
             session(hSession),
@@ -380,7 +381,7 @@ pub(super) unsafe extern "C" fn C_WrapKey(
         let library = state::library()?;
         // SAFETY: section 5.18.3: pMechanism is NULL or points to a
         // CK_MECHANISM whose parameter is valid as its type says.
-        let mechanism = unsafe { mechanism::from_raw(pMechanism) }?;
+        let mechanism = unsafe { mechanism::from_raw(pMechanism, &library.profile) }?;
         // SAFETY: section 5.18.3: pulWrappedKeyLen points to a CK_ULONG,
         // pWrappedKey is NULL or holds *pulWrappedKeyLen bytes.
         let out = unsafe { OutBuf::from_raw(pWrappedKey, pulWrappedKeyLen) }?;
@@ -414,12 +415,13 @@ pub(super) unsafe extern "C" fn C_UnwrapKey(
         let out = unsafe { OutRef::from_raw(phKey) }?;
         // SAFETY: section 5.18.4: pMechanism is NULL or points to a
         // CK_MECHANISM whose parameter is valid as its type says.
-        let mechanism = unsafe { mechanism::from_raw(pMechanism) }?;
+        let mechanism = unsafe { mechanism::from_raw(pMechanism, &library.profile) }?;
         // SAFETY: section 5.18.4: pWrappedKey holds ulWrappedKeyLen bytes.
         let wrapped = unsafe { input::data(pWrappedKey, ulWrappedKeyLen) }?;
         // SAFETY: section 5.18.4: pTemplate holds ulAttributeCount
         // attributes, each pValue pointing to ulValueLen bytes.
-        let template = unsafe { Template::from_raw(pTemplate, ulAttributeCount) }?.to_wire()?;
+        let template = unsafe { Template::from_raw(pTemplate, ulAttributeCount) }?
+            .to_wire_for(&library.profile)?;
         let key = keys::unwrap_key(
             &library,
             session(hSession),
@@ -450,10 +452,11 @@ pub(super) unsafe extern "C" fn C_DeriveKey(
         let out = unsafe { OutRef::from_raw(phKey) }?;
         // SAFETY: section 5.18.5: pMechanism is NULL or points to a
         // CK_MECHANISM whose parameter is valid as its type says.
-        let mechanism = unsafe { mechanism::from_raw(pMechanism) }?;
+        let mechanism = unsafe { mechanism::from_raw(pMechanism, &library.profile) }?;
         // SAFETY: section 5.18.5: pTemplate holds ulAttributeCount
         // attributes, each pValue pointing to ulValueLen bytes.
-        let template = unsafe { Template::from_raw(pTemplate, ulAttributeCount) }?.to_wire()?;
+        let template = unsafe { Template::from_raw(pTemplate, ulAttributeCount) }?
+            .to_wire_for(&library.profile)?;
         let key = keys::derive_key(
             &library,
             session(hSession),

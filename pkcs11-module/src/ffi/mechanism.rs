@@ -28,6 +28,7 @@ use hsmlink_protocol::{MAX_FRAME_BODY, Mechanism, MechanismParams, MechanismType
 
 use super::wire;
 use crate::error::Error;
+use crate::profile::SmProfile;
 
 /// `CK_HSMLINK_SM2_PARAMS` of `include/hsmlink.h`: the SM2 signer's id.
 #[repr(C)]
@@ -187,14 +188,17 @@ fn kind(mechanism: u64) -> Kind {
 /// whose `pParameter` is valid for reading `ulParameterLen` bytes, and whose
 /// parameter structure's own pointers are NULL or valid for reading the
 /// lengths given next to them. Nothing writes this memory during the call.
-pub unsafe fn from_raw(ptr: *const CK_MECHANISM) -> Result<Mechanism, Error> {
+///
+/// A number of the application's SM `profile` becomes hsmlink's first: the
+/// parameter is read as that of hsmlink's mechanism.
+pub unsafe fn from_raw(ptr: *const CK_MECHANISM, profile: &SmProfile) -> Result<Mechanism, Error> {
     if ptr.is_null() {
         return Err(Error::new(CKR_ARGUMENTS_BAD));
     }
     // SAFETY: non-NULL, points to a CK_MECHANISM (this function's contract);
     // the copy does not need alignment.
     let raw = unsafe { ptr.read_unaligned() };
-    let mechanism = wire(raw.mechanism);
+    let mechanism = profile.mechanism_in(wire(raw.mechanism));
     let param = Param {
         ptr: raw.pParameter.cast::<u8>().cast_const(),
         len: usize::try_from(raw.ulParameterLen).map_err(|_| param_invalid())?,

@@ -26,7 +26,8 @@ pub(super) unsafe extern "C" fn C_CreateObject(
         let out = unsafe { OutRef::from_raw(phObject) }?;
         // SAFETY: section 5.7.1: pTemplate holds ulCount attributes, each
         // pValue pointing to ulValueLen bytes of its value.
-        let template = unsafe { Template::from_raw(pTemplate, ulCount) }?.to_wire()?;
+        let template =
+            unsafe { Template::from_raw(pTemplate, ulCount) }?.to_wire_for(&library.profile)?;
         let object = objects::create_object(&library, SessionHandle(wire(hSession)), template)?;
         out.write(convert::ulong(object.0)?);
         Ok(())
@@ -48,7 +49,8 @@ pub(super) unsafe extern "C" fn C_CopyObject(
         let out = unsafe { OutRef::from_raw(phNewObject) }?;
         // SAFETY: section 5.7.2: pTemplate holds ulCount attributes, each
         // pValue pointing to ulValueLen bytes of its value.
-        let template = unsafe { Template::from_raw(pTemplate, ulCount) }?.to_wire()?;
+        let template =
+            unsafe { Template::from_raw(pTemplate, ulCount) }?.to_wire_for(&library.profile)?;
         let object = objects::copy_object(
             &library,
             SessionHandle(wire(hSession)),
@@ -115,13 +117,14 @@ pub(super) unsafe extern "C" fn C_GetAttributeValue(
         // in, each pValue NULL or pointing to ulValueLen writable bytes (for
         // attribute arrays, to an array of CK_ATTRIBUTE of that size).
         let template = unsafe { Template::from_raw(pTemplate, ulCount) }?;
+        let types = template.types();
         let results = objects::attribute_values(
             &library,
             SessionHandle(wire(hSession)),
             ObjectHandle(wire(hObject)),
-            template.types(),
+            types.clone(),
         )?;
-        template.write_results(&results)
+        template.write_results(&library.profile.results_out(&types, results))
     })
 }
 
@@ -136,7 +139,8 @@ pub(super) unsafe extern "C" fn C_SetAttributeValue(
         let library = state::library()?;
         // SAFETY: section 5.7.6: pTemplate holds ulCount attributes, each
         // pValue pointing to ulValueLen bytes of its value.
-        let template = unsafe { Template::from_raw(pTemplate, ulCount) }?.to_wire()?;
+        let template =
+            unsafe { Template::from_raw(pTemplate, ulCount) }?.to_wire_for(&library.profile)?;
         objects::set_attribute_values(
             &library,
             SessionHandle(wire(hSession)),
@@ -157,7 +161,8 @@ pub(super) unsafe extern "C" fn C_FindObjectsInit(
         let library = state::library()?;
         // SAFETY: section 5.7.7: pTemplate holds ulCount attributes, each
         // pValue pointing to ulValueLen bytes of its value.
-        let template = unsafe { Template::from_raw(pTemplate, ulCount) }?.to_wire()?;
+        let template =
+            unsafe { Template::from_raw(pTemplate, ulCount) }?.to_wire_for(&library.profile)?;
         objects::find_objects_init(&library, SessionHandle(wire(hSession)), template)
     })
 }

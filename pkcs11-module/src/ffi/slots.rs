@@ -72,7 +72,11 @@ pub(super) unsafe extern "C" fn C_GetMechanismList(
         // pMechanismList is NULL or holds *pulCount CK_MECHANISM_TYPEs.
         let out = unsafe { OutBuf::from_raw(pMechanismList, pulCount) }?;
         let mechanisms = slots::mechanism_list(&library, SlotId(wire(slotID)))?;
-        out.write(&convert::ulongs(mechanisms.iter().map(|m| m.0))?)
+        out.write(&convert::ulongs(
+            mechanisms
+                .iter()
+                .map(|m| library.profile.mechanism_out(m.0)),
+        )?)
     })
 }
 
@@ -86,8 +90,11 @@ pub(super) unsafe extern "C" fn C_GetMechanismInfo(
         let library = state::library()?;
         // SAFETY: section 5.5.6: pInfo is NULL or points to a CK_MECHANISM_INFO.
         let out = unsafe { OutRef::from_raw(pInfo) }?;
-        let info =
-            slots::mechanism_info(&library, SlotId(wire(slotID)), MechanismType(wire(type_)))?;
+        let info = slots::mechanism_info(
+            &library,
+            SlotId(wire(slotID)),
+            MechanismType(library.profile.mechanism_in(wire(type_))),
+        )?;
         out.write(convert::mechanism_info(&info)?);
         Ok(())
     })

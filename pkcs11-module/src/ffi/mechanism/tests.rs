@@ -28,7 +28,7 @@ fn parse_raw(mechanism: u64, ptr: *mut c_void, len: usize) -> Result<MechanismPa
         ulParameterLen: ul(len),
     };
     // SAFETY: `raw` and what it points to live through the call.
-    let parsed = unsafe { from_raw(&raw) }.map_err(|e| e.rv())?;
+    let parsed = unsafe { from_raw(&raw, &crate::profile::HSMLINK) }.map_err(|e| e.rv())?;
     assert_eq!(parsed.mechanism, MechanismType(mechanism));
     Ok(parsed.params)
 }
@@ -75,7 +75,7 @@ fn parse_unaligned<T: Copy>(mechanism: CK_MECHANISM_TYPE, param: &T) -> Mechanis
 #[test]
 fn null_mechanism_is_arguments_bad() {
     // SAFETY: NULL is the case under test.
-    let rv = unsafe { from_raw(null()) }.map_err(|e| e.rv());
+    let rv = unsafe { from_raw(null(), &crate::profile::HSMLINK) }.map_err(|e| e.rv());
     assert_eq!(rv.err(), Some(CKR_ARGUMENTS_BAD));
 }
 
