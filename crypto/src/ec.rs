@@ -203,7 +203,8 @@ pub enum EcdhKdf {
 
 /// `CKM_ECDH1_DERIVE`: Z = x-coordinate of d * peer (SP 800-56A section
 /// 5.7.1.2, field-width), then the KDF. `key_len` is the derived key's
-/// length (`CKA_VALUE_LEN`); `None` for `CKD_NULL` means all of Z.
+/// length (`CKA_VALUE_LEN`); `None` for `CKD_NULL` means all of Z. Longer
+/// than Z with `CKD_NULL`, or than 4096 bytes with a KDF, is `KeySizeRange`.
 /// `shared_data` must be empty with `CKD_NULL` (PKCS#11 rule), else
 /// `MechanismParamInvalid`. A bad peer point is `MechanismParamInvalid`
 /// (it is part of the mechanism parameter).
@@ -233,9 +234,22 @@ pub fn ecdh_derive(
                 Some(_) => Err(CryptoError::KeySizeRange),
             }
         }
-        EcdhKdf::X963(alg) => x963_kdf(alg, &z, shared_data, key_len.unwrap_or(z.len())),
+        EcdhKdf::X963(alg) => {
+            let len = key_len.unwrap_or(z.len());
+            // `key_len` is the client's CKA_VALUE_LEN: unbounded, a huge one
+            // made the KDF allocate it (an allocation failure aborts the
+            // server rather than unwinding).
+            if len > MAX_KDF_LEN {
+                return Err(CryptoError::KeySizeRange);
+            }
+            x963_kdf(alg, &z, shared_data, len)
+        }
     }
 }
+
+/// Longest key the X9.63 KDF of [`ecdh_derive`] makes, in bytes (longer is
+/// `KeySizeRange`).
+const MAX_KDF_LEN: usize = 4096;
 
 /// ANSI X9.63 KDF (SEC 1 v2 section 3.6.1): K = H(Z || 1 || S) || H(Z || 2 || S) ..., the counter a 32-bit big-endian integer.
 fn x963_kdf(
@@ -430,6 +444,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(&k[..], hex!("c93cfd15ba4148858a531b99624f93c611bf674f"));
+        let kdf = EcdhKdf::X963(DigestAlg::Sha256);
+        let max = ecdh_derive(Curve::P256, &d, &peer, kdf, &[], Some(MAX_KDF_LEN)).unwrap();
+        assert_eq!(max.len(), MAX_KDF_LEN);
+        for huge in [MAX_KDF_LEN + 1, usize::MAX / 2, usize::MAX] {
+            assert_eq!(
+                ecdh_derive(Curve::P256, &d, &peer, kdf, &[], Some(huge)).err(),
+                Some(CryptoError::KeySizeRange)
+            );
+        }
         assert_eq!(
             ecdh_derive(Curve::P256, &d, &peer, EcdhKdf::Null, b"x", None).err(),
             Some(CryptoError::MechanismParamInvalid)

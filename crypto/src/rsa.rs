@@ -18,6 +18,7 @@
 
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use rsa::{BoxedUint, Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss};
+use subtle::{Choice, ConstantTimeEq};
 use zeroize::Zeroizing;
 
 use crate::digest::DigestAlg;
@@ -267,8 +268,8 @@ impl RsaPrivate {
         salt_len: usize,
         digest: &[u8],
     ) -> Result<Vec<u8>> {
-        check_digest(hash, digest)?;
         check_pss(self.size(), hash, mgf, salt_len)?;
+        check_digest(hash, digest)?;
         macro_rules! go {
             ($d:ty) => {
                 self.0.sign_with_rng(
@@ -304,17 +305,35 @@ impl RsaPrivate {
         label: &[u8],
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
+        if hash == DigestAlg::Sm3 || mgf == DigestAlg::Sm3 {
+            return Err(CryptoError::MechanismParamInvalid);
+        }
         if ciphertext.len() != self.size() {
             return Err(CryptoError::EncryptedDataLenRange);
         }
+        // The `rsa` crate's OAEP decoder skips the first octet Y of
+        // EM = 00 || maskedSeed || maskedDB without checking it, while
+        // RFC 8017 section 7.1.2 step 3g requires Y = 0 (Wycheproof's
+        // "First byte is 1" vectors decrypted). Compute EM once more
+        // (RSADP, blinded) to check Y, in constant time, and fold the
+        // result into the one error so no failure is distinguishable.
+        let y_is_zero = match self.x509_private(ciphertext) {
+            Ok(em) => em.first().map_or(Choice::from(0), |y| y.ct_eq(&0)),
+            Err(_) => Choice::from(0),
+        };
         macro_rules! go2 {
             ($d:ty, $m:ty) => {
                 self.0.decrypt(oaep::<$d, $m>(label), ciphertext)
             };
         }
-        on_digest_pair!(hash, mgf, go2)
-            .map(Zeroizing::new)
-            .map_err(|_| CryptoError::EncryptedDataInvalid)
+        match on_digest_pair!(hash, mgf, go2) {
+            Ok(m) if bool::from(y_is_zero) => Ok(Zeroizing::new(m)),
+            Ok(m) => {
+                drop(Zeroizing::new(m));
+                Err(CryptoError::EncryptedDataInvalid)
+            }
+            Err(_) => Err(CryptoError::EncryptedDataInvalid),
+        }
     }
 
     /// `CKM_RSA_X_509` decrypt / sign: raw m^d mod n (RSADP/RSASP1, RFC 8017
@@ -410,9 +429,12 @@ impl RsaPublic {
         digest: &[u8],
         sig: &[u8],
     ) -> Result<()> {
+        // Parameters first: an unsupported CK_RSA_PKCS_PSS_PARAMS is
+        // `MechanismParamInvalid` whatever the data (it used to surface as
+        // `SignatureLenRange` for a short signature).
+        check_pss(self.size(), hash, mgf, salt_len)?;
         self.check_sig_len(sig)?;
         check_digest(hash, digest)?;
-        check_pss(self.size(), hash, mgf, salt_len)?;
         macro_rules! go {
             ($d:ty) => {
                 self.0
@@ -496,7 +518,9 @@ fn check_digest(alg: DigestAlg, digest: &[u8]) -> Result<()> {
 }
 
 fn check_pss(k: usize, hash: DigestAlg, mgf: DigestAlg, salt_len: usize) -> Result<()> {
-    if mgf != hash || salt_len + hash.output_len() + 2 > k {
+    // Saturating: `salt_len` comes from the client's `ulSLen` and must not
+    // wrap past the bound.
+    if mgf != hash || salt_len.saturating_add(hash.output_len() + 2) > k {
         return Err(CryptoError::MechanismParamInvalid);
     }
     Ok(())
@@ -704,6 +728,30 @@ mod tests {
                 .encrypt_oaep(DigestAlg::Sha256, DigestAlg::Sha256, b"", &[0; 191])
                 .err(),
             Some(CryptoError::DataLenRange)
+        );
+    }
+
+    // RFC 8017 section 7.1.2 step 3g: EM's first octet Y must be 0. The
+    // same EM with Y = 1 (re-encrypted raw; still below n, whose top byte
+    // is 0xac) must not decrypt (Wycheproof OAEP tcId 23, "First byte is 1").
+    #[test]
+    fn oaep_rejects_nonzero_first_octet() {
+        let k = key();
+        let public = k.public();
+        let (h, m) = (DigestAlg::Sha256, DigestAlg::Sha256);
+        let c = public.encrypt_oaep(h, m, b"", b"hi").unwrap();
+        let mut em = k.x509_private(&c).unwrap();
+        assert_eq!(em[0], 0);
+        em[0] = 1;
+        let bad = public.x509_public(&em).unwrap();
+        assert_eq!(
+            k.decrypt_oaep(h, m, b"", &bad).err(),
+            Some(CryptoError::EncryptedDataInvalid)
+        );
+        assert_eq!(&k.decrypt_oaep(h, m, b"", &c).unwrap()[..], b"hi");
+        assert_eq!(
+            k.decrypt_oaep(DigestAlg::Sm3, m, b"", &c).err(),
+            Some(CryptoError::MechanismParamInvalid)
         );
     }
 
