@@ -709,3 +709,111 @@ fn sm2_ciphertexts_round_trip_with_openssl() {
     ]);
     run_in_child(name, &env);
 }
+
+/// `sm_profile = "sansec"`: an application written against Sansec's header
+/// uses its numbers; hsmlink's own stay accepted; the server never sees a
+/// vendor number (it stores and checks hsmlink's).
+#[test]
+fn sm_profile_lets_an_application_use_a_vendors_numbers() {
+    const SANSEC_CKK_SM2: u64 = 0x8000_0004;
+    const SANSEC_SM2_KEY_PAIR_GEN: u64 = 0x8000_8001;
+    const SANSEC_SM3_SM2: u64 = 0x8000_8100;
+    const SANSEC_SM2_SIGN: u64 = 0x8000_8104;
+    const SANSEC_SM4_KEY_GEN: u64 = 0x8000_0107;
+    const SANSEC_SM4_ECB: u64 = 0x8000_0108;
+    const HSMLINK_SM2_SM3: u64 = 0xC853_0102;
+    const HSMLINK_SM4_ECB: u64 = 0xC853_0121;
+    if in_child() {
+        let pkcs11 = load_module();
+        let session = user_session(&pkcs11);
+        let slot = pkcs11.get_all_slots().unwrap()[0];
+        let vendor_type = |m| MechanismType::new_vendor_defined(m).unwrap();
+        pkcs11
+            .get_mechanism_info(slot, vendor_type(SANSEC_SM3_SM2))
+            .unwrap();
+
+        let sm2 = KeyType::new_vendor_defined(SANSEC_CKK_SM2).unwrap();
+        let (public, private) = session
+            .generate_key_pair(
+                &vendor(SANSEC_SM2_KEY_PAIR_GEN),
+                &[
+                    Attribute::KeyType(sm2),
+                    Attribute::Verify(true),
+                    Attribute::Token(false),
+                ],
+                &[
+                    Attribute::Sign(true),
+                    Attribute::Token(false),
+                    Attribute::AllowedMechanisms(vec![vendor_type(SANSEC_SM3_SM2)]),
+                ],
+            )
+            .unwrap();
+        // (cryptoki 0.12 cannot read vendor numbers back from
+        // CKA_ALLOWED_MECHANISMS; the module's unit tests cover that way.)
+        let read = session
+            .get_attributes(private, &[AttributeType::KeyType])
+            .unwrap();
+        assert_eq!(read[0], Attribute::KeyType(sm2));
+
+        // Signed under Sansec's number, verified under hsmlink's: one mechanism.
+        let signature = session
+            .sign(&vendor(SANSEC_SM3_SM2), private, b"profile")
+            .unwrap();
+        session
+            .verify(&vendor(HSMLINK_SM2_SM3), public, b"profile", &signature)
+            .unwrap();
+        // CKA_ALLOWED_MECHANISMS was stored as hsmlink's SM2-with-SM3 only.
+        assert_eq!(
+            rv(session.sign_init(&vendor(SANSEC_SM2_SIGN), private)),
+            RvError::KeyFunctionNotPermitted
+        );
+
+        // SM4 under Sansec's numbers equals SM4 under hsmlink's.
+        let key = session
+            .generate_key(
+                &vendor(SANSEC_SM4_KEY_GEN),
+                &[
+                    Attribute::Token(false),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                ],
+            )
+            .unwrap();
+        let block = [0x5au8; 16];
+        let theirs = session
+            .encrypt(&vendor(SANSEC_SM4_ECB), key, &block)
+            .unwrap();
+        let ours = session
+            .encrypt(&vendor(HSMLINK_SM4_ECB), key, &block)
+            .unwrap();
+        assert_eq!(theirs, ours);
+        assert_ne!(theirs, block.to_vec());
+        return;
+    }
+    let deployment = Deployment::start();
+    let config = deployment.path("client-sansec.toml");
+    let text = std::fs::read_to_string(deployment.client_config()).unwrap();
+    std::fs::write(&config, format!("{text}\nsm_profile = \"sansec\"\n")).unwrap();
+    run_in_child(
+        "sm_profile_lets_an_application_use_a_vendors_numbers",
+        &[("HSMLINK_CONF", config.clone().into_os_string())],
+    );
+
+    // The mechanism list shows Sansec's numbers instead of hsmlink's
+    // (pkcs11-tool prints what it does not know as mechtype-0x...).
+    let out = std::process::Command::new("pkcs11-tool")
+        .arg("--module")
+        .arg(common::module_path())
+        .arg("--list-mechanisms")
+        .env("HSMLINK_CONF", &config)
+        .output()
+        .expect("run pkcs11-tool");
+    let listing = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(out.status.success(), "{listing}");
+    assert!(listing.contains("0x80008100"), "{listing}");
+    assert!(!listing.contains("0xc8530102"), "{listing}");
+    assert!(
+        listing.contains("0xc8530125"),
+        "SM4-GCM has no Sansec number: {listing}"
+    );
+}
