@@ -31,4 +31,26 @@ typedef struct CK_HSMLINK_SM2_PARAMS {
     CK_ULONG ulUserIDLen;
 } CK_HSMLINK_SM2_PARAMS;
 
+/*
+ * Parameter of CKM_HSMLINK_SM2_KEY_EXCHANGE (GM/T 0003.3 key exchange, no
+ * confirmation hashes), used with C_DeriveKey whose base key is the caller's
+ * static SM2 private key. hEphemeralKey is the caller's ephemeral SM2
+ * private key (made with CKM_HSMLINK_SM2_KEY_PAIR_GEN; its public point goes
+ * to the peer). The peer's keys are uncompressed points 04||x||y. A NULL id
+ * of length 0 means the default id "1234567812345678". The derived key's
+ * length is CKA_VALUE_LEN (or the key type's, e.g. 16 for SM4).
+ */
+typedef struct CK_HSMLINK_SM2_KEY_EXCHANGE_PARAMS {
+    CK_BBOOL isInitiator;
+    CK_OBJECT_HANDLE hEphemeralKey;
+    CK_BYTE_PTR pPeerPublicKey;
+    CK_ULONG ulPeerPublicKeyLen;
+    CK_BYTE_PTR pPeerEphemeralKey;
+    CK_ULONG ulPeerEphemeralKeyLen;
+    CK_BYTE_PTR pUserID;
+    CK_ULONG ulUserIDLen;
+    CK_BYTE_PTR pPeerUserID;
+    CK_ULONG ulPeerUserIDLen;
+} CK_HSMLINK_SM2_KEY_EXCHANGE_PARAMS;
+
 #endif /* HSMLINK_H */

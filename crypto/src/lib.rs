@@ -17,5 +17,6 @@ pub mod mac;
 pub mod rng;
 pub mod rsa;
 pub mod sm2;
+pub mod sm2_exchange;
 
 pub use error::{CryptoError, Result};

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::MechanismType;
+use crate::types::{MechanismType, ObjectHandle};
 
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,4 +103,19 @@ pub enum MechanismParams {
     },
     /// A parameter that is one `CK_ULONG` (`CK_EXTRACT_PARAMS`, ...).
     Ulong(u64),
+    /// `CK_HSMLINK_SM2_KEY_EXCHANGE_PARAMS` (GM/T 0003.3): the caller's role
+    /// and ephemeral private key, the peer's static and ephemeral public
+    /// points (uncompressed), and both user ids.
+    Sm2KeyExchange {
+        initiator: bool,
+        ephemeral_key: ObjectHandle,
+        #[serde(with = "serde_bytes")]
+        peer_public: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        peer_ephemeral: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        user_id: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        peer_user_id: Vec<u8>,
+    },
 }

@@ -817,3 +817,142 @@ fn sm_profile_lets_an_application_use_a_vendors_numbers() {
         "SM4-GCM has no Sansec number: {listing}"
     );
 }
+
+/// `CK_HSMLINK_SM2_KEY_EXCHANGE_PARAMS` of `include/hsmlink.h`.
+#[repr(C)]
+struct Sm2KeyExchangeParams {
+    is_initiator: u8,
+    ephemeral_key: std::ffi::c_ulong,
+    peer_public: *const u8,
+    peer_public_len: std::ffi::c_ulong,
+    peer_ephemeral: *const u8,
+    peer_ephemeral_len: std::ffi::c_ulong,
+    user_id: *const u8,
+    user_id_len: std::ffi::c_ulong,
+    peer_user_id: *const u8,
+    peer_user_id_len: std::ffi::c_ulong,
+}
+
+/// SM2 key exchange (GM/T 0003.3) between two parties whose keys live on the
+/// token: the initiator's and the responder's derived keys are equal, and
+/// differ when a party names the wrong peer id.
+#[test]
+fn sm2_key_exchange_agrees_on_both_sides() {
+    const SM2_KEY_PAIR_GEN: u64 = 0xC853_0100;
+    const SM2_KEY_EXCHANGE: u64 = 0xC853_0104;
+    if in_child() {
+        let pkcs11 = load_module();
+        let session = user_session(&pkcs11);
+        let pair = || {
+            let (public, private) = session
+                .generate_key_pair(
+                    &vendor(SM2_KEY_PAIR_GEN),
+                    &[Attribute::Token(false)],
+                    &[Attribute::Token(false), Attribute::Derive(true)],
+                )
+                .unwrap();
+            let point = match &session
+                .get_attributes(public, &[AttributeType::EcPoint])
+                .unwrap()[0]
+            {
+                Attribute::EcPoint(der) => der[2..].to_vec(), // DER OCTET STRING of 65 bytes
+                other => panic!("{other:?}"),
+            };
+            (private, point)
+        };
+        let (alice, alice_point) = pair();
+        let (alice_eph, alice_eph_point) = pair();
+        let (bill, bill_point) = pair();
+        let (bill_eph, bill_eph_point) = pair();
+        let (alice_id, bill_id): (&[u8], &[u8]) = (b"ALICE123@YAHOO.COM", b"BILL456@YAHOO.COM");
+
+        let derive = |initiator: bool,
+                      base,
+                      ephemeral: ObjectHandle,
+                      peer: (&[u8], &[u8]),
+                      ids: (&[u8], &[u8])| {
+            let params = Sm2KeyExchangeParams {
+                is_initiator: u8::from(initiator),
+                ephemeral_key: ephemeral.handle(),
+                peer_public: peer.0.as_ptr(),
+                peer_public_len: peer.0.len() as _,
+                peer_ephemeral: peer.1.as_ptr(),
+                peer_ephemeral_len: peer.1.len() as _,
+                user_id: ids.0.as_ptr(),
+                user_id_len: ids.0.len() as _,
+                peer_user_id: ids.1.as_ptr(),
+                peer_user_id_len: ids.1.len() as _,
+            };
+            let mechanism = Mechanism::VendorDefined(
+                cryptoki::mechanism::vendor_defined::VendorDefinedMechanism::new(
+                    MechanismType::new_vendor_defined(SM2_KEY_EXCHANGE).unwrap(),
+                    Some(&params),
+                ),
+            );
+            let key = session.derive_key(
+                &mechanism,
+                base,
+                &[
+                    Attribute::Token(false),
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::GENERIC_SECRET),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Sensitive(false),
+                    Attribute::Extractable(true),
+                ],
+            )?;
+            match &session.get_attributes(key, &[AttributeType::Value])?[0] {
+                Attribute::Value(value) => Ok(value.clone()),
+                other => panic!("{other:?}"),
+            }
+        };
+        let alice_key = derive(
+            true,
+            alice,
+            alice_eph,
+            (&bill_point, &bill_eph_point),
+            (alice_id, bill_id),
+        )
+        .unwrap();
+        let bill_key = derive(
+            false,
+            bill,
+            bill_eph,
+            (&alice_point, &alice_eph_point),
+            (bill_id, alice_id),
+        )
+        .unwrap();
+        assert_eq!(alice_key.len(), 32);
+        assert_eq!(alice_key, bill_key);
+        let confused = derive(
+            false,
+            bill,
+            bill_eph,
+            (&alice_point, &alice_eph_point),
+            (bill_id, b"MALLORY"),
+        )
+        .unwrap();
+        assert_ne!(confused, alice_key);
+
+        // A peer point off the curve is a bad parameter; a public key as
+        // the ephemeral key does not fit.
+        let mut off_curve = bill_eph_point.clone();
+        off_curve[64] ^= 1;
+        assert_eq!(
+            rv(derive(
+                true,
+                alice,
+                alice_eph,
+                (&bill_point, &off_curve),
+                (alice_id, bill_id)
+            )),
+            RvError::MechanismParamInvalid
+        );
+        return;
+    }
+    let deployment = Deployment::start();
+    run_in_child(
+        "sm2_key_exchange_agrees_on_both_sides",
+        &deployment.module_env(),
+    );
+}

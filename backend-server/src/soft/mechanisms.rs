@@ -9,8 +9,7 @@
 //!
 //! The table lists only what the driver does: a test checks every row
 //! against the driver's router ([`crate::soft::operations::route`] and
-//! `capabilities`). Not served (so not listed): SM2 key exchange
-//! (`CKM_HSMLINK_SM2_KEY_EXCHANGE`), wrapping with ECB/CBC modes.
+//! `capabilities`). Not served (so not listed): wrapping with ECB/CBC modes.
 
 use cryptoki_sys::*;
 use hsmlink_protocol::vendor::*;
@@ -154,6 +153,7 @@ pub static SOFT_MECHANISMS: &[MechanismEntry] = &[
     row(CKM_HSMLINK_SM2, SM2_BITS, SM2_BITS, SIGN),
     row(CKM_HSMLINK_SM2_SM3, SM2_BITS, SM2_BITS, SIGN),
     row(CKM_HSMLINK_SM2_ENCRYPT, SM2_BITS, SM2_BITS, CRYPT),
+    row(CKM_HSMLINK_SM2_KEY_EXCHANGE, SM2_BITS, SM2_BITS, CKF_DERIVE),
     row(CKM_HSMLINK_SM3, 0, 0, CKF_DIGEST),
     row(CKM_HSMLINK_SM3_HMAC, SECRET_MIN, SECRET_MAX, SIGN),
     row(CKM_HSMLINK_SM4_KEY_GEN, SM4_BYTES, SM4_BYTES, CKF_GENERATE),
@@ -233,9 +233,9 @@ mod tests {
         let sm4 = find(SOFT_MECHANISMS, CKM_HSMLINK_SM4_CBC).unwrap();
         assert_eq!((sm4.min_key_size, sm4.max_key_size), (16, 16));
         assert!(find(SOFT_MECHANISMS, CKM_MD5).is_none());
-        // Every vendor mechanism is served, but SM2 key exchange.
+        // Every vendor mechanism is served.
         for (name, value) in hsmlink_protocol::vendor::ALL {
-            if name.starts_with("CKM_") && *name != "CKM_HSMLINK_SM2_KEY_EXCHANGE" {
+            if name.starts_with("CKM_") {
                 assert!(find(SOFT_MECHANISMS, *value).is_some(), "{name}");
             }
         }

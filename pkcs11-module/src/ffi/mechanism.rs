@@ -24,7 +24,7 @@ use hsmlink_protocol::vendor::{
     CKM_HSMLINK_SM4_CBC, CKM_HSMLINK_SM4_CBC_PAD, CKM_HSMLINK_SM4_CMAC, CKM_HSMLINK_SM4_CTR,
     CKM_HSMLINK_SM4_ECB, CKM_HSMLINK_SM4_GCM, CKM_HSMLINK_SM4_KEY_GEN,
 };
-use hsmlink_protocol::{MAX_FRAME_BODY, Mechanism, MechanismParams, MechanismType};
+use hsmlink_protocol::{MAX_FRAME_BODY, Mechanism, MechanismParams, MechanismType, ObjectHandle};
 
 use super::wire;
 use crate::error::Error;
@@ -36,6 +36,24 @@ use crate::profile::SmProfile;
 pub struct CK_HSMLINK_SM2_PARAMS {
     pub pUserID: *mut CK_BYTE,
     pub ulUserIDLen: CK_ULONG,
+}
+
+/// `CK_HSMLINK_SM2_KEY_EXCHANGE_PARAMS` of `include/hsmlink.h`: the
+/// parameter of `CKM_HSMLINK_SM2_KEY_EXCHANGE` (`C_DeriveKey` with the
+/// caller's static SM2 private key as the base key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CK_HSMLINK_SM2_KEY_EXCHANGE_PARAMS {
+    pub isInitiator: CK_BBOOL,
+    pub hEphemeralKey: CK_OBJECT_HANDLE,
+    pub pPeerPublicKey: *mut CK_BYTE,
+    pub ulPeerPublicKeyLen: CK_ULONG,
+    pub pPeerEphemeralKey: *mut CK_BYTE,
+    pub ulPeerEphemeralKeyLen: CK_ULONG,
+    pub pUserID: *mut CK_BYTE,
+    pub ulUserIDLen: CK_ULONG,
+    pub pPeerUserID: *mut CK_BYTE,
+    pub ulPeerUserIDLen: CK_ULONG,
 }
 
 /// GM/T 0009's default distinguishing identifier, sent when the caller
@@ -80,6 +98,7 @@ enum Kind {
     AesCbcEncryptData,
     /// `CK_HSMLINK_SM2_PARAMS`, or no parameter (the default id).
     Sm2,
+    Sm2KeyExchange,
     /// Not a mechanism we know: forwarded only without a parameter.
     Unknown,
 }
@@ -126,7 +145,6 @@ fn kind(mechanism: u64) -> Kind {
         CKM_HSMLINK_SM2_KEY_PAIR_GEN,
         CKM_HSMLINK_SM2,
         CKM_HSMLINK_SM2_ENCRYPT,
-        CKM_HSMLINK_SM2_KEY_EXCHANGE,
         CKM_HSMLINK_SM3,
         CKM_HSMLINK_SM3_HMAC,
         CKM_HSMLINK_SM4_KEY_GEN,
@@ -177,6 +195,7 @@ fn kind(mechanism: u64) -> Kind {
         m if m == wire(CKM_AES_ECB_ENCRYPT_DATA) => Kind::KeyDerivationString,
         m if m == wire(CKM_AES_CBC_ENCRYPT_DATA) => Kind::AesCbcEncryptData,
         CKM_HSMLINK_SM2_SM3 => Kind::Sm2,
+        CKM_HSMLINK_SM2_KEY_EXCHANGE => Kind::Sm2KeyExchange,
         _ => Kind::Unknown,
     }
 }
@@ -426,6 +445,28 @@ unsafe fn parse(kind: Kind, param: Param) -> Result<MechanismParams, Error> {
             // SAFETY: see above.
             let user_id = unsafe { buffer(p.pUserID, len(p.ulUserIDLen)?, MAX_SM2_USER_ID) }?;
             MechanismParams::Sm2 { user_id }
+        }
+        Kind::Sm2KeyExchange => {
+            // SAFETY: see above.
+            let p: CK_HSMLINK_SM2_KEY_EXCHANGE_PARAMS = unsafe { param.read() }?;
+            // SAFETY: see above (the two point buffers).
+            let read = |ptr, n| unsafe { buffer(ptr, n, MAX_PUBLIC_DATA) };
+            let id = |ptr: *mut CK_BYTE, n| {
+                if ptr.is_null() && n == 0 {
+                    Ok(SM2_DEFAULT_USER_ID.to_vec())
+                } else {
+                    // SAFETY: see above.
+                    unsafe { buffer(ptr, n, MAX_SM2_USER_ID) }
+                }
+            };
+            MechanismParams::Sm2KeyExchange {
+                initiator: p.isInitiator != CK_FALSE,
+                ephemeral_key: ObjectHandle(wire(p.hEphemeralKey)),
+                peer_public: read(p.pPeerPublicKey, len(p.ulPeerPublicKeyLen)?)?,
+                peer_ephemeral: read(p.pPeerEphemeralKey, len(p.ulPeerEphemeralKeyLen)?)?,
+                user_id: id(p.pUserID, len(p.ulUserIDLen)?)?,
+                peer_user_id: id(p.pPeerUserID, len(p.ulPeerUserIDLen)?)?,
+            }
         }
     })
 }

@@ -8,7 +8,9 @@ use cryptoki_sys::*;
 use hsmlink_crypto::cipher::{self, BlockAlg, Mode};
 use hsmlink_crypto::digest::DigestAlg;
 use hsmlink_crypto::ec::{self, EcdhKdf};
+use hsmlink_crypto::sm2_exchange;
 use hsmlink_protocol::attribute_kind as cka;
+use hsmlink_protocol::vendor::CKK_HSMLINK_SM4;
 use hsmlink_protocol::{Attribute, AttributeValue, Mechanism, MechanismParams, ObjectHandle};
 use zeroize::Zeroizing;
 
@@ -18,6 +20,9 @@ use crate::attributes::{Origin, template_map, token_made_key, ulong};
 use crate::driver::{ObjectContext, OpKind};
 use crate::error::{CkResult, Ckr};
 use crate::soft::partition::{SoftPartition, actor, new_object_id};
+
+/// An SM4 key's length in bytes.
+const SM4_KEY_LEN: usize = 16;
 
 fn family_for(mechanism: &Mechanism, flag: CK_FLAGS) -> CkResult<Family> {
     let family = route(mechanism.mechanism.0).ok_or(Ckr(CKR_MECHANISM_INVALID))?;
@@ -184,6 +189,38 @@ pub fn derive_key(
             let d = scalar(base.bytes(cka::CKA_VALUE)?, curve.field_len())?;
             let peer = decode_point(public_data, curve.point_len()).ok_or(invalid)?;
             ec::ecdh_derive(curve, &d, &peer, kdf(*k)?, shared_data, value_len).map_err(ck)?
+        }
+        (
+            Family::Sm2KeyExchange,
+            MechanismParams::Sm2KeyExchange {
+                initiator,
+                ephemeral_key,
+                peer_public,
+                peer_ephemeral,
+                user_id,
+                peer_user_id,
+            },
+        ) => {
+            // The ephemeral key is used as the static one is: it must be an
+            // SM2 private key the caller sees and may derive with.
+            let ephemeral = key_of(partition, ctx, *ephemeral_key)?;
+            check_key_type(OpKind::Sign, family, &ephemeral)?;
+            ephemeral.permits(cka::CKA_DERIVE, mechanism.mechanism.0)?;
+            // SM4 keys have one length; any other type says CKA_VALUE_LEN.
+            let klen = value_len
+                .or((key_type == CKK_HSMLINK_SM4).then_some(SM4_KEY_LEN))
+                .ok_or(Ckr(CKR_TEMPLATE_INCOMPLETE))?;
+            let own = sm2_exchange::Own {
+                user_id,
+                private: base.bytes(cka::CKA_VALUE)?,
+                ephemeral_private: ephemeral.bytes(cka::CKA_VALUE)?,
+            };
+            let peer = sm2_exchange::Peer {
+                user_id: peer_user_id,
+                public: peer_public,
+                ephemeral: peer_ephemeral,
+            };
+            sm2_exchange::key_exchange(*initiator, own, peer, klen).map_err(ck)?
         }
         (Family::AesEcbEncryptData, MechanismParams::KeyDerivationString(data)) => Zeroizing::new(
             cipher::encrypt(BlockAlg::Aes, &base.value()?, &Mode::Ecb, data).map_err(ck)?,

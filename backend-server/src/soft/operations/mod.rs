@@ -78,6 +78,8 @@ pub enum Family {
     Sm2Raw,
     Sm2Sm3,
     Sm2Encrypt,
+    /// GM/T 0003.3 key exchange, through `C_DeriveKey`.
+    Sm2KeyExchange,
     EcdhDerive,
     AesEcbEncryptData,
     AesCbcEncryptData,
@@ -153,6 +155,7 @@ pub fn route(mechanism: u64) -> Option<Family> {
         CKM_HSMLINK_SM2 => Sm2Raw,
         CKM_HSMLINK_SM2_SM3 => Sm2Sm3,
         CKM_HSMLINK_SM2_ENCRYPT => Sm2Encrypt,
+        CKM_HSMLINK_SM2_KEY_EXCHANGE => Sm2KeyExchange,
         CKM_ECDH1_DERIVE => EcdhDerive,
         CKM_AES_ECB_ENCRYPT_DATA => AesEcbEncryptData,
         CKM_AES_CBC_ENCRYPT_DATA => AesCbcEncryptData,
@@ -182,7 +185,7 @@ pub fn capabilities(family: Family) -> CK_FLAGS {
         RsaOaep => CRYPT | CKF_WRAP | CKF_UNWRAP,
         RsaPss | RsaPkcsHash(_) | RsaPssHash(_) | Ecdsa(_) | EdDsa | Sm2Raw | Sm2Sm3 => SIGN,
         Sm2Encrypt => CRYPT,
-        EcdhDerive | AesEcbEncryptData | AesCbcEncryptData => CKF_DERIVE,
+        EcdhDerive | Sm2KeyExchange | AesEcbEncryptData | AesCbcEncryptData => CKF_DERIVE,
         AesKeyGen | GenericKeyGen | Sm4KeyGen => CKF_GENERATE,
         RsaPairGen | EcPairGen | EdPairGen | Sm2PairGen => CKF_GENERATE_KEY_PAIR,
     }
@@ -328,6 +331,7 @@ pub fn check_key_type(kind: OpKind, family: Family, key: &Key) -> CkResult<()> {
         EdDsa => key.require(asymmetric_class(kind), &[CKK_EC_EDWARDS]),
         Sm2Raw | Sm2Sm3 | Sm2Encrypt => key.require(asymmetric_class(kind), &[CKK_HSMLINK_SM2]),
         EcdhDerive => key.require(CKO_PRIVATE_KEY, &[CKK_EC]),
+        Sm2KeyExchange => key.require(CKO_PRIVATE_KEY, &[CKK_HSMLINK_SM2]),
         _ => Err(Ckr(CKR_KEY_TYPE_INCONSISTENT)),
     }
 }
