@@ -45,11 +45,27 @@
 //! [[tenants.slots]]                  # one table per slot the tenant sees
 //! id = 0                             # slot id the tenant's applications see (unique per tenant)
 //! partition = "demo-p0"              # partition name, unique across the server
-//! driver = "soft"                    # HSM driver: "soft" (the built-in software HSM)
+//! driver = "soft"                    # HSM driver: "soft" (the built-in software HSM) or
+//!                                    # "pkcs11" (a token of a vendor module, see [[devices]])
 //! serial = "9f3c2a7e51d04b86"        # token serial number, 1 to 16 printable ASCII characters
 //! algorithms = "international"       # soft driver: objects sealed with AES-256-GCM
 //!                                    # ("international", default) or SM4-GCM ("gmt");
 //!                                    # fixed when the partition is first allocated
+//! # device = "hsm0"                  # pkcs11 driver (required there, refused elsewhere):
+//!                                    # the [[devices]] entry holding the partition; a device
+//!                                    # holds one partition
+//!
+//! [[devices]]                        # one table per vendor token (pkcs11 driver)
+//! name = "hsm0"                      # [a-z0-9][a-z0-9_-]{0,62}, unique
+//! module = "/usr/lib/softhsm/libsofthsm2.so"  # the vendor's PKCS#11 library
+//! token_label = "dev0"               # the token: by label, or
+//! # token_serial = "1a2b3c4d5e6f7a8b"  # by serial number (exactly one of the two)
+//! pin_env = "HSMLINK_DEV0_PIN"       # the device's user PIN: environment variable, or
+//! # pin_file = "/abs/dev0.pin"         # file (trailing newline ignored); exactly one of the
+//!                                    # two, never the PIN itself in this file
+//! max_sessions = 8                   # device sessions in the pool (default 8)
+//! session_wait_ms = 5000             # a call waits this long for a free device session,
+//!                                    # then fails with CKR_DEVICE_MEMORY (default 5000)
 //! ```
 
 use std::collections::{BTreeSet, HashSet};
@@ -83,6 +99,8 @@ pub struct Config {
     pub soft: SoftSection,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -214,6 +232,81 @@ pub struct SlotConfig {
     /// Soft driver: the cipher that seals the partition's objects.
     #[serde(default)]
     pub algorithms: AlgorithmsConfig,
+    /// pkcs11 driver: the `[[devices]]` entry holding the partition.
+    #[serde(default)]
+    pub device: Option<DeviceName>,
+}
+
+/// A device name (`[[devices]] name`, a slot's `device`): same rule as
+/// tenant and partition names.
+pub type DeviceName = PartitionName;
+
+/// `[[devices]]`: a token of a vendor PKCS#11 module, the HSM behind a
+/// `pkcs11` partition.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    pub name: DeviceName,
+    /// The vendor's PKCS#11 library.
+    pub module: PathBuf,
+    pub token_label: Option<String>,
+    pub token_serial: Option<String>,
+    /// Where the device's user PIN comes from: an environment variable...
+    pub pin_env: Option<String>,
+    /// ... or a file.
+    pub pin_file: Option<PathBuf>,
+    /// Device sessions in the pool.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: NonZeroU32,
+    /// How long a call waits for a free device session.
+    #[serde(default = "default_session_wait_ms")]
+    pub session_wait_ms: u64,
+}
+
+fn default_max_sessions() -> NonZeroU32 {
+    NonZeroU32::new(8).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_session_wait_ms() -> u64 {
+    5_000
+}
+
+/// Which token of its module a device is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSelector {
+    Label(String),
+    Serial(String),
+}
+
+/// Where a device's user PIN comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PinSource {
+    Env(String),
+    File(PathBuf),
+}
+
+impl DeviceConfig {
+    /// Checked at parse time: exactly one of the two.
+    pub fn token(&self) -> TokenSelector {
+        match (&self.token_label, &self.token_serial) {
+            (Some(label), _) => TokenSelector::Label(label.clone()),
+            (None, Some(serial)) => TokenSelector::Serial(serial.clone()),
+            (None, None) => TokenSelector::Label(String::new()),
+        }
+    }
+
+    /// Checked at parse time: exactly one of the two.
+    pub fn pin_source(&self) -> PinSource {
+        match (&self.pin_env, &self.pin_file) {
+            (Some(name), _) => PinSource::Env(name.clone()),
+            (None, Some(path)) => PinSource::File(path.clone()),
+            (None, None) => PinSource::Env(String::new()),
+        }
+    }
+
+    pub fn session_wait(&self) -> Duration {
+        Duration::from_millis(self.session_wait_ms)
+    }
 }
 
 /// `algorithms` of a slot.
@@ -242,6 +335,8 @@ impl AlgorithmsConfig {
 pub enum DriverKind {
     /// The built-in software HSM.
     Soft,
+    /// A token of a vendor PKCS#11 module (`[[devices]]`).
+    Pkcs11,
 }
 
 /// The lowest TLS version the server accepts.
@@ -458,6 +553,7 @@ impl Config {
         let mut config: Config =
             toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))?;
         config.check_tenants(file)?;
+        config.check_devices(file)?;
         config.check_security(file)?;
         let base = file.parent().unwrap_or(Path::new("."));
         for path in [
@@ -475,6 +571,16 @@ impl Config {
         {
             *path = base.join(&*path);
         }
+        for device in &mut config.devices {
+            if device.module.is_relative() {
+                device.module = base.join(&device.module);
+            }
+            if let Some(path) = &mut device.pin_file
+                && path.is_relative()
+            {
+                *path = base.join(&*path);
+            }
+        }
         Ok(config)
     }
 
@@ -491,6 +597,104 @@ impl Config {
                 "soft",
                 "give root_key_file or root_key_env, not both",
             ));
+        }
+        Ok(())
+    }
+
+    /// Devices: unique names, one token selector and one PIN source each;
+    /// every `pkcs11` slot names a known device, no device holds two
+    /// partitions, and other slots name none.
+    fn check_devices(&self, file: &Path) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for (d, device) in self.devices.iter().enumerate() {
+            let key = |field: &str| format!("devices[{d}].{field}");
+            if !names.insert(&device.name) {
+                return Err(ConfigError::new(
+                    file,
+                    key("name"),
+                    format!("device {:?} is configured twice", device.name.as_str()),
+                ));
+            }
+            match (&device.token_label, &device.token_serial) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::new(
+                        file,
+                        key("token_label"),
+                        "give token_label or token_serial, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(ConfigError::new(
+                        file,
+                        key("token_label"),
+                        "the device's token is missing: give token_label or token_serial",
+                    ));
+                }
+                _ => {}
+            }
+            match (&device.pin_env, &device.pin_file) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::new(
+                        file,
+                        key("pin_env"),
+                        "give pin_env or pin_file, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(ConfigError::new(
+                        file,
+                        key("pin_env"),
+                        "the device's user PIN source is missing: give pin_env (an environment \
+                         variable) or pin_file (a file); the PIN itself never goes in this file",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let mut used = HashSet::new();
+        for (t, tenant) in self.tenants.iter().enumerate() {
+            for (s, slot) in tenant.slots.iter().enumerate() {
+                let key = format!("tenants[{t}].slots[{s}].device");
+                match (slot.driver, &slot.device) {
+                    (DriverKind::Pkcs11, None) => {
+                        return Err(ConfigError::new(
+                            file,
+                            key,
+                            "a slot with driver = \"pkcs11\" needs device = \"NAME\" of a [[devices]] entry",
+                        ));
+                    }
+                    (DriverKind::Pkcs11, Some(name)) => {
+                        if !names.contains(name) {
+                            return Err(ConfigError::new(
+                                file,
+                                key,
+                                format!(
+                                    "unknown device {:?}: no [[devices]] entry has this name",
+                                    name.as_str()
+                                ),
+                            ));
+                        }
+                        if !used.insert(name) {
+                            return Err(ConfigError::new(
+                                file,
+                                key,
+                                format!(
+                                    "device {:?} already holds another partition (one partition per device)",
+                                    name.as_str()
+                                ),
+                            ));
+                        }
+                    }
+                    (DriverKind::Soft, Some(_)) => {
+                        return Err(ConfigError::new(
+                            file,
+                            key,
+                            "only slots with driver = \"pkcs11\" name a device",
+                        ));
+                    }
+                    (DriverKind::Soft, None) => {}
+                }
+            }
         }
         Ok(())
     }
@@ -764,6 +968,124 @@ serial = "0000000000000001"
             .to_string();
         assert!(
             err.starts_with("/nonexistent/server.toml: cannot read"),
+            "{err}"
+        );
+    }
+
+    const DEVICE: &str = r#"
+[[devices]]
+name = "hsm0"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "dev0"
+pin_env = "HSMLINK_DEV0_PIN"
+"#;
+
+    fn with_pkcs11_slot(devices: &str) -> String {
+        let slot = "\n[[tenants.slots]]\nid = 2\npartition = \"demo-p2\"\ndriver = \"pkcs11\"\nserial = \"0000000000000002\"\ndevice = \"hsm0\"\n";
+        format!("{GOOD}{slot}{devices}")
+    }
+
+    #[test]
+    fn a_pkcs11_slot_on_a_device() {
+        let config = parse(&with_pkcs11_slot(DEVICE)).unwrap();
+        let device = &config.devices[0];
+        assert_eq!(device.name.as_str(), "hsm0");
+        assert_eq!(device.max_sessions.get(), 8);
+        assert_eq!(device.session_wait(), Duration::from_secs(5));
+        assert_eq!(device.token(), TokenSelector::Label("dev0".to_owned()));
+        assert_eq!(
+            device.pin_source(),
+            PinSource::Env("HSMLINK_DEV0_PIN".to_owned())
+        );
+        let slot = &config.tenants[0].slots[2];
+        assert_eq!(slot.driver, DriverKind::Pkcs11);
+        assert_eq!(slot.device.as_ref().map(|d| d.as_str()), Some("hsm0"));
+        // Relative paths are relative to the file.
+        let text = with_pkcs11_slot(
+            &DEVICE
+                .replace("pin_env = \"HSMLINK_DEV0_PIN\"", "pin_file = \"dev0.pin\"")
+                .replace("/usr/lib/softhsm/", ""),
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.devices[0].pin_source(),
+            PinSource::File(PathBuf::from("/etc/hsmlink/dev0.pin"))
+        );
+        assert_eq!(
+            config.devices[0].module,
+            Path::new("/etc/hsmlink/libsofthsm2.so")
+        );
+    }
+
+    #[test]
+    fn device_errors_are_clear() {
+        for (devices, key, what) in [
+            ("", "tenants[0].slots[2].device", "unknown device \"hsm0\""),
+            (
+                &DEVICE.replace("pin_env = \"HSMLINK_DEV0_PIN\"\n", ""),
+                "devices[0].pin_env",
+                "PIN source is missing",
+            ),
+            (
+                &DEVICE.replace("token_label = \"dev0\"\n", ""),
+                "devices[0].token_label",
+                "token is missing",
+            ),
+            (
+                &DEVICE.replace(
+                    "token_label = \"dev0\"",
+                    "token_label = \"a\"\ntoken_serial = \"b\"",
+                ),
+                "devices[0].token_label",
+                "not both",
+            ),
+            (
+                &format!("{DEVICE}{DEVICE}"),
+                "devices[1].name",
+                "configured twice",
+            ),
+            (
+                &DEVICE.replace("pin_env", "pin"),
+                "devices.pin",
+                "unknown field `pin`",
+            ),
+            (
+                &DEVICE.replace(
+                    "token_label = \"dev0\"",
+                    "token_label = \"dev0\"\nmax_sessions = 0",
+                ),
+                "devices.max_sessions",
+                "nonzero",
+            ),
+        ] {
+            let err = error(&with_pkcs11_slot(devices));
+            assert!(err.contains(key) && err.contains(what), "{devices}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        // A pkcs11 slot without a device, a soft slot with one, two
+        // partitions on one device.
+        let err = error(&with_pkcs11_slot(DEVICE).replace("device = \"hsm0\"\n", ""));
+        assert!(
+            err.contains("tenants[0].slots[2].device") && err.contains("needs device"),
+            "{err}"
+        );
+        let soft = GOOD.replacen(
+            "serial = \"9f3c2a7e51d04b86\"",
+            "serial = \"9f3c2a7e51d04b86\"\ndevice = \"hsm0\"",
+            1,
+        );
+        let err = error(&format!("{soft}{DEVICE}"));
+        assert!(
+            err.contains("tenants[0].slots[0].device") && err.contains("only slots"),
+            "{err}"
+        );
+        let twice = format!(
+            "{}\n[[tenants.slots]]\nid = 3\npartition = \"demo-p3\"\ndriver = \"pkcs11\"\nserial = \"0000000000000003\"\ndevice = \"hsm0\"\n{DEVICE}",
+            with_pkcs11_slot("")
+        );
+        let err = error(&twice);
+        assert!(
+            err.contains("tenants[0].slots[3].device") && err.contains("already holds"),
             "{err}"
         );
     }

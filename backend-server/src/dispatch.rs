@@ -25,12 +25,14 @@ use time::OffsetDateTime;
 use tracing::debug;
 
 use crate::calls::{find, login, objects, session};
-use crate::config::{Config, DriverKind};
+use crate::config::{Config, DeviceConfig, DriverKind};
 use crate::driver::{ObjectContext, PartitionDriver, UserKind};
 use crate::error::{CkResult, Ckr};
 use crate::handles::HandleAllocator;
 use crate::identity::PeerIdentity;
 use crate::names::{PartitionName, TenantName};
+use crate::pkcs11::Pkcs11Partition;
+use crate::pkcs11::device::{Device, DeviceError};
 use crate::registry::{Registry, Slot, Tenant};
 use crate::sessions::{AppKey, Closed, SessionView, Sessions};
 use crate::soft::keys::{KeyError, RootKey};
@@ -56,6 +58,8 @@ pub enum StateError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Key(#[from] KeyError),
+    #[error("{0}")]
+    Device(#[from] DeviceError),
 }
 
 impl ServerState {
@@ -73,10 +77,11 @@ impl ServerState {
         } else {
             None
         };
-        Self::with_store(
+        Self::with_devices(
             registry,
             store,
             root,
+            &config.devices,
             config.security.policy(),
             config.server.app_grace(),
         )
@@ -90,6 +95,20 @@ impl ServerState {
         policy: SecurityPolicy,
         app_grace: Duration,
     ) -> Result<Self, StateError> {
+        Self::with_devices(registry, store, root, &[], policy, app_grace)
+    }
+
+    /// The state over an open store, with the vendor devices that pkcs11
+    /// slots name (opened here: module loaded, token found, logged in).
+    pub fn with_devices(
+        mut registry: Registry,
+        store: Arc<dyn Store>,
+        root: Option<RootKey>,
+        devices: &[DeviceConfig],
+        policy: SecurityPolicy,
+        app_grace: Duration,
+    ) -> Result<Self, StateError> {
+        let mut device_tables = Vec::new();
         let mut drivers: BTreeMap<PartitionName, Arc<dyn PartitionDriver>> = BTreeMap::new();
         let mut floors: HashMap<TenantName, u64> = HashMap::new();
         for tenant in registry.tenants() {
@@ -107,11 +126,42 @@ impl ServerState {
                             policy,
                         )?)
                     }
+                    DriverKind::Pkcs11 => {
+                        let config = devices
+                            .iter()
+                            .find(|d| Some(&d.name) == slot.device.as_ref())
+                            .ok_or_else(|| DeviceError {
+                                device: slot
+                                    .device
+                                    .as_ref()
+                                    .map_or_else(String::new, |d| d.as_str().to_owned()),
+                                message: format!(
+                                    "partition {} names a device that is not configured",
+                                    slot.partition
+                                ),
+                            })?;
+                        let device = Device::open(config)?;
+                        let partition = Pkcs11Partition::open(
+                            slot.partition.as_str(),
+                            device,
+                            store.clone(),
+                            policy,
+                        )?;
+                        // The slot's list, fixed for the life of the server:
+                        // one small table per device, leaked once.
+                        let table: &'static [mechanisms::MechanismEntry] =
+                            Box::leak(partition.mechanisms().to_vec().into_boxed_slice());
+                        device_tables.push((slot.partition.clone(), table));
+                        Arc::new(partition)
+                    }
                 };
                 let floor = floors.entry(tenant.name.clone()).or_default();
                 *floor = (*floor).max(driver.max_handle());
                 drivers.insert(slot.partition.clone(), driver);
             }
+        }
+        for (partition, table) in device_tables {
+            registry.set_mechanisms(&partition, table);
         }
         Ok(Self {
             registry,

@@ -22,8 +22,8 @@
 //! directly: the server builds only where `CK_ULONG` is 64 bits (LP64 Unix),
 //! and the compiler checks it wherever a constant meets a wire field.
 //!
-//! No `unsafe` here: the workspace denies it, and only the future vendor
-//! PKCS#11 driver will be allowed some.
+//! No `unsafe` here: the workspace denies it; only the vendor PKCS#11
+//! driver ([`pkcs11`]) is allowed some, for its calls into vendor modules.
 
 pub mod attributes;
 pub mod calls;
@@ -36,6 +36,8 @@ pub mod identity;
 pub mod init;
 pub mod logging;
 pub mod names;
+pub mod partition_state;
+pub mod pkcs11;
 pub mod registry;
 pub mod server;
 pub mod sessions;

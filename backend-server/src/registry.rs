@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 
 use hsmlink_protocol::SlotId;
 
-use crate::config::{AlgorithmsConfig, DriverKind, TenantConfig};
+use crate::config::{AlgorithmsConfig, DeviceName, DriverKind, TenantConfig};
 use crate::names::{PartitionName, TenantName, TokenSerial};
-use crate::soft;
 use crate::soft::mechanisms::MechanismEntry;
+use crate::{pkcs11, soft};
 
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -32,6 +32,12 @@ pub struct Slot {
     pub driver: DriverKind,
     pub serial: TokenSerial,
     pub algorithms: AlgorithmsConfig,
+    /// pkcs11 driver: the device holding the partition.
+    pub device: Option<DeviceName>,
+    /// What the slot lists: the soft driver's table, or for a device what
+    /// it and hsmlink both serve, known once the device is open (empty
+    /// until then).
+    mechanisms: &'static [MechanismEntry],
 }
 
 impl Registry {
@@ -51,6 +57,11 @@ impl Registry {
                             driver: s.driver,
                             serial: s.serial.clone(),
                             algorithms: s.algorithms,
+                            device: s.device.clone(),
+                            mechanisms: match s.driver {
+                                DriverKind::Soft => soft::mechanisms::SOFT_MECHANISMS,
+                                DriverKind::Pkcs11 => &[],
+                            },
                         };
                         (slot.id, slot)
                     })
@@ -72,6 +83,22 @@ impl Registry {
     pub fn tenants(&self) -> impl Iterator<Item = &Tenant> {
         self.tenants.values()
     }
+
+    /// Sets the mechanism table of the slot showing `partition` (a device's
+    /// table, known once the device is open).
+    pub fn set_mechanisms(
+        &mut self,
+        partition: &PartitionName,
+        mechanisms: &'static [MechanismEntry],
+    ) {
+        for tenant in self.tenants.values_mut() {
+            for slot in tenant.slots.values_mut() {
+                if &slot.partition == partition {
+                    slot.mechanisms = mechanisms;
+                }
+            }
+        }
+    }
 }
 
 impl Tenant {
@@ -92,17 +119,16 @@ impl Slot {
         true
     }
 
-    /// The mechanisms of the slot's driver.
+    /// The mechanisms the slot's driver serves.
     pub fn mechanisms(&self) -> &'static [MechanismEntry] {
-        match self.driver {
-            DriverKind::Soft => soft::mechanisms::SOFT_MECHANISMS,
-        }
+        self.mechanisms
     }
 
     /// `CK_TOKEN_INFO.model`.
     pub fn model(&self) -> &'static str {
         match self.driver {
             DriverKind::Soft => soft::MODEL,
+            DriverKind::Pkcs11 => pkcs11::MODEL,
         }
     }
 }

@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cryptoki_sys::{
     CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKR_ACTION_PROHIBITED, CKR_KEY_HANDLE_INVALID,
-    CKR_OBJECT_HANDLE_INVALID, CKR_PIN_EXPIRED, CKR_PIN_INCORRECT, CKR_PIN_LEN_RANGE,
-    CKR_PIN_LOCKED, CKR_SESSION_READ_ONLY, CKR_TOKEN_NOT_RECOGNIZED, CKR_USER_NOT_LOGGED_IN,
-    CKR_USER_PIN_NOT_INITIALIZED,
+    CKR_OBJECT_HANDLE_INVALID, CKR_PIN_EXPIRED, CKR_SESSION_READ_ONLY, CKR_USER_NOT_LOGGED_IN,
 };
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::{
@@ -24,12 +22,12 @@ use tracing::warn;
 use zeroize::Zeroizing;
 
 use crate::attributes::{self, Actor, Profile, boolean};
-use crate::driver::{ObjectContext, OwnerId, PartitionDriver, PinState, TokenState, UserKind};
+use crate::driver::{ObjectContext, OwnerId, PartitionDriver, TokenState, UserKind};
 use crate::error::{CkResult, Ckr};
+use crate::partition_state::{self, PinRules};
 use crate::soft::keys::{Algorithms, KeyError, MasterKey, RootKey, fill_random};
-use crate::soft::pins::{self, PinHashParams};
+use crate::soft::pins::PinHashParams;
 use crate::store::{ObjectRecord, PartitionRecord, Store};
-use crate::token::{MAX_PIN_LEN, MIN_PIN_LEN};
 
 /// The `[security]` rules a partition applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,18 +118,7 @@ impl SoftPartition {
                 let wrapped = root.wrap_master_key(name, &master).map_err(|_| {
                     KeyError(format!("partition {name}: cannot wrap the master key"))
                 })?;
-                let record = PartitionRecord {
-                    name: name.to_owned(),
-                    algorithms: algorithms.as_str().to_owned(),
-                    wrapped_master_key: wrapped,
-                    label: String::new(),
-                    initialized: false,
-                    so_pin: None,
-                    user_pin: None,
-                    so_failures: 0,
-                    user_failures: 0,
-                    user_pin_to_be_changed: false,
-                };
+                let record = partition_state::fresh_record(name, algorithms.as_str(), wrapped);
                 store.insert_partition(&record).map_err(store_err)?;
                 (record, master)
             }
@@ -170,15 +157,6 @@ impl SoftPartition {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn save_record(&self, inner: &mut Inner, next: PartitionRecord) -> CkResult<()> {
-        self.store.update_partition(&next).map_err(|e| {
-            warn!(partition = %self.name, "cannot save the token state: {e}");
-            Ckr::DEVICE
-        })?;
-        inner.record = next;
-        Ok(())
-    }
-
     fn save_object(&self, inner: &Inner, handle: u64, object: &SoftObject) -> CkResult<()> {
         if object.owner.is_some() {
             return Ok(());
@@ -190,38 +168,12 @@ impl SoftPartition {
         })
     }
 
-    /// Checks a PIN against `record`, counting a failure; locked PINs are
-    /// not even tried.
-    fn check_pin(&self, inner: &mut Inner, who: UserKind, pin: &Secret) -> CkResult<()> {
-        let (record, failures) = match who {
-            UserKind::So => (inner.record.so_pin.clone(), inner.record.so_failures),
-            UserKind::User => (inner.record.user_pin.clone(), inner.record.user_failures),
-        };
-        let Some(record) = record else {
-            return Err(Ckr(match who {
-                UserKind::So => CKR_TOKEN_NOT_RECOGNIZED,
-                UserKind::User => CKR_USER_PIN_NOT_INITIALIZED,
-            }));
-        };
-        if failures >= self.policy.max_pin_failures {
-            return Err(Ckr(CKR_PIN_LOCKED));
-        }
-        let right = pin_length_ok(pin) && pins::verify(&record, pin.as_bytes())?;
-        let mut next = inner.record.clone();
-        let counter = match who {
-            UserKind::So => &mut next.so_failures,
-            UserKind::User => &mut next.user_failures,
-        };
-        if right {
-            if *counter != 0 {
-                *counter = 0;
-                self.save_record(inner, next)?;
-            }
-            Ok(())
-        } else {
-            *counter = counter.saturating_add(1);
-            self.save_record(inner, next)?;
-            Err(Ckr(CKR_PIN_INCORRECT))
+    /// The PIN rules over this partition's record.
+    fn pin_rules(&self) -> PinRules<'_> {
+        PinRules {
+            partition: &self.name,
+            store: self.store.as_ref(),
+            policy: self.policy,
         }
     }
 
@@ -363,10 +315,6 @@ pub(crate) fn actor(ctx: &ObjectContext) -> Actor {
     }
 }
 
-fn pin_length_ok(pin: &Secret) -> bool {
-    (MIN_PIN_LEN..=MAX_PIN_LEN).contains(&(pin.len() as u64))
-}
-
 pub(crate) fn new_object_id() -> CkResult<String> {
     let mut id = [0u8; 16];
     fill_random(&mut id)?;
@@ -418,56 +366,21 @@ fn decode_object(
         .collect())
 }
 
-/// `CK_UTF8CHAR label[32]`, blank padded: trailing blanks and NULs go.
-fn trim_label(label: &str) -> String {
-    label.trim_end_matches([' ', '\0']).to_owned()
-}
-
 impl PartitionDriver for SoftPartition {
     fn token_state(&self) -> TokenState {
-        let inner = self.lock();
-        let r = &inner.record;
-        let max = self.policy.max_pin_failures;
-        TokenState {
-            label: r.label.clone(),
-            initialized: r.initialized,
-            user_pin_initialized: r.user_pin.is_some(),
-            so_pin: PinState {
-                failures: r.so_failures,
-                max_failures: max,
-                to_be_changed: false,
-            },
-            user_pin: PinState {
-                failures: r.user_failures,
-                max_failures: max,
-                to_be_changed: r.user_pin.is_some() && r.user_pin_to_be_changed,
-            },
-        }
+        partition_state::token_state(&self.lock().record, &self.policy)
     }
 
     fn init_token(&self, so_pin: &Secret, label: &str) -> CkResult<()> {
         let mut inner = self.lock();
-        let so_record = if inner.record.initialized {
-            self.check_pin(&mut inner, UserKind::So, so_pin)?;
-            inner.record.so_pin.clone()
-        } else {
-            if !pin_length_ok(so_pin) {
-                return Err(Ckr(CKR_PIN_LEN_RANGE));
-            }
-            Some(pins::make_record(self.policy.pin_hash, so_pin.as_bytes())?)
-        };
+        let so_record = self
+            .pin_rules()
+            .init_token_so_pin(&mut inner.record, so_pin)?;
         // A new master key: whatever was sealed under the old one is gone
         // for good, copies and backups of the store included.
         let master = MasterKey::generate(inner.master.algorithms())?;
-        let mut next = inner.record.clone();
+        let mut next = partition_state::initialized(&inner.record, so_record, label);
         next.wrapped_master_key = self.root.wrap_master_key(&self.name, &master)?;
-        next.label = trim_label(label);
-        next.initialized = true;
-        next.so_pin = so_record;
-        next.so_failures = 0;
-        next.user_pin = None;
-        next.user_failures = 0;
-        next.user_pin_to_be_changed = false;
         self.store.reinitialize_partition(&next).map_err(|e| {
             warn!(partition = %self.name, "cannot initialise the token: {e}");
             Ckr::DEVICE
@@ -479,43 +392,19 @@ impl PartitionDriver for SoftPartition {
     }
 
     fn init_pin(&self, pin: &Secret) -> CkResult<()> {
-        if !pin_length_ok(pin) {
-            return Err(Ckr(CKR_PIN_LEN_RANGE));
-        }
-        let record = pins::make_record(self.policy.pin_hash, pin.as_bytes())?;
         let mut inner = self.lock();
-        let mut next = inner.record.clone();
-        next.user_pin = Some(record);
-        next.user_failures = 0;
-        next.user_pin_to_be_changed = self.policy.require_user_pin_change;
-        self.save_record(&mut inner, next)
+        self.pin_rules().init_pin(&mut inner.record, pin)
     }
 
     fn set_pin(&self, who: UserKind, old_pin: &Secret, new_pin: &Secret) -> CkResult<()> {
-        if !pin_length_ok(new_pin) {
-            return Err(Ckr(CKR_PIN_LEN_RANGE));
-        }
         let mut inner = self.lock();
-        self.check_pin(&mut inner, who, old_pin)?;
-        let record = pins::make_record(self.policy.pin_hash, new_pin.as_bytes())?;
-        let mut next = inner.record.clone();
-        match who {
-            UserKind::So => {
-                next.so_pin = Some(record);
-                next.so_failures = 0;
-            }
-            UserKind::User => {
-                next.user_pin = Some(record);
-                next.user_failures = 0;
-                next.user_pin_to_be_changed = false;
-            }
-        }
-        self.save_record(&mut inner, next)
+        self.pin_rules()
+            .set_pin(&mut inner.record, who, old_pin, new_pin)
     }
 
     fn verify_pin(&self, who: UserKind, pin: &Secret) -> CkResult<()> {
         let mut inner = self.lock();
-        self.check_pin(&mut inner, who, pin)
+        self.pin_rules().check_pin(&mut inner.record, who, pin)
     }
 
     fn create_object(

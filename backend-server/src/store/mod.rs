@@ -2,9 +2,10 @@
 //! per backend (kryoptic's `storage/mod.rs` is the model). SQLite today
 //! ([`sqlite`]); PostgreSQL when several servers share one pool.
 //!
-//! The store sees only what the soft driver gives it: wrapped master keys,
-//! PIN hashes, clear public attributes and sealed blobs. Every method
-//! returns once its change is durable.
+//! The store sees only what the drivers give it: wrapped master keys, PIN
+//! hashes, clear public attributes and sealed blobs (soft driver); PIN
+//! hashes and the map of tenant handles to device object ids (pkcs11
+//! driver). Every method returns once its change is durable.
 
 pub mod sqlite;
 
@@ -18,7 +19,8 @@ pub use sqlite::SqliteStore;
 #[error("store: {0}")]
 pub struct StoreError(pub String);
 
-/// One partition of the soft driver.
+/// One partition: its token state, and for the soft driver its keys. A
+/// pkcs11 partition has `algorithms = "pkcs11"` and no master key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionRecord {
     pub name: String,
@@ -49,17 +51,34 @@ pub struct ObjectRecord {
     pub sealed: Vec<u8>,
 }
 
+/// One token object of a pkcs11 partition: the tenant's handle and the
+/// hsmlink id the object carries on the device (in its `CKA_ID`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceObjectRecord {
+    pub partition: String,
+    /// The tenant's handle of the object, stable across restarts.
+    pub handle: u64,
+    /// 16 random bytes.
+    pub uid: Vec<u8>,
+}
+
 pub trait Store: Send + Sync + Debug {
     fn partition(&self, name: &str) -> Result<Option<PartitionRecord>, StoreError>;
     fn insert_partition(&self, record: &PartitionRecord) -> Result<(), StoreError>;
     /// Writes every field of the record but its name and algorithms.
     fn update_partition(&self, record: &PartitionRecord) -> Result<(), StoreError>;
-    /// `C_InitToken`: the partition's new state and no objects, at once.
+    /// `C_InitToken`: the partition's new state and no objects (nor device
+    /// object ids), at once.
     fn reinitialize_partition(&self, record: &PartitionRecord) -> Result<(), StoreError>;
     fn objects(&self, partition: &str) -> Result<Vec<ObjectRecord>, StoreError>;
     /// Inserts or replaces the object (partition, object id).
     fn put_object(&self, record: &ObjectRecord) -> Result<(), StoreError>;
     fn delete_object(&self, partition: &str, object_id: &str) -> Result<(), StoreError>;
+    /// The device objects of a pkcs11 partition, by ascending handle.
+    fn device_objects(&self, partition: &str) -> Result<Vec<DeviceObjectRecord>, StoreError>;
+    /// Records a new device object (its handle and uid are new).
+    fn put_device_object(&self, record: &DeviceObjectRecord) -> Result<(), StoreError>;
+    fn delete_device_object(&self, partition: &str, handle: u64) -> Result<(), StoreError>;
     /// The tenant's handles below this value may have been handed out.
     fn handle_reservation(&self, tenant: &str) -> Result<u64, StoreError>;
     fn set_handle_reservation(&self, tenant: &str, up_to: u64) -> Result<(), StoreError>;

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{ObjectRecord, PartitionRecord, Store, StoreError};
+use super::{DeviceObjectRecord, ObjectRecord, PartitionRecord, Store, StoreError};
 
 /// Schema versions, in order; entry N brings the schema to version N+1.
 const MIGRATIONS: &[&str] = &[
@@ -37,6 +37,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE tenant_handles (
         tenant TEXT PRIMARY KEY NOT NULL,
         reserved_up_to INTEGER NOT NULL
+    ) STRICT;",
+    // 2: token objects of pkcs11 partitions: the tenant's handle and the
+    // hsmlink id the object carries on the device.
+    "CREATE TABLE device_objects (
+        partition TEXT NOT NULL REFERENCES partitions(name) ON DELETE CASCADE,
+        handle INTEGER NOT NULL,
+        uid BLOB NOT NULL,
+        PRIMARY KEY (partition, handle),
+        UNIQUE (partition, uid)
     ) STRICT;",
 ];
 
@@ -183,6 +192,11 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(err)?;
         tx.execute("DELETE FROM objects WHERE partition = ?1", params![r.name])
             .map_err(err)?;
+        tx.execute(
+            "DELETE FROM device_objects WHERE partition = ?1",
+            params![r.name],
+        )
+        .map_err(err)?;
         update_partition(&tx, r)?;
         tx.commit().map_err(err)
     }
@@ -230,6 +244,47 @@ impl Store for SqliteStore {
             .execute(
                 "DELETE FROM objects WHERE partition = ?1 AND object_id = ?2",
                 params![partition, object_id],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn device_objects(&self, partition: &str) -> Result<Vec<DeviceObjectRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT handle, uid FROM device_objects WHERE partition = ?1 ORDER BY handle")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![partition], |row| {
+                Ok(DeviceObjectRecord {
+                    partition: partition.to_owned(),
+                    handle: row.get::<_, i64>(0)? as u64,
+                    uid: row.get(1)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    fn put_device_object(&self, r: &DeviceObjectRecord) -> Result<(), StoreError> {
+        let handle = i64::try_from(r.handle)
+            .map_err(|_| StoreError(format!("object handle {} out of range", r.handle)))?;
+        self.conn()
+            .execute(
+                "INSERT INTO device_objects (partition, handle, uid) VALUES (?1, ?2, ?3)",
+                params![r.partition, handle, r.uid],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn delete_device_object(&self, partition: &str, handle: u64) -> Result<(), StoreError> {
+        let handle = i64::try_from(handle)
+            .map_err(|_| StoreError(format!("object handle {handle} out of range")))?;
+        self.conn()
+            .execute(
+                "DELETE FROM device_objects WHERE partition = ?1 AND handle = ?2",
+                params![partition, handle],
             )
             .map_err(err)?;
         Ok(())
@@ -317,5 +372,40 @@ mod tests {
         store.reinitialize_partition(&r).unwrap();
         assert!(store.objects("p0").unwrap().is_empty());
         assert!(store.partition("p1").unwrap().is_none());
+    }
+
+    #[test]
+    fn device_objects_round_trip_and_go_with_init_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("hsmlink.db")).unwrap();
+        let mut r = record("d0");
+        r.algorithms = "pkcs11".to_owned();
+        store.insert_partition(&r).unwrap();
+        let obj = |handle, uid: u8| DeviceObjectRecord {
+            partition: "d0".to_owned(),
+            handle,
+            uid: vec![uid; 16],
+        };
+        store.put_device_object(&obj(9, 1)).unwrap();
+        store.put_device_object(&obj(3, 2)).unwrap();
+        // Handles and uids are unique per partition; the partition must exist.
+        assert!(store.put_device_object(&obj(9, 3)).is_err());
+        assert!(store.put_device_object(&obj(4, 1)).is_err());
+        assert!(
+            store
+                .put_device_object(&DeviceObjectRecord {
+                    partition: "nope".to_owned(),
+                    ..obj(5, 5)
+                })
+                .is_err()
+        );
+        assert_eq!(
+            store.device_objects("d0").unwrap(),
+            vec![obj(3, 2), obj(9, 1)]
+        );
+        store.delete_device_object("d0", 3).unwrap();
+        assert_eq!(store.device_objects("d0").unwrap(), vec![obj(9, 1)]);
+        store.reinitialize_partition(&r).unwrap();
+        assert!(store.device_objects("d0").unwrap().is_empty());
     }
 }

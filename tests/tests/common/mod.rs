@@ -327,3 +327,147 @@ pub fn write_certified_key(
     std::fs::write(&key, issued.key_pem.as_bytes()).expect("write key");
     (cert, key)
 }
+
+// ---- SoftHSMv2 as the vendor HSM behind a pkcs11 partition ----
+
+/// SoftHSMv2's PKCS#11 module (Debian `softhsm2`).
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// Whether SoftHSMv2 is installed (tests that need it skip, saying so,
+/// when it is not).
+pub fn softhsm_available() -> bool {
+    Path::new(SOFTHSM_MODULE).exists()
+}
+
+/// A SoftHSMv2 token store of its own (one `SOFTHSM2_CONF`), with one
+/// initialised token: a "device" for the pkcs11 driver.
+pub struct SoftHsmDevice {
+    pub dir: tempfile::TempDir,
+    pub label: String,
+    pub so_pin: String,
+    pub pin: String,
+}
+
+impl SoftHsmDevice {
+    /// `softhsm2-util --init-token --free --label LABEL` in a fresh token
+    /// directory.
+    pub fn new(label: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).expect("token dir");
+        std::fs::write(
+            dir.path().join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                tokens.display()
+            ),
+        )
+        .expect("softhsm2.conf");
+        let device = Self {
+            dir,
+            label: label.to_owned(),
+            so_pin: "device-so-pin-1".to_owned(),
+            pin: "device-user-pin-1".to_owned(),
+        };
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", label])
+            .args(["--so-pin", &device.so_pin, "--pin", &device.pin])
+            .env("SOFTHSM2_CONF", device.conf())
+            .output()
+            .expect("run softhsm2-util");
+        assert!(
+            out.status.success(),
+            "softhsm2-util --init-token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        device
+    }
+
+    pub fn conf(&self) -> PathBuf {
+        self.dir.path().join("softhsm2.conf")
+    }
+
+    /// The environment that points SoftHSMv2 at this token store.
+    pub fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        vec![("SOFTHSM2_CONF", self.conf().into_os_string())]
+    }
+
+    /// Writes the device's user PIN to a file (mode 0600 by umask of a temp
+    /// dir is not enough: written then restricted) and returns its path.
+    pub fn pin_file(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join("device.pin");
+        std::fs::write(&path, format!("{}\n", self.pin)).expect("pin file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .expect("pin file mode");
+        path
+    }
+}
+
+impl Deployment {
+    /// Puts the tenant's slot 0 on `device` (driver `pkcs11`) and adds the
+    /// `[[devices]]` entry, named `name`, with the device PIN in a file.
+    /// Call before the server starts.
+    pub fn use_pkcs11_device(&self, name: &str, device: &SoftHsmDevice) {
+        let config = std::fs::read_to_string(self.path("server.toml")).expect("server.toml");
+        let mut text = String::new();
+        for line in config.lines() {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("driver = \"soft\"") {
+                text.push_str(&format!("driver = \"pkcs11\"\ndevice = \"{name}\"\n"));
+            } else if trimmed.starts_with("algorithms =") {
+                // soft driver only
+            } else {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text.push_str(&format!(
+            "\n[[devices]]\nname = \"{name}\"\nmodule = \"{SOFTHSM_MODULE}\"\ntoken_label = \"{}\"\npin_file = {:?}\nmax_sessions = 4\n",
+            device.label,
+            device.pin_file().display().to_string()
+        ));
+        std::fs::write(self.path("server.toml"), text).expect("write server.toml");
+    }
+
+    /// Like [`Deployment::run_server`], with extra environment variables
+    /// for the server process (e.g. `SOFTHSM2_CONF`).
+    pub fn run_server_with_env(&mut self, env: &[(&str, std::ffi::OsString)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("server.log"))
+            .expect("server log file");
+        let mut command = Command::new(server_bin());
+        command
+            .args(["run", "--config"])
+            .arg(self.path("server.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        self.server = Some(command.spawn().expect("spawn hsmlink-server run"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = self
+                .server
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "hsmlink-server exited with {status}:\n{}",
+                    self.server_log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hsmlink-server did not listen on {} within 30 s:\n{}",
+                self.addr,
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

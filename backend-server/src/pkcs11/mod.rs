@@ -1,0 +1,794 @@
+//! The `pkcs11` driver: a partition is a token of a vendor PKCS#11 module
+//! (a network HSM's library in production, SoftHSMv2 in tests).
+//!
+//! Phase 1: one device per partition.
+//! - [`module`]: the module, loaded and `C_Initialize`d once per path with
+//!   `CKF_OS_LOCKING_OK`, and the safe layer over its raw calls;
+//!   [`template`] and [`params`] marshal attributes and mechanism
+//!   parameters to and from their C form.
+//! - [`device`]: a token of a module (`[[devices]]`), found by label or
+//!   serial, with its [`session_pool`]: a bounded pool of read/write device
+//!   sessions logged in once as `CKU_USER` with the device PIN.
+//! - [`objects`]: hsmlink's handles ↔ device objects, through an hsmlink
+//!   id carried in each object's `CKA_ID` (`CKA_APPLICATION` for data
+//!   objects); device handles never reach a tenant.
+//! - [`operations`]: the [`CryptoDriver`](crate::driver::CryptoDriver)
+//!   half, each operation holding its device session.
+//! - [`mechanisms`]: what a slot lists — the device's mechanisms that
+//!   hsmlink carries — and the hook that maps hsmlink's SM numbers to a
+//!   device's own.
+//!
+//! The tenant's token state is hsmlink's, kept as the soft driver keeps it
+//! ([`crate::partition_state`]): the label, flags, and the tenant's SO and
+//! user PINs as argon2id hashes in the store. The device sees only the
+//! device PIN, from the server's configuration (phase 1; a later phase
+//! wraps a per-partition device PIN under a key derived from the tenant's
+//! PIN). The rules above the driver stay: private objects are visible to
+//! the logged-in user only, session objects to their application only and
+//! they die with their session, read-only sessions do not write token
+//! objects. The device enforces its own attribute policy (sensitive,
+//! extractable, usage flags); hsmlink adds its defaults to new objects and
+//! enforces `CKA_ALLOWED_MECHANISMS` itself as well.
+
+// The one place of the server that calls C: the vendor module's entry
+// points, through the function list it hands out.
+#![allow(
+    unsafe_code,
+    reason = "calls into vendor PKCS#11 modules; every unsafe block says why it is sound"
+)]
+
+pub mod device;
+pub mod mechanisms;
+pub mod module;
+pub mod objects;
+pub mod operations;
+pub mod params;
+pub mod session_pool;
+pub mod template;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use cryptoki_sys::*;
+use hsmlink_protocol::attribute_kind as cka;
+use hsmlink_protocol::{
+    Attribute, AttributeResult, AttributeType, AttributeValue, ObjectHandle, Secret,
+};
+use tracing::{info, warn};
+
+use self::device::{Device, DeviceError};
+use self::module::Module;
+use self::objects::{Defaults, Entry, ObjectMap, Owner, Uid};
+use self::operations::OpCore;
+use self::template::{CTemplate, read_attributes};
+use crate::attributes::{boolean, bytes};
+use crate::driver::{ObjectContext, OwnerId, PartitionDriver, TokenState, UserKind};
+use crate::error::{CkResult, Ckr};
+use crate::partition_state::{self, PinRules};
+use crate::soft::partition::SecurityPolicy;
+use crate::store::{DeviceObjectRecord, PartitionRecord, Store};
+
+/// `CK_TOKEN_INFO.model` of a pkcs11-driver token.
+pub const MODEL: &str = "pkcs11";
+
+/// `algorithms` of a pkcs11 partition's record in the store.
+pub const ALGORITHMS: &str = "pkcs11";
+
+/// Attributes holding key material: a find template naming one never
+/// matches an object that hides it (no oracle on secret values, whatever
+/// the device's find does).
+const SECRET_ATTRIBUTES: &[u64] = &[
+    cka::CKA_VALUE,
+    cka::CKA_PRIVATE_EXPONENT,
+    cka::CKA_PRIME_1,
+    cka::CKA_PRIME_2,
+    cka::CKA_EXPONENT_1,
+    cka::CKA_EXPONENT_2,
+    cka::CKA_COEFFICIENT,
+];
+
+/// One partition on a device.
+#[derive(Debug)]
+pub struct Pkcs11Partition {
+    name: String,
+    device: Arc<Device>,
+    store: Arc<dyn Store>,
+    policy: SecurityPolicy,
+    state: Mutex<State>,
+    /// Active digest operations by client session, for `C_DigestKey` (the
+    /// generic layer hands the driver the operation as a trait object).
+    digests: Mutex<HashMap<OwnerId, Weak<Mutex<OpCore>>>>,
+}
+
+#[derive(Debug)]
+struct State {
+    record: PartitionRecord,
+    objects: ObjectMap,
+}
+
+/// What a key lookup gives an operation.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyRef {
+    pub entry: Entry,
+}
+
+impl Pkcs11Partition {
+    /// Opens partition `name` on `device`: its token state from the store
+    /// (a fresh one the first time), and its objects, found on the device
+    /// by the uids the store holds.
+    pub fn open(
+        name: &str,
+        device: Arc<Device>,
+        store: Arc<dyn Store>,
+        policy: SecurityPolicy,
+    ) -> Result<Self, DeviceError> {
+        let fail = |message: String| DeviceError {
+            device: device.name.clone(),
+            message: format!("partition {name}: {message}"),
+        };
+        let record = match store.partition(name).map_err(|e| fail(e.to_string()))? {
+            Some(record) if record.algorithms == ALGORITHMS => record,
+            Some(record) => {
+                return Err(fail(format!(
+                    "the partition was allocated on another driver (algorithms {:?}); it cannot move to a device",
+                    record.algorithms
+                )));
+            }
+            None => {
+                let record = partition_state::fresh_record(name, ALGORITHMS, Vec::new());
+                store
+                    .insert_partition(&record)
+                    .map_err(|e| fail(e.to_string()))?;
+                record
+            }
+        };
+        // The device's objects made by hsmlink, by uid.
+        let mut on_device: HashMap<Uid, (CK_OBJECT_HANDLE, u64, bool)> = HashMap::new();
+        let mut session = device
+            .pool
+            .checkout()
+            .map_err(|e| fail(format!("no device session ({})", module::rv_name(e.0))))?;
+        let found = session
+            .run(|m, s| m.find(s, &mut CTemplate::new(&[])?))
+            .map_err(|e| fail(format!("C_FindObjects failed ({})", module::rv_name(e.0))))?;
+        for object in found {
+            let Ok(Some(found)) = session.run(|m, s| read_identity(m, s, object)) else {
+                continue;
+            };
+            if found.token {
+                on_device.insert(found.uid, (object, found.class, found.private));
+            }
+        }
+        drop(session);
+        let mut map = ObjectMap::default();
+        let rows = store
+            .device_objects(name)
+            .map_err(|e| fail(e.to_string()))?;
+        let mut missing = 0usize;
+        for row in &rows {
+            let Ok(uid) = Uid::try_from(row.uid.as_slice()) else {
+                missing += 1;
+                continue;
+            };
+            match on_device.remove(&uid) {
+                Some((object, class, private)) => map.insert(
+                    row.handle,
+                    Entry {
+                        uid,
+                        device: object,
+                        class,
+                        private,
+                        owner: None,
+                    },
+                ),
+                None => missing += 1,
+            }
+        }
+        if missing > 0 {
+            warn!(
+                partition = name,
+                device = %device.name,
+                missing,
+                "token objects of the store are not on the device: they are not served"
+            );
+        }
+        if !on_device.is_empty() {
+            warn!(
+                partition = name,
+                device = %device.name,
+                orphans = on_device.len(),
+                "objects made by hsmlink on the device are unknown to the store: they are not served"
+            );
+        }
+        info!(partition = name, device = %device.name, objects = map.len(), "partition open");
+        Ok(Self {
+            name: name.to_owned(),
+            device,
+            store,
+            policy,
+            state: Mutex::new(State {
+                record,
+                objects: map,
+            }),
+            digests: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// What the slot lists.
+    pub fn mechanisms(&self) -> &[crate::soft::mechanisms::MechanismEntry] {
+        &self.device.mechanisms
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn pin_rules(&self) -> PinRules<'_> {
+        PinRules {
+            partition: &self.name,
+            store: self.store.as_ref(),
+            policy: self.policy,
+        }
+    }
+
+    pub(crate) fn device(&self) -> &Arc<Device> {
+        &self.device
+    }
+
+    /// The object `handle` as `ctx` may see it: `missing` if it is not
+    /// there for `ctx`, `hidden` if it is private and the user is not
+    /// logged in (`CKR_PIN_EXPIRED` before a to-be-changed PIN is changed).
+    fn visible(
+        &self,
+        ctx: &ObjectContext,
+        handle: ObjectHandle,
+        missing: CK_RV,
+        hidden: CK_RV,
+    ) -> CkResult<Entry> {
+        let state = self.lock();
+        let entry = *state.objects.get(handle.0).ok_or(Ckr(missing))?;
+        drop(state);
+        if let Some(owner) = entry.owner
+            && (owner.app != ctx.app || owner.generation != self.device.pool.anchor_generation())
+        {
+            return Err(Ckr(missing));
+        }
+        if entry.private && !ctx.sees_private() {
+            if ctx.login == Some(UserKind::User) && ctx.pin_expired {
+                return Err(Ckr(CKR_PIN_EXPIRED));
+            }
+            return Err(Ckr(hidden));
+        }
+        Ok(entry)
+    }
+
+    fn object(&self, ctx: &ObjectContext, handle: ObjectHandle) -> CkResult<Entry> {
+        self.visible(
+            ctx,
+            handle,
+            CKR_OBJECT_HANDLE_INVALID,
+            CKR_OBJECT_HANDLE_INVALID,
+        )
+    }
+
+    /// A key for a cryptographic call.
+    pub(crate) fn key(&self, ctx: &ObjectContext, handle: ObjectHandle) -> CkResult<KeyRef> {
+        let entry = self.visible(ctx, handle, CKR_KEY_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN)?;
+        if !entry.is_key() {
+            return Err(Ckr(CKR_KEY_HANDLE_INVALID));
+        }
+        Ok(KeyRef { entry })
+    }
+
+    /// May `ctx` make an object so (token objects need a read/write
+    /// session, private ones a logged-in user)?
+    pub(crate) fn may_hold(ctx: &ObjectContext, token: bool, private: bool) -> CkResult<()> {
+        if token && !ctx.rw {
+            return Err(Ckr(CKR_SESSION_READ_ONLY));
+        }
+        if private && ctx.login != Some(UserKind::User) {
+            return Err(Ckr(CKR_USER_NOT_LOGGED_IN));
+        }
+        Ok(())
+    }
+
+    /// Runs a call that makes objects: session objects in the anchor (they
+    /// live as long as the session that made them), token objects in any
+    /// pooled session. Gives the anchor generation for session objects.
+    pub(crate) fn make<T>(
+        &self,
+        session_object: bool,
+        f: impl FnOnce(&Module, CK_SESSION_HANDLE) -> CkResult<T>,
+    ) -> CkResult<(T, Option<u64>)> {
+        if session_object {
+            let (v, generation) = self.device.pool.with_anchor(f)?;
+            Ok((v, Some(generation)))
+        } else {
+            let mut session = self.device.pool.checkout()?;
+            Ok((session.run(f)?, None))
+        }
+    }
+
+    /// Runs one call in a pooled session.
+    pub(crate) fn run<T>(
+        &self,
+        f: impl FnOnce(&Module, CK_SESSION_HANDLE) -> CkResult<T>,
+    ) -> CkResult<T> {
+        self.device.pool.checkout()?.run(f)
+    }
+
+    /// Records a new device object as `handle`: in the store first for a
+    /// token object (if that fails the device object goes again).
+    pub(crate) fn record_new(
+        &self,
+        ctx: &ObjectContext,
+        handle: ObjectHandle,
+        new: NewDeviceObject,
+    ) -> CkResult<()> {
+        let entry = Entry {
+            uid: new.uid,
+            device: new.device,
+            class: new.class,
+            private: new.private,
+            owner: new.generation.map(|generation| Owner {
+                app: ctx.app,
+                session: ctx.session,
+                generation,
+            }),
+        };
+        let mut state = self.lock();
+        let stored = if state.objects.contains(handle.0) {
+            Err(Ckr::GENERAL)
+        } else if entry.owner.is_none() {
+            self.store
+                .put_device_object(&DeviceObjectRecord {
+                    partition: self.name.clone(),
+                    handle: handle.0,
+                    uid: new.uid.to_vec(),
+                })
+                .map_err(|e| {
+                    warn!(partition = %self.name, "cannot record a device object: {e}");
+                    Ckr::DEVICE
+                })
+        } else {
+            Ok(())
+        };
+        match stored {
+            Ok(()) => {
+                state.objects.insert(handle.0, entry);
+                Ok(())
+            }
+            Err(e) => {
+                drop(state);
+                self.destroy_on_device(&entry);
+                Err(e)
+            }
+        }
+    }
+
+    /// Best effort: a device object we could not record, or a session
+    /// object whose session closed.
+    fn destroy_on_device(&self, entry: &Entry) {
+        let result = match entry.owner {
+            Some(owner) if owner.generation != self.device.pool.anchor_generation() => Ok(()),
+            Some(_) => self
+                .device
+                .pool
+                .with_anchor(|m, s| m.destroy_object(s, entry.device))
+                .map(|_| ()),
+            None => self.run(|m, s| m.destroy_object(s, entry.device)),
+        };
+        if let Err(Ckr(rv)) = result {
+            warn!(
+                partition = %self.name,
+                "cannot destroy a device object: {}",
+                module::rv_name(rv)
+            );
+        }
+    }
+
+    /// The tenant's value of a device object's tag attribute.
+    pub(crate) fn tenant_tag(&self, entry: &Entry) -> CkResult<Vec<u8>> {
+        let attr = objects::tag_attribute(entry.class);
+        let value = self.run(|m, s| template::read_one(m, s, entry.device, attr))?;
+        Ok(bytes(value.as_ref())
+            .and_then(|v| objects::parse_tag(attr, v))
+            .map(|(_, tenant)| tenant.to_vec())
+            .unwrap_or_default())
+    }
+
+    /// Destroys every object hsmlink made on the device (`C_InitToken`).
+    fn wipe_device(&self) -> CkResult<()> {
+        let mut session = self.device.pool.checkout()?;
+        let found = session.run(|m, s| m.find(s, &mut CTemplate::new(&[])?))?;
+        for object in found {
+            if session.run(|m, s| read_identity(m, s, object))?.is_some() {
+                session.run(|m, s| m.destroy_object(s, object))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A device object just made, for [`Pkcs11Partition::record_new`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NewDeviceObject {
+    pub uid: Uid,
+    pub device: CK_OBJECT_HANDLE,
+    pub class: u64,
+    pub private: bool,
+    /// The anchor generation of a session object; `None` for a token object.
+    pub generation: Option<u64>,
+}
+
+/// What enumeration learns of a device object hsmlink made.
+#[derive(Clone, Copy, Debug)]
+struct Identity {
+    uid: Uid,
+    class: u64,
+    private: bool,
+    token: bool,
+}
+
+/// The identity of device object `object`, if hsmlink made it (its tag
+/// attribute carries a uid).
+fn read_identity(
+    module: &Module,
+    session: CK_SESSION_HANDLE,
+    object: CK_OBJECT_HANDLE,
+) -> CkResult<Option<Identity>> {
+    let values = read_attributes(
+        module,
+        session,
+        object,
+        &[
+            cka::CKA_CLASS,
+            cka::CKA_ID,
+            cka::CKA_APPLICATION,
+            cka::CKA_PRIVATE,
+            cka::CKA_TOKEN,
+        ],
+    )?;
+    let value = |i: usize| match values.get(i) {
+        Some(AttributeResult::Value(v)) => Some(v),
+        _ => None,
+    };
+    let Some(class) = crate::attributes::ulong(value(0)) else {
+        return Ok(None);
+    };
+    let attr = objects::tag_attribute(class);
+    let tag = if attr == cka::CKA_ID {
+        value(1)
+    } else {
+        value(2)
+    };
+    let Some((uid, _)) = bytes(tag).and_then(|t| objects::parse_tag(attr, t)) else {
+        return Ok(None);
+    };
+    Ok(Some(Identity {
+        uid,
+        class,
+        private: boolean(value(3)).unwrap_or(true),
+        token: boolean(value(4)) == Some(true),
+    }))
+}
+
+impl PartitionDriver for Pkcs11Partition {
+    fn token_state(&self) -> TokenState {
+        partition_state::token_state(&self.lock().record, &self.policy)
+    }
+
+    fn init_token(&self, so_pin: &Secret, label: &str) -> CkResult<()> {
+        let mut state = self.lock();
+        let so_record = self
+            .pin_rules()
+            .init_token_so_pin(&mut state.record, so_pin)?;
+        self.wipe_device().map_err(|Ckr(rv)| {
+            warn!(
+                partition = %self.name,
+                "cannot destroy the partition's objects on the device: {}",
+                module::rv_name(rv)
+            );
+            Ckr::DEVICE
+        })?;
+        let next = partition_state::initialized(&state.record, so_record, label);
+        self.store.reinitialize_partition(&next).map_err(|e| {
+            warn!(partition = %self.name, "cannot initialise the token: {e}");
+            Ckr::DEVICE
+        })?;
+        state.record = next;
+        state.objects.clear();
+        Ok(())
+    }
+
+    fn init_pin(&self, pin: &Secret) -> CkResult<()> {
+        let mut state = self.lock();
+        self.pin_rules().init_pin(&mut state.record, pin)
+    }
+
+    fn set_pin(&self, who: UserKind, old_pin: &Secret, new_pin: &Secret) -> CkResult<()> {
+        let mut state = self.lock();
+        self.pin_rules()
+            .set_pin(&mut state.record, who, old_pin, new_pin)
+    }
+
+    fn verify_pin(&self, who: UserKind, pin: &Secret) -> CkResult<()> {
+        let mut state = self.lock();
+        self.pin_rules().check_pin(&mut state.record, who, pin)
+    }
+
+    fn create_object(
+        &self,
+        ctx: &ObjectContext,
+        handle: ObjectHandle,
+        template: &[Attribute],
+    ) -> CkResult<()> {
+        let new = objects::new_object(
+            template,
+            Defaults {
+                class: u64::MAX,
+                tenant_id: b"",
+            },
+        )?;
+        Self::may_hold(ctx, new.token, new.private)?;
+        let mut c = CTemplate::new(&new.template)?;
+        let (device, generation) = self.make(!new.token, |m, s| m.create_object(s, &mut c))?;
+        self.record_new(
+            ctx,
+            handle,
+            NewDeviceObject {
+                uid: new.uid,
+                device,
+                class: new.class,
+                private: new.private,
+                generation,
+            },
+        )
+    }
+
+    fn copy_object(
+        &self,
+        ctx: &ObjectContext,
+        source: ObjectHandle,
+        handle: ObjectHandle,
+        template: &[Attribute],
+    ) -> CkResult<()> {
+        let entry = self.object(ctx, source)?;
+        let find = |t: u64| {
+            template
+                .iter()
+                .find(|a| a.attr_type.0 == t)
+                .map(|a| &a.value)
+        };
+        if find(cka::CKA_UNIQUE_ID).is_some() {
+            return Err(Ckr(CKR_ATTRIBUTE_READ_ONLY));
+        }
+        let token = boolean(find(cka::CKA_TOKEN)).unwrap_or(entry.owner.is_none());
+        let private = boolean(find(cka::CKA_PRIVATE)).unwrap_or(entry.private);
+        Self::may_hold(ctx, token, private)?;
+        let tag_attr = objects::tag_attribute(entry.class);
+        let tenant_tag = match find(tag_attr) {
+            Some(AttributeValue::Bytes(b)) => b.clone(),
+            Some(_) => return Err(Ckr(CKR_ATTRIBUTE_VALUE_INVALID)),
+            None => self.tenant_tag(&entry)?,
+        };
+        let uid = objects::new_uid()?;
+        let mut device_template: Vec<Attribute> = template
+            .iter()
+            .filter(|a| a.attr_type.0 != tag_attr)
+            .cloned()
+            .collect();
+        device_template.push(Attribute::new(
+            tag_attr,
+            AttributeValue::Bytes(objects::tag(tag_attr, &uid, &tenant_tag)),
+        ));
+        let mut c = CTemplate::new(&device_template)?;
+        let (device, generation) =
+            self.make(!token, |m, s| m.copy_object(s, entry.device, &mut c))?;
+        self.record_new(
+            ctx,
+            handle,
+            NewDeviceObject {
+                uid,
+                device,
+                class: entry.class,
+                private,
+                generation,
+            },
+        )
+    }
+
+    fn destroy_object(&self, ctx: &ObjectContext, handle: ObjectHandle) -> CkResult<()> {
+        let entry = self.object(ctx, handle)?;
+        if entry.owner.is_none() && !ctx.rw {
+            return Err(Ckr(CKR_SESSION_READ_ONLY));
+        }
+        self.run(|m, s| m.destroy_object(s, entry.device))?;
+        let mut state = self.lock();
+        state.objects.remove(handle.0);
+        if entry.owner.is_none() {
+            self.store
+                .delete_device_object(&self.name, handle.0)
+                .map_err(|e| {
+                    // The object is gone from the device; the stale row is
+                    // skipped (with a warning) at the next start.
+                    warn!(partition = %self.name, "cannot delete a device object's record: {e}");
+                    Ckr::DEVICE
+                })?;
+        }
+        Ok(())
+    }
+
+    fn object_size(&self, ctx: &ObjectContext, handle: ObjectHandle) -> CkResult<u64> {
+        let entry = self.object(ctx, handle)?;
+        self.run(|m, s| m.object_size(s, entry.device))
+    }
+
+    fn get_attributes(
+        &self,
+        ctx: &ObjectContext,
+        handle: ObjectHandle,
+        types: &[AttributeType],
+    ) -> CkResult<Vec<AttributeResult>> {
+        let entry = self.object(ctx, handle)?;
+        let asked: Vec<u64> = types
+            .iter()
+            .map(|t| t.0)
+            .filter(|t| *t != cka::CKA_UNIQUE_ID)
+            .collect();
+        let mut values = self
+            .run(|m, s| read_attributes(m, s, entry.device, &asked))?
+            .into_iter();
+        Ok(types
+            .iter()
+            .map(|t| match t.0 {
+                cka::CKA_UNIQUE_ID => {
+                    AttributeResult::Value(AttributeValue::Bytes(objects::unique_id(&entry.uid)))
+                }
+                t if t == objects::tag_attribute(entry.class) => match values.next() {
+                    Some(AttributeResult::Value(AttributeValue::Bytes(ref v))) => {
+                        match objects::parse_tag(t, v) {
+                            Some((_, tenant)) => {
+                                AttributeResult::Value(AttributeValue::Bytes(tenant.to_vec()))
+                            }
+                            None => AttributeResult::Value(AttributeValue::Bytes(v.clone())),
+                        }
+                    }
+                    other => other.unwrap_or(AttributeResult::Invalid),
+                },
+                _ => values.next().unwrap_or(AttributeResult::Invalid),
+            })
+            .collect())
+    }
+
+    fn set_attributes(
+        &self,
+        ctx: &ObjectContext,
+        handle: ObjectHandle,
+        template: &[Attribute],
+    ) -> CkResult<()> {
+        let entry = self.object(ctx, handle)?;
+        if entry.owner.is_none() && !ctx.rw {
+            return Err(Ckr(CKR_SESSION_READ_ONLY));
+        }
+        let device_template = objects::with_device_tag(template, &entry.uid, entry.class)?;
+        let mut c = CTemplate::new(&device_template)?;
+        self.run(|m, s| m.set_attribute_value(s, entry.device, &mut c))?;
+        let private = template
+            .iter()
+            .rev()
+            .find(|a| a.attr_type.0 == cka::CKA_PRIVATE)
+            .and_then(|a| boolean(Some(&a.value)));
+        if let Some(private) = private
+            && let Some(e) = self.lock().objects.get_mut(handle.0)
+        {
+            e.private = private;
+        }
+        Ok(())
+    }
+
+    fn find_objects(
+        &self,
+        ctx: &ObjectContext,
+        template: &[Attribute],
+    ) -> CkResult<Vec<ObjectHandle>> {
+        // Tag attributes (CKA_ID, CKA_APPLICATION) are compared here, on
+        // what follows hsmlink's prefix.
+        let mut want_tags: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut want_unique: Option<Vec<u8>> = None;
+        let mut device_template = Vec::new();
+        for a in template {
+            match (a.attr_type.0, &a.value) {
+                (t @ (cka::CKA_ID | cka::CKA_APPLICATION), AttributeValue::Bytes(b)) => {
+                    want_tags.push((t, b.clone()));
+                }
+                (cka::CKA_UNIQUE_ID, AttributeValue::Bytes(b)) => want_unique = Some(b.clone()),
+                // A value of the wrong kind matches nothing.
+                (cka::CKA_ID | cka::CKA_APPLICATION | cka::CKA_UNIQUE_ID, _) => {
+                    return Ok(Vec::new());
+                }
+                _ => device_template.push(a.clone()),
+            }
+        }
+        let secret_asked: Vec<u64> = device_template
+            .iter()
+            .map(|a| a.attr_type.0)
+            .filter(|t| SECRET_ATTRIBUTES.contains(t))
+            .collect();
+        let mut session = self.device.pool.checkout()?;
+        let found = session.run(|m, s| m.find(s, &mut CTemplate::new(&device_template)?))?;
+        let candidates: BTreeMap<u64, Entry> = {
+            let state = self.lock();
+            found
+                .iter()
+                .filter_map(|d| state.objects.by_device(*d))
+                .filter_map(|h| state.objects.get(h).map(|e| (h, *e)))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (handle, entry) in candidates {
+            if self.object(ctx, ObjectHandle(handle)).is_err() {
+                continue;
+            }
+            if let Some(want) = &want_unique
+                && objects::unique_id(&entry.uid) != *want
+            {
+                continue;
+            }
+            let mut tags_match = true;
+            for (attr, want) in &want_tags {
+                let value = session.run(|m, s| template::read_one(m, s, entry.device, *attr))?;
+                let value = bytes(value.as_ref());
+                let tenant = if *attr == objects::tag_attribute(entry.class) {
+                    value
+                        .and_then(|v| objects::parse_tag(*attr, v))
+                        .map(|(_, t)| t)
+                } else {
+                    value
+                };
+                if tenant != Some(want.as_slice()) {
+                    tags_match = false;
+                    break;
+                }
+            }
+            if !tags_match {
+                continue;
+            }
+            if !secret_asked.is_empty() {
+                let values =
+                    session.run(|m, s| read_attributes(m, s, entry.device, &secret_asked))?;
+                if values
+                    .iter()
+                    .any(|v| !matches!(v, AttributeResult::Value(_)))
+                {
+                    continue;
+                }
+            }
+            out.push(ObjectHandle(handle));
+        }
+        Ok(out)
+    }
+
+    fn session_closed(&self, session: OwnerId) {
+        let gone: Vec<Entry> = {
+            let mut state = self.lock();
+            state
+                .objects
+                .of_session(session)
+                .into_iter()
+                .filter_map(|h| state.objects.remove(h))
+                .collect()
+        };
+        for entry in &gone {
+            self.destroy_on_device(entry);
+        }
+        self.digests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&session);
+    }
+
+    fn max_handle(&self) -> u64 {
+        self.lock().objects.max_handle()
+    }
+}

@@ -1,0 +1,677 @@
+//! The `pkcs11` driver end to end: a tenant slot on a SoftHSMv2 token (the
+//! "vendor HSM"), served through the real .so and a real server: token
+//! initialisation and PINs (hsmlink's), AES/RSA/EC keys made on the device,
+//! encryption, signatures (hash-then-sign multi-part included), find and
+//! attributes, private objects, session objects, a restart keeping
+//! handles, and the keys checked on SoftHSMv2 directly, not through
+//! hsmlink.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use common::{
+    Deployment, SOFTHSM_MODULE, SoftHsmDevice, in_child, load_module, run_in_child,
+    softhsm_available,
+};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+
+const SO_PIN: &str = "so-pin-1234";
+const USER_PIN: &str = "user-pin-5678";
+const MESSAGE: &[u8] = b"a message signed on the device, in three parts";
+
+fn pin(text: &str) -> AuthPin {
+    AuthPin::new(text.into())
+}
+
+fn rv<T: std::fmt::Debug>(result: Result<T, Error>) -> RvError {
+    match result {
+        Err(Error::Pkcs11(rv, _)) => rv,
+        other => panic!("expected a PKCS#11 error, got {other:?}"),
+    }
+}
+
+/// Where a child writes what the next one checks (handles, a signature).
+fn state_file() -> PathBuf {
+    PathBuf::from(std::env::var_os("HSMLINK_TEST_STATE").expect("HSMLINK_TEST_STATE"))
+}
+
+fn save_state(state: &BTreeMap<String, String>) {
+    let text: String = state.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(state_file(), text).unwrap();
+}
+
+fn load_state() -> BTreeMap<String, String> {
+    std::fs::read_to_string(state_file())
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn find_one(session: &Session, template: &[Attribute]) -> ObjectHandle {
+    let found = session.find_objects(template).unwrap();
+    assert_eq!(found.len(), 1, "{template:?}");
+    found[0]
+}
+
+fn label(session: &Session, object: ObjectHandle) -> String {
+    match session
+        .get_attributes(object, &[AttributeType::Label])
+        .unwrap()
+        .as_slice()
+    {
+        [Attribute::Label(l)] => String::from_utf8(l.clone()).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn pss() -> PkcsPssParams {
+    PkcsPssParams {
+        hash_alg: MechanismType::SHA256,
+        mgf: PkcsMgfType::MGF1_SHA256,
+        s_len: 32.into(),
+    }
+}
+
+/// The deployment of these tests: the tenant's slot 0 on a fresh SoftHSMv2
+/// token, the server started with `SOFTHSM2_CONF` pointing at it. `None`
+/// (after saying why) without SoftHSMv2.
+fn deployment() -> Option<(Deployment, SoftHsmDevice)> {
+    if !softhsm_available() {
+        eprintln!("SKIPPED: {SOFTHSM_MODULE} is not installed (Debian package softhsm2)");
+        return None;
+    }
+    let device = SoftHsmDevice::new("dev0");
+    let mut deployment = Deployment::init();
+    deployment.use_pkcs11_device("dev0", &device);
+    deployment.run_server_with_env(&device.env());
+    Some((deployment, device))
+}
+
+fn child_env(deployment: &Deployment, device: &SoftHsmDevice) -> Vec<(&'static str, OsString)> {
+    let mut env = deployment.module_env();
+    env.extend(device.env());
+    env.push((
+        "HSMLINK_TEST_STATE",
+        deployment.path("test-state").into_os_string(),
+    ));
+    env.push(("HSMLINK_TEST_DEVICE_PIN", device.pin.clone().into()));
+    env
+}
+
+/// Token initialised by its SO, the user PIN set and changed: a user session.
+fn ready_user_session(pkcs11: &Pkcs11) -> Session {
+    let slot = pkcs11.get_all_slots().unwrap()[0];
+    pkcs11
+        .init_token(slot, &pin(SO_PIN), "tenant on a device")
+        .unwrap();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    session.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
+    session.init_pin(&pin("first-pin")).unwrap();
+    session.logout().unwrap();
+    session
+        .login(UserType::User, Some(&pin("first-pin")))
+        .unwrap();
+    session.set_pin(&pin("first-pin"), &pin(USER_PIN)).unwrap();
+    session
+}
+
+/// First run: everything through hsmlink; handles and a signature saved.
+fn through_hsmlink() {
+    let pkcs11 = load_module();
+    let slot = pkcs11.get_all_slots().unwrap()[0];
+    let info = pkcs11.get_token_info(slot).unwrap();
+    assert_eq!(info.model(), "pkcs11");
+    assert!(!info.token_initialized(), "a fresh partition is clean");
+
+    // The slot lists what the device has and hsmlink carries, nothing else.
+    let listed = pkcs11.get_mechanism_list(slot).unwrap();
+    for m in [
+        MechanismType::AES_GCM,
+        MechanismType::AES_CBC_PAD,
+        MechanismType::RSA_PKCS,
+        MechanismType::RSA_PKCS_PSS,
+        MechanismType::SHA256_RSA_PKCS,
+        MechanismType::ECDSA,
+        MechanismType::SHA256,
+    ] {
+        assert!(listed.contains(&m), "{m} is not listed: {listed:?}");
+    }
+    // SoftHSMv2 has DES3, hsmlink does not carry it; it has no SM
+    // algorithms.
+    for m in [MechanismType::DES3_KEY_GEN, MechanismType::DES3_CBC] {
+        assert!(!listed.contains(&m), "{m} is listed");
+        assert_eq!(
+            rv(pkcs11.get_mechanism_info(slot, m)),
+            RvError::MechanismInvalid
+        );
+    }
+    assert!(!listed.iter().any(|m| (u64::from(*m) >> 16) == 0xC853));
+
+    let session = ready_user_session(&pkcs11);
+    let mut state = BTreeMap::new();
+
+    // ---- AES: generated on the device, GCM and multi-part CBC-PAD ----
+    let aes = session
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(true),
+                Attribute::ValueLen(32.into()),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+                Attribute::Label(b"aes1".to_vec()),
+                Attribute::Id(b"a1".to_vec()),
+            ],
+        )
+        .unwrap();
+    let attrs = session
+        .get_attributes(
+            aes,
+            &[
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::Private,
+                AttributeType::Id,
+            ],
+        )
+        .unwrap();
+    // hsmlink's defaults, and the tenant's own CKA_ID.
+    assert!(attrs.contains(&Attribute::Sensitive(true)), "{attrs:?}");
+    assert!(attrs.contains(&Attribute::Extractable(false)), "{attrs:?}");
+    assert!(attrs.contains(&Attribute::Private(true)), "{attrs:?}");
+    assert!(attrs.contains(&Attribute::Id(b"a1".to_vec())), "{attrs:?}");
+    let info = session
+        .get_attribute_info(aes, &[AttributeType::Value, AttributeType::Modulus])
+        .unwrap();
+    assert!(matches!(info[0], AttributeInfo::Sensitive), "{info:?}");
+    assert!(matches!(info[1], AttributeInfo::TypeInvalid), "{info:?}");
+    let mut iv = [7u8; 12];
+    let gcm = Mechanism::AesGcm(GcmParams::new(&mut iv, b"header", 128.into()).unwrap());
+    let ciphertext = session.encrypt(&gcm, aes, b"attack at dawn").unwrap();
+    assert_eq!(ciphertext.len(), 14 + 16);
+    assert_eq!(
+        session.decrypt(&gcm, aes, &ciphertext).unwrap(),
+        b"attack at dawn"
+    );
+    let cbc = Mechanism::AesCbcPad([3u8; 16]);
+    session.encrypt_init(&cbc, aes).unwrap();
+    let mut multi = session.encrypt_update(&[1u8; 20]).unwrap();
+    multi.extend(session.encrypt_update(&[2u8; 20]).unwrap());
+    multi.extend(session.encrypt_final().unwrap());
+    let mut plain = [1u8; 20].to_vec();
+    plain.extend([2u8; 20]);
+    assert_eq!(session.encrypt(&cbc, aes, &plain).unwrap(), multi);
+    assert_eq!(session.decrypt(&cbc, aes, &multi).unwrap(), plain);
+    state.insert("aes".to_owned(), aes.handle().to_string());
+    state.insert("aes_ct".to_owned(), hex(&multi));
+
+    // ---- RSA: PKCS #1 v1.5 and PSS, hash-then-sign multi-part ----
+    let (rsa_public, rsa_private) = session
+        .generate_key_pair(
+            &Mechanism::RsaPkcsKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::ModulusBits(2048.into()),
+                Attribute::PublicExponent(vec![1, 0, 1]),
+                Attribute::Verify(true),
+                Attribute::Label(b"rsa1".to_vec()),
+                Attribute::Id(b"r1".to_vec()),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::Sign(true),
+                Attribute::Label(b"rsa1".to_vec()),
+                Attribute::Id(b"r1".to_vec()),
+            ],
+        )
+        .unwrap();
+    let single = session
+        .sign(&Mechanism::Sha256RsaPkcs, rsa_private, MESSAGE)
+        .unwrap();
+    assert_eq!(single.len(), 256);
+    session
+        .sign_init(&Mechanism::Sha256RsaPkcs, rsa_private)
+        .unwrap();
+    for part in MESSAGE.chunks(16) {
+        session.sign_update(part).unwrap();
+    }
+    let multi = session.sign_final().unwrap();
+    assert_eq!(multi, single, "PKCS #1 v1.5 is deterministic");
+    session
+        .verify(&Mechanism::Sha256RsaPkcs, rsa_public, MESSAGE, &multi)
+        .unwrap();
+    assert_eq!(
+        rv(session.verify(&Mechanism::Sha256RsaPkcs, rsa_public, b"other", &multi)),
+        RvError::SignatureInvalid
+    );
+    let pss_signature = session
+        .sign(&Mechanism::Sha256RsaPkcsPss(pss()), rsa_private, MESSAGE)
+        .unwrap();
+    session
+        .verify(
+            &Mechanism::Sha256RsaPkcsPss(pss()),
+            rsa_public,
+            MESSAGE,
+            &pss_signature,
+        )
+        .unwrap();
+    state.insert("rsa_public".to_owned(), rsa_public.handle().to_string());
+    state.insert("rsa_private".to_owned(), rsa_private.handle().to_string());
+    state.insert("rsa_signature".to_owned(), hex(&multi));
+
+    // ---- EC P-256: ECDSA over a hash, and raw ----
+    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let (ec_public, ec_private) = session
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::EcParams(p256),
+                Attribute::Verify(true),
+                Attribute::Label(b"ec1".to_vec()),
+            ],
+            &[
+                Attribute::Token(true),
+                Attribute::Sign(true),
+                Attribute::Label(b"ec1".to_vec()),
+            ],
+        )
+        .unwrap();
+    let ecdsa = session
+        .sign(&Mechanism::EcdsaSha256, ec_private, MESSAGE)
+        .unwrap();
+    assert_eq!(ecdsa.len(), 64);
+    session
+        .verify(&Mechanism::EcdsaSha256, ec_public, MESSAGE, &ecdsa)
+        .unwrap();
+    let raw = session
+        .sign(&Mechanism::Ecdsa, ec_private, &[5u8; 32])
+        .unwrap();
+    session
+        .verify(&Mechanism::Ecdsa, ec_public, &[5u8; 32], &raw)
+        .unwrap();
+    state.insert("ec_private".to_owned(), ec_private.handle().to_string());
+
+    // ---- Digest, random ----
+    let digest = session.digest(&Mechanism::Sha256, b"abc").unwrap();
+    assert_eq!(
+        hex(&digest),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(session.generate_random_vec(48).unwrap().len(), 48);
+
+    // ---- Find and attributes: the tenant's CKA_ID, never the device's ----
+    let by_id = session
+        .find_objects(&[Attribute::Id(b"r1".to_vec())])
+        .unwrap();
+    assert_eq!(by_id.len(), 2);
+    assert!(by_id.contains(&rsa_public) && by_id.contains(&rsa_private));
+    let private_rsa = find_one(
+        &session,
+        &[
+            Attribute::Id(b"r1".to_vec()),
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+        ],
+    );
+    assert_eq!(private_rsa, rsa_private);
+    assert_eq!(
+        find_one(&session, &[Attribute::Label(b"aes1".to_vec())]),
+        aes
+    );
+    assert!(
+        session
+            .find_objects(&[Attribute::Id(b"nope".to_vec())])
+            .unwrap()
+            .is_empty()
+    );
+    // A sensitive value is no find criterion.
+    assert!(
+        session
+            .find_objects(&[Attribute::Value(vec![0u8; 32])])
+            .unwrap()
+            .is_empty()
+    );
+
+    // ---- Private objects are the logged-in user's ----
+    let secret_data = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Label(b"secret note".to_vec()),
+            Attribute::Value(b"only for the user".to_vec()),
+        ])
+        .unwrap();
+    let public_data = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Label(b"public note".to_vec()),
+            Attribute::Value(b"for anyone".to_vec()),
+        ])
+        .unwrap();
+    state.insert("public_data".to_owned(), public_data.handle().to_string());
+    state.insert("secret_data".to_owned(), secret_data.handle().to_string());
+    session.logout().unwrap();
+    let visible = session.find_objects(&[]).unwrap();
+    assert!(visible.contains(&public_data) && visible.contains(&rsa_public));
+    assert!(!visible.contains(&secret_data) && !visible.contains(&aes));
+    assert_eq!(
+        rv(session.get_attributes(secret_data, &[AttributeType::Label])),
+        RvError::ObjectHandleInvalid
+    );
+    assert_eq!(label(&session, public_data), "public note");
+    session.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+    assert_eq!(label(&session, secret_data), "secret note");
+
+    // ---- Session objects: the application's, gone with their session ----
+    let other = pkcs11.open_rw_session(slot).unwrap();
+    let ephemeral = other
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::ValueLen(16.into()),
+                Attribute::Encrypt(true),
+                Attribute::Label(b"ephemeral".to_vec()),
+            ],
+        )
+        .unwrap();
+    let note = other
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(false),
+            Attribute::Label(b"session note".to_vec()),
+        ])
+        .unwrap();
+    // Visible from the application's other session, usable there.
+    assert_eq!(label(&session, note), "session note");
+    let mut iv = [1u8; 12];
+    let gcm = Mechanism::AesGcm(GcmParams::new(&mut iv, b"", 128.into()).unwrap());
+    session.encrypt(&gcm, ephemeral, b"x").unwrap();
+    // A read-only session writes no token object.
+    let read_only = pkcs11.open_ro_session(slot).unwrap();
+    assert_eq!(
+        rv(read_only
+            .create_object(&[Attribute::Class(ObjectClass::DATA), Attribute::Token(true),])),
+        RvError::SessionReadOnly
+    );
+    drop(read_only);
+    drop(other); // C_CloseSession
+    for gone in [note, ephemeral] {
+        assert_eq!(
+            rv(session.get_attributes(gone, &[AttributeType::Label])),
+            RvError::ObjectHandleInvalid
+        );
+    }
+
+    // ---- Destroy ----
+    let scratch = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Label(b"scratch".to_vec()),
+        ])
+        .unwrap();
+    session.destroy_object(scratch).unwrap();
+    assert_eq!(
+        rv(session.get_attributes(scratch, &[AttributeType::Label])),
+        RvError::ObjectHandleInvalid
+    );
+    save_state(&state);
+}
+
+/// On SoftHSMv2 directly: the keys are there, under hsmlink's ids; the
+/// multi-part signature made through hsmlink verifies with the device's own
+/// `CKM_SHA256_RSA_PKCS`; session objects and destroyed ones are not.
+fn on_the_device() {
+    let state = load_state();
+    let softhsm = Pkcs11::new(SOFTHSM_MODULE).unwrap();
+    softhsm
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = softhsm
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| softhsm.get_token_info(*s).unwrap().label() == "dev0")
+        .expect("the device token");
+    let session = softhsm.open_ro_session(slot).unwrap();
+    let device_pin = std::env::var("HSMLINK_TEST_DEVICE_PIN").unwrap();
+    session
+        .login(UserType::User, Some(&pin(&device_pin)))
+        .unwrap();
+    let mut by_label: BTreeMap<String, Vec<(ObjectHandle, Vec<u8>)>> = BTreeMap::new();
+    for object in session.find_objects(&[]).unwrap() {
+        let attrs = session
+            .get_attributes(
+                object,
+                &[
+                    AttributeType::Class,
+                    AttributeType::Label,
+                    AttributeType::Id,
+                    AttributeType::Application,
+                ],
+            )
+            .unwrap();
+        let (mut l, mut id, mut application, mut data) = (String::new(), vec![], vec![], false);
+        for a in attrs {
+            match a {
+                Attribute::Class(c) => data = c == ObjectClass::DATA,
+                Attribute::Label(v) => l = String::from_utf8(v).unwrap(),
+                Attribute::Id(v) => id = v,
+                Attribute::Application(v) => application = v,
+                _ => {}
+            }
+        }
+        // hsmlink's uid: in CKA_ID, or CKA_APPLICATION for data objects.
+        let tag = if data { application } else { id };
+        assert!(tag.starts_with(b"hl1:"), "{l}: {tag:?}");
+        by_label.entry(l).or_default().push((object, tag));
+    }
+    let labels: Vec<&str> = by_label.keys().map(String::as_str).collect();
+    assert_eq!(
+        labels,
+        ["aes1", "ec1", "public note", "rsa1", "secret note"],
+        "token objects only: no session object, nothing destroyed"
+    );
+    assert_eq!(by_label["rsa1"].len(), 2);
+    assert_eq!(by_label["ec1"].len(), 2);
+    // "hl1:" ‖ 16-byte uid ‖ the tenant's CKA_ID.
+    for (_, id) in &by_label["rsa1"] {
+        assert_eq!(id.len(), 4 + 16 + 2);
+        assert!(id.ends_with(b"r1"));
+    }
+    let aes = by_label["aes1"][0].0;
+    let attrs = session
+        .get_attributes(
+            aes,
+            &[
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::Local,
+            ],
+        )
+        .unwrap();
+    assert!(attrs.contains(&Attribute::Sensitive(true)), "{attrs:?}");
+    assert!(attrs.contains(&Attribute::Extractable(false)), "{attrs:?}");
+    assert!(
+        attrs.contains(&Attribute::Local(true)),
+        "generated on the device"
+    );
+    let public = by_label["rsa1"]
+        .iter()
+        .map(|(o, _)| *o)
+        .find(|o| {
+            session
+                .get_attributes(*o, &[AttributeType::Class])
+                .unwrap()
+                .contains(&Attribute::Class(ObjectClass::PUBLIC_KEY))
+        })
+        .unwrap();
+    session
+        .verify(
+            &Mechanism::Sha256RsaPkcs,
+            public,
+            MESSAGE,
+            &unhex(&state["rsa_signature"]),
+        )
+        .expect("the device verifies hsmlink's hash-then-sign signature");
+}
+
+/// After a restart: the same handles name the same objects.
+fn after_restart() {
+    let state = load_state();
+    // ObjectHandle has no public constructor: match the saved numbers
+    // against what the token lists.
+    let handle = |name: &str| -> u64 { state[name].parse().unwrap() };
+    let pkcs11 = load_module();
+    let slot = pkcs11.get_all_slots().unwrap()[0];
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    session.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+    let all = session.find_objects(&[]).unwrap();
+    let object = |name: &str| {
+        let wanted = handle(name);
+        *all.iter()
+            .find(|o| o.handle() == wanted)
+            .unwrap_or_else(|| panic!("{name} ({wanted}) is gone after the restart"))
+    };
+    assert_eq!(all.len(), 7, "aes, 2 rsa, 2 ec, 2 data objects");
+    assert_eq!(label(&session, object("aes")), "aes1");
+    assert_eq!(label(&session, object("rsa_private")), "rsa1");
+    assert_eq!(label(&session, object("public_data")), "public note");
+    assert_eq!(label(&session, object("secret_data")), "secret note");
+    assert_eq!(
+        session
+            .decrypt(
+                &Mechanism::AesCbcPad([3u8; 16]),
+                object("aes"),
+                &unhex(&state["aes_ct"])
+            )
+            .unwrap()
+            .len(),
+        40
+    );
+    let signature = session
+        .sign(&Mechanism::Sha256RsaPkcs, object("rsa_private"), MESSAGE)
+        .unwrap();
+    assert_eq!(hex(&signature), state["rsa_signature"]);
+    session
+        .verify(
+            &Mechanism::Sha256RsaPkcs,
+            object("rsa_public"),
+            MESSAGE,
+            &signature,
+        )
+        .unwrap();
+    // C_InitToken wipes the partition's objects on the device.
+    drop(session);
+    pkcs11.init_token(slot, &pin(SO_PIN), "wiped").unwrap();
+    let session = pkcs11.open_ro_session(slot).unwrap();
+    assert!(session.find_objects(&[]).unwrap().is_empty());
+}
+
+/// Nothing of hsmlink's is left on the device after `C_InitToken`.
+fn wiped_on_the_device() {
+    let softhsm = Pkcs11::new(SOFTHSM_MODULE).unwrap();
+    softhsm
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = softhsm.get_slots_with_token().unwrap()[0];
+    let session = softhsm.open_ro_session(slot).unwrap();
+    let device_pin = std::env::var("HSMLINK_TEST_DEVICE_PIN").unwrap();
+    session
+        .login(UserType::User, Some(&pin(&device_pin)))
+        .unwrap();
+    assert!(session.find_objects(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn pkcs11_driver_end_to_end() {
+    if in_child() {
+        match std::env::var("HSMLINK_TEST_PHASE").unwrap().as_str() {
+            "through" => through_hsmlink(),
+            "device" => on_the_device(),
+            "restart" => after_restart(),
+            "wiped" => wiped_on_the_device(),
+            other => panic!("unknown phase {other}"),
+        }
+        return;
+    }
+    let Some((mut deployment, device)) = deployment() else {
+        return;
+    };
+    let env = child_env(&deployment, &device);
+    let with_phase = |phase: &str| {
+        let mut env = env.clone();
+        env.push(("HSMLINK_TEST_PHASE", phase.into()));
+        env
+    };
+    run_in_child("pkcs11_driver_end_to_end", &with_phase("through"));
+    run_in_child("pkcs11_driver_end_to_end", &with_phase("device"));
+    assert!(deployment.stop_server().is_some_and(|s| s.success()));
+    deployment.run_server_with_env(&device.env());
+    run_in_child("pkcs11_driver_end_to_end", &with_phase("restart"));
+    run_in_child("pkcs11_driver_end_to_end", &with_phase("wiped"));
+    let log = deployment.server_log();
+    for secret in [device.pin.as_str(), USER_PIN, SO_PIN] {
+        assert!(!log.contains(secret), "a PIN in the server log");
+    }
+}
+
+/// A device PIN the device refuses stops the server with a line naming the
+/// device, never the PIN.
+#[test]
+fn a_wrong_device_pin_stops_the_server_clearly() {
+    if in_child() {
+        return;
+    }
+    if !softhsm_available() {
+        eprintln!("SKIPPED: {SOFTHSM_MODULE} is not installed (Debian package softhsm2)");
+        return;
+    }
+    let mut device = SoftHsmDevice::new("dev0");
+    let deployment = Deployment::init();
+    device.pin = "not-the-device-pin".to_owned();
+    deployment.use_pkcs11_device("dev0", &device);
+    let (config, conf) = (deployment.path("server.toml"), device.conf());
+    let out = common::within(std::time::Duration::from_secs(60), move || {
+        std::process::Command::new(common::server_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("SOFTHSM2_CONF", conf)
+            .output()
+            .unwrap()
+    });
+    assert!(!out.status.success());
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(stderr.contains("device dev0"), "{stderr}");
+    assert!(!stderr.contains("not-the-device-pin"), "{stderr}");
+}
