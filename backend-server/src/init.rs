@@ -80,6 +80,12 @@ pub struct InitOptions {
     pub dir: PathBuf,
     pub listen: ListenAddr,
     pub tenant: TenantName,
+    /// Where the store goes (default: `dir`), e.g. systemd's
+    /// `StateDirectory` `/var/lib/hsmlink`.
+    pub state_dir: Option<PathBuf>,
+    /// server.toml names no root key file: the server reads the systemd
+    /// credential `hsmlink-root-key` (`LoadCredential=` from `dir/root.key`).
+    pub root_key_credential: bool,
 }
 
 /// What `init` wrote.
@@ -105,6 +111,8 @@ pub struct DeploymentFiles {
     pub client_config: PathBuf,
     pub root_key: PathBuf,
     pub store: PathBuf,
+    /// server.toml leaves the root key to the systemd credential.
+    pub root_key_credential: bool,
 }
 
 impl DeploymentFiles {
@@ -120,6 +128,7 @@ impl DeploymentFiles {
             client_config: dir.join("client.toml"),
             root_key: dir.join("root.key"),
             store: dir.join("hsmlink.db"),
+            root_key_credential: false,
         }
     }
 
@@ -149,7 +158,17 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         path: options.dir.clone(),
         source,
     })?;
-    let files = DeploymentFiles::new(&dir, &options.tenant);
+    let mut files = DeploymentFiles::new(&dir, &options.tenant);
+    if let Some(state_dir) = &options.state_dir {
+        // Absolute, as server.toml must say it.
+        files.store = std::path::absolute(state_dir)
+            .map_err(|source| InitError::Io {
+                path: state_dir.clone(),
+                source,
+            })?
+            .join("hsmlink.db");
+    }
+    files.root_key_credential = options.root_key_credential;
     // symlink_metadata: a dangling symlink counts as existing too.
     let existing: Vec<PathBuf> = files
         .written()
@@ -538,11 +557,21 @@ pub fn server_toml(
         "# neither and the systemd credential hsmlink-root-key",
         C,
     ));
-    out.push_str(&commented(
-        &format!("root_key_file = {}", toml_path(&files.root_key)?),
-        "# file with the 32-byte root key (64 hex digits), mode 0600",
-        C,
-    ));
+    let root_key_line = format!("root_key_file = {}", toml_path(&files.root_key)?);
+    if files.root_key_credential {
+        // The line stays, commented out, to say where the key is.
+        out.push_str(&commented(
+            &format!("# {root_key_line}"),
+            "# (unused: LoadCredential=hsmlink-root-key:<this file>)",
+            C,
+        ));
+    } else {
+        out.push_str(&commented(
+            &root_key_line,
+            "# file with the 32-byte root key (64 hex digits), mode 0600",
+            C,
+        ));
+    }
     out.push_str(&commented(
         "# root_key_env = \"HSMLINK_ROOT_KEY\"",
         "# or: environment variable holding the 64 hex digits",
@@ -678,6 +707,8 @@ mod tests {
             dir: dir.to_owned(),
             listen: ListenAddr::parse("127.0.0.1:7700").unwrap(),
             tenant: TenantName::parse("demo").unwrap(),
+            state_dir: None,
+            root_key_credential: false,
         }
     }
 
@@ -798,6 +829,30 @@ ca = "{d}/ca.pem"{}# CA that signed the server certificate
         assert!(matches!(init(&options(tmp.path())), Err(InitError::Exists(p)) if p.len() == 9));
     }
 
+    /// The packaged service's layout: the store in systemd's state
+    /// directory, the root key from the credential, not from server.toml.
+    #[test]
+    fn systemd_layout_moves_the_store_and_the_root_key_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let report = init(&InitOptions {
+            state_dir: Some(state.clone()),
+            root_key_credential: true,
+            ..options(&tmp.path().join("etc"))
+        })
+        .unwrap();
+        // systemd makes the StateDirectory when the service starts.
+        std::fs::create_dir(&state).unwrap();
+        let config = Config::load(&report.server_config).unwrap();
+        assert_eq!(config.store.path, state.join("hsmlink.db"));
+        assert_eq!(config.soft.root_key_file, None);
+        assert!(config.soft.root_key_env.is_none());
+        // The key the credential will carry is still written beside it.
+        assert!(report.dir.join("root.key").exists());
+        let text = std::fs::read_to_string(&report.server_config).unwrap();
+        assert!(text.contains("# root_key_file = "), "{text}");
+    }
+
     #[test]
     fn other_tenant_and_listen_address() {
         let tmp = tempfile::tempdir().unwrap();
@@ -805,6 +860,8 @@ ca = "{d}/ca.pem"{}# CA that signed the server certificate
             dir: tmp.path().to_owned(),
             listen: ListenAddr::parse("0.0.0.0:7801").unwrap(),
             tenant: TenantName::parse("acme").unwrap(),
+            state_dir: None,
+            root_key_credential: false,
         })
         .unwrap();
         assert!(report.dir.join("acme.pem").exists());

@@ -35,6 +35,14 @@ enum Command {
         /// Name of the first tenant ([a-z0-9][a-z0-9_-]{0,62}).
         #[arg(long, default_value = "demo", value_parser = parse_tenant)]
         tenant: TenantName,
+        /// Directory of the store (default: --dir); for the packaged systemd
+        /// service: /var/lib/hsmlink.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Leave the root key out of server.toml: the server reads the systemd
+        /// credential hsmlink-root-key (LoadCredential= from DIR/root.key).
+        #[arg(long)]
+        root_key_credential: bool,
     },
     /// Serve tenants until SIGTERM or SIGINT.
     Run {
@@ -63,10 +71,14 @@ fn main() -> ExitCode {
             dir,
             listen,
             tenant,
+            state_dir,
+            root_key_credential,
         } => run_init(InitOptions {
             dir,
             listen,
             tenant,
+            state_dir,
+            root_key_credential,
         }),
         Command::Run { config } => run_server(&config),
     };
