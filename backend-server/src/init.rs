@@ -88,6 +88,20 @@ pub struct InitOptions {
     pub root_key_credential: bool,
 }
 
+impl InitOptions {
+    /// A deployment in `dir` alone: the store beside the configuration,
+    /// the root key in a file server.toml names.
+    pub fn new(dir: PathBuf, listen: ListenAddr, tenant: TenantName) -> Self {
+        Self {
+            dir,
+            listen,
+            tenant,
+            state_dir: None,
+            root_key_credential: false,
+        }
+    }
+}
+
 /// What `init` wrote.
 #[derive(Clone, Debug)]
 pub struct InitReport {

@@ -41,11 +41,11 @@ struct Deployment {
 impl Deployment {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let report = init::init(&InitOptions {
-            dir: tmp.path().to_owned(),
-            listen: ListenAddr::parse("127.0.0.1:7700").unwrap(),
-            tenant: TenantName::parse("demo").unwrap(),
-        })
+        let report = init::init(&InitOptions::new(
+            tmp.path().to_owned(),
+            ListenAddr::parse("127.0.0.1:7700").unwrap(),
+            TenantName::parse("demo").unwrap(),
+        ))
         .unwrap();
         Self {
             _tmp: tmp,
