@@ -22,9 +22,12 @@ use common::{
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::aead::GcmParams;
-use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::object::{
+    Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass, ObjectHandle,
+};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 
@@ -643,6 +646,228 @@ fn pkcs11_driver_end_to_end() {
     for secret in [device.pin.as_str(), USER_PIN, SO_PIN] {
         assert!(!log.contains(secret), "a PIN in the server log");
     }
+}
+
+/// Key management and object calls on the device: wrap and unwrap (AES key
+/// wrap), ECDH derivation, RSA-OAEP, `C_DigestKey`, copies, attribute
+/// changes, and `CKA_ALLOWED_MECHANISMS`.
+#[test]
+fn pkcs11_driver_key_management_and_objects() {
+    if in_child() {
+        let pkcs11 = load_module();
+        let session = ready_user_session(&pkcs11);
+        let aes = |extra: &[Attribute]| {
+            let mut template = vec![
+                Attribute::Token(false),
+                Attribute::ValueLen(32.into()),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+            ];
+            template.extend_from_slice(extra);
+            session
+                .generate_key(&Mechanism::AesKeyGen, &template)
+                .unwrap()
+        };
+        // ---- Wrap and unwrap ----
+        let kek = aes(&[Attribute::Wrap(true), Attribute::Unwrap(true)]);
+        let target = aes(&[Attribute::Extractable(true)]);
+        let wrapped = session
+            .wrap_key(&Mechanism::AesKeyWrap, kek, target)
+            .unwrap();
+        assert_eq!(wrapped.len(), 40);
+        let unwrapped = session
+            .unwrap_key(
+                &Mechanism::AesKeyWrap,
+                kek,
+                &wrapped,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Token(false),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::Label(b"unwrapped".to_vec()),
+                ],
+            )
+            .unwrap();
+        let cbc = Mechanism::AesCbcPad([9u8; 16]);
+        let ciphertext = session.encrypt(&cbc, target, b"same key").unwrap();
+        assert_eq!(
+            session.decrypt(&cbc, unwrapped, &ciphertext).unwrap(),
+            b"same key"
+        );
+        assert_eq!(label(&session, unwrapped), "unwrapped");
+
+        // ---- ECDH: both sides derive the same secret ----
+        let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+        let pair = || {
+            session
+                .generate_key_pair(
+                    &Mechanism::EccKeyPairGen,
+                    &[Attribute::Token(false), Attribute::EcParams(p256.clone())],
+                    &[Attribute::Token(false), Attribute::Derive(true)],
+                )
+                .unwrap()
+        };
+        let point = |public| match session
+            .get_attributes(public, &[AttributeType::EcPoint])
+            .unwrap()
+            .as_slice()
+        {
+            [Attribute::EcPoint(p)] => p.clone(),
+            other => panic!("{other:?}"),
+        };
+        let ((a_public, a_private), (b_public, b_private)) = (pair(), pair());
+        let secret_template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(false),
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+        ];
+        let derive = |private, public| {
+            let their_point = point(public);
+            let params = Ecdh1DeriveParams::new(EcKdf::null(), &their_point);
+            let key = session
+                .derive_key(&Mechanism::Ecdh1Derive(params), private, &secret_template)
+                .unwrap();
+            match session
+                .get_attributes(key, &[AttributeType::Value])
+                .unwrap()
+                .as_slice()
+            {
+                [Attribute::Value(v)] => v.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let ab = derive(a_private, b_public);
+        assert_eq!(ab.len(), 32);
+        assert_eq!(ab, derive(b_private, a_public));
+
+        // ---- RSA-OAEP ----
+        let (rsa_public, rsa_private) = session
+            .generate_key_pair(
+                &Mechanism::RsaPkcsKeyPairGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::ModulusBits(2048.into()),
+                    Attribute::Encrypt(true),
+                ],
+                &[
+                    Attribute::Token(false),
+                    Attribute::Decrypt(true),
+                    Attribute::Sign(false),
+                ],
+            )
+            .unwrap();
+        let oaep = Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+            MechanismType::SHA1,
+            PkcsMgfType::MGF1_SHA1,
+            PkcsOaepSource::empty(),
+        ));
+        let ciphertext = session.encrypt(&oaep, rsa_public, b"oaep secret").unwrap();
+        assert_eq!(ciphertext.len(), 256);
+        assert_eq!(
+            session.decrypt(&oaep, rsa_private, &ciphertext).unwrap(),
+            b"oaep secret"
+        );
+
+        // ---- C_DigestKey ----
+        let value = b"a secret value of 32 bytes......".to_vec();
+        let generic = session
+            .create_object(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::Token(false),
+                Attribute::Sensitive(false),
+                Attribute::Value(value.clone()),
+            ])
+            .unwrap();
+        session.digest_init(&Mechanism::Sha256).unwrap();
+        session.digest_update(b"prefix").unwrap();
+        session.digest_key(generic).unwrap();
+        let keyed = session.digest_final().unwrap();
+        let mut whole = b"prefix".to_vec();
+        whole.extend(&value);
+        assert_eq!(keyed, session.digest(&Mechanism::Sha256, &whole).unwrap());
+
+        // ---- Copies and attribute changes ----
+        let data = session
+            .create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(true),
+                Attribute::Label(b"original".to_vec()),
+                Attribute::Application(b"app".to_vec()),
+                Attribute::Value(b"v".to_vec()),
+            ])
+            .unwrap();
+        let copy = session
+            .copy_object(data, &[Attribute::Label(b"copy".to_vec())])
+            .unwrap();
+        assert_ne!(copy, data);
+        assert_eq!(label(&session, copy), "copy");
+        // The tenant's CKA_APPLICATION, on both, and a find on it.
+        let by_app = session
+            .find_objects(&[Attribute::Application(b"app".to_vec())])
+            .unwrap();
+        assert_eq!(by_app.len(), 2, "{by_app:?}");
+        session
+            .update_attributes(data, &[Attribute::Label(b"renamed".to_vec())])
+            .unwrap();
+        assert_eq!(label(&session, data), "renamed");
+        session
+            .update_attributes(target, &[Attribute::Id(b"new-id".to_vec())])
+            .unwrap();
+        assert_eq!(
+            find_one(&session, &[Attribute::Id(b"new-id".to_vec())]),
+            target
+        );
+        assert!(matches!(
+            session
+                .get_attributes(target, &[AttributeType::Id])
+                .unwrap()
+                .as_slice(),
+            [Attribute::Id(id)] if id == b"new-id"
+        ));
+        // hsmlink's CKA_UNIQUE_ID: read-only, the same for the life of the
+        // object, different for its copy.
+        let unique = |o| match session
+            .get_attributes(o, &[AttributeType::UniqueId])
+            .unwrap()
+            .as_slice()
+        {
+            [Attribute::UniqueId(u)] => u.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(unique(data).len(), 32);
+        assert_ne!(unique(data), unique(copy));
+
+        // ---- CKA_ALLOWED_MECHANISMS ----
+        let restricted = aes(&[Attribute::AllowedMechanisms(vec![
+            MechanismType::AES_CBC_PAD,
+        ])]);
+        session.encrypt(&cbc, restricted, b"ok").unwrap();
+        let mut iv = [0u8; 12];
+        let gcm = Mechanism::AesGcm(GcmParams::new(&mut iv, b"", 128.into()).unwrap());
+        assert_eq!(
+            rv(session.encrypt(&gcm, restricted, b"no")),
+            RvError::KeyFunctionNotPermitted
+        );
+        // A key used for what it may not do: the device says so.
+        assert_eq!(
+            rv(session.sign(&Mechanism::Sha256RsaPkcs, rsa_private, b"x")),
+            RvError::KeyFunctionNotPermitted
+        );
+        return;
+    }
+    let Some((deployment, device)) = deployment() else {
+        return;
+    };
+    run_in_child(
+        "pkcs11_driver_key_management_and_objects",
+        &child_env(&deployment, &device),
+    );
 }
 
 /// A device PIN the device refuses stops the server with a line naming the

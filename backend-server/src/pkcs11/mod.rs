@@ -397,6 +397,57 @@ impl Pkcs11Partition {
             .unwrap_or_default())
     }
 
+    /// `C_CopyObject` of a data object, whose tag (`CKA_APPLICATION`)
+    /// cannot change after creation: a new object made of the source's
+    /// attributes (a data object holds no key material), the template's,
+    /// and the copy's own tag.
+    fn copy_data_object(
+        &self,
+        entry: &Entry,
+        template: &[Attribute],
+        token: bool,
+        uid: &Uid,
+        tenant_tag: &[u8],
+    ) -> CkResult<(CK_OBJECT_HANDLE, Option<u64>)> {
+        const COPIED: &[u64] = &[
+            cka::CKA_CLASS,
+            cka::CKA_TOKEN,
+            cka::CKA_PRIVATE,
+            cka::CKA_MODIFIABLE,
+            cka::CKA_COPYABLE,
+            cka::CKA_DESTROYABLE,
+            cka::CKA_LABEL,
+            cka::CKA_OBJECT_ID,
+            cka::CKA_VALUE,
+        ];
+        let values = self.run(|m, s| read_attributes(m, s, entry.device, COPIED))?;
+        let mut attrs: BTreeMap<u64, AttributeValue> = COPIED
+            .iter()
+            .zip(values)
+            .filter_map(|(t, v)| match v {
+                AttributeResult::Value(v) => Some((*t, v)),
+                _ => None,
+            })
+            .collect();
+        if boolean(attrs.get(&cka::CKA_COPYABLE)) == Some(false) {
+            return Err(Ckr(CKR_ACTION_PROHIBITED));
+        }
+        for a in template {
+            attrs.insert(a.attr_type.0, a.value.clone());
+        }
+        attrs.insert(cka::CKA_TOKEN, AttributeValue::Bool(token));
+        attrs.insert(
+            cka::CKA_APPLICATION,
+            AttributeValue::Bytes(objects::tag(cka::CKA_APPLICATION, uid, tenant_tag)),
+        );
+        let full: Vec<Attribute> = attrs
+            .into_iter()
+            .map(|(t, v)| Attribute::new(t, v))
+            .collect();
+        let mut c = CTemplate::new(&full)?;
+        self.make(!token, |m, s| m.create_object(s, &mut c))
+    }
+
     /// Destroys every object hsmlink made on the device (`C_InitToken`).
     fn wipe_device(&self) -> CkResult<()> {
         let mut session = self.device.pool.checkout()?;
@@ -573,18 +624,32 @@ impl PartitionDriver for Pkcs11Partition {
             None => self.tenant_tag(&entry)?,
         };
         let uid = objects::new_uid()?;
-        let mut device_template: Vec<Attribute> = template
-            .iter()
-            .filter(|a| a.attr_type.0 != tag_attr)
-            .cloned()
-            .collect();
-        device_template.push(Attribute::new(
-            tag_attr,
-            AttributeValue::Bytes(objects::tag(tag_attr, &uid, &tenant_tag)),
-        ));
-        let mut c = CTemplate::new(&device_template)?;
-        let (device, generation) =
-            self.make(!token, |m, s| m.copy_object(s, entry.device, &mut c))?;
+        let (device, generation) = if entry.class == CKO_DATA {
+            self.copy_data_object(&entry, template, token, &uid, &tenant_tag)?
+        } else {
+            // Devices refuse to change CKA_ID within C_CopyObject
+            // (SoftHSMv2 does): copy, then tag the copy with its own uid; a
+            // copy that cannot be tagged (an object not CKA_MODIFIABLE)
+            // goes again and the copy fails.
+            let device_template: Vec<Attribute> = template
+                .iter()
+                .filter(|a| a.attr_type.0 != tag_attr)
+                .cloned()
+                .collect();
+            let mut c = CTemplate::new(&device_template)?;
+            let mut c_tag = CTemplate::new(&[Attribute::new(
+                tag_attr,
+                AttributeValue::Bytes(objects::tag(tag_attr, &uid, &tenant_tag)),
+            )])?;
+            self.make(!token, |m, s| {
+                let copy = m.copy_object(s, entry.device, &mut c)?;
+                if let Err(e) = m.set_attribute_value(s, copy, &mut c_tag) {
+                    let _ = m.destroy_object(s, copy);
+                    return Err(e);
+                }
+                Ok(copy)
+            })?
+        };
         self.record_new(
             ctx,
             handle,
