@@ -112,6 +112,12 @@ fn deployment() -> Option<(Deployment, SoftHsmDevice)> {
     let device = SoftHsmDevice::new("dev0");
     let mut deployment = Deployment::init();
     deployment.use_pkcs11_device("dev0", &device);
+    // The [[devices]] table is the file's last: a short wait for a device
+    // session, for the pool test.
+    let config = deployment.path("server.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("session_wait_ms = 300\n");
+    std::fs::write(&config, text).unwrap();
     deployment.run_server_with_env(&device.env());
     Some((deployment, device))
 }
@@ -859,6 +865,31 @@ fn pkcs11_driver_key_management_and_objects() {
             rv(session.sign(&Mechanism::Sha256RsaPkcs, rsa_private, b"x")),
             RvError::KeyFunctionNotPermitted
         );
+
+        // ---- The device session pool (max_sessions = 4) ----
+        // Four multi-part operations hold the four device sessions; a fifth
+        // call waits session_wait_ms, then gets CKR_DEVICE_MEMORY; it works
+        // once an operation ends.
+        let slot = pkcs11.get_all_slots().unwrap()[0];
+        let sessions: Vec<Session> = (0..5)
+            .map(|_| pkcs11.open_rw_session(slot).unwrap())
+            .collect();
+        for s in &sessions[..4] {
+            s.encrypt_init(&cbc, target).unwrap();
+        }
+        let started = std::time::Instant::now();
+        assert_eq!(
+            rv(sessions[4].encrypt_init(&cbc, target)),
+            RvError::DeviceMemory
+        );
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+        sessions[0].encrypt_update(b"some data").unwrap();
+        sessions[0].encrypt_final().unwrap();
+        sessions[4].encrypt_init(&cbc, target).unwrap();
+        // Operations given up (sessions closed mid-operation) free their
+        // device sessions too.
+        drop(sessions);
+        assert_eq!(session.encrypt(&cbc, target, b"x").unwrap().len(), 16);
         return;
     }
     let Some((deployment, device)) = deployment() else {
@@ -898,5 +929,6 @@ fn a_wrong_device_pin_stops_the_server_clearly() {
     let stderr =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(stderr.contains("device dev0"), "{stderr}");
+    assert!(stderr.contains("CKR_PIN_INCORRECT"), "{stderr}");
     assert!(!stderr.contains("not-the-device-pin"), "{stderr}");
 }

@@ -114,10 +114,24 @@ impl SessionPool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Opens a session and makes sure the application is logged in.
+    /// Opens a session and makes sure the application is logged in. A
+    /// refused login is `CKR_DEVICE_ERROR` (`CKR_DEVICE_MEMORY` if the
+    /// device is out of sessions): the device PIN's troubles are the
+    /// provider's, never a tenant's `CKR_PIN_*`.
     fn open_logged_in(&self) -> CkResult<CK_SESSION_HANDLE> {
+        self.open_logged_in_raw().map_err(|Ckr(rv)| {
+            Ckr(match rv {
+                CKR_DEVICE_MEMORY | CKR_SESSION_COUNT => CKR_DEVICE_MEMORY,
+                rv if kills_session(rv) => rv,
+                _ => CKR_DEVICE_ERROR,
+            })
+        })
+    }
+
+    /// As [`Self::open_logged_in`], with the device's own code.
+    fn open_logged_in_raw(&self) -> CkResult<CK_SESSION_HANDLE> {
         if self.pin_refused.load(Ordering::Relaxed) {
-            return Err(Ckr(CKR_DEVICE_ERROR));
+            return Err(Ckr(CKR_PIN_INCORRECT));
         }
         let session = self.module.open_session(self.slot)?;
         match self.module.login(session, CKU_USER, &self.pin) {
@@ -132,13 +146,7 @@ impl SessionPool {
                     "the device refused the login: {}",
                     rv_name(rv)
                 );
-                Err(Ckr(
-                    if matches!(rv, CKR_DEVICE_MEMORY | CKR_SESSION_COUNT) {
-                        CKR_DEVICE_MEMORY
-                    } else {
-                        CKR_DEVICE_ERROR
-                    },
-                ))
+                Err(Ckr(rv))
             }
         }
     }
@@ -232,9 +240,15 @@ impl SessionPool {
         self.module.login(session, CKU_CONTEXT_SPECIFIC, &self.pin)
     }
 
-    /// Opens the anchor (checks that the device takes the PIN).
+    /// Opens the anchor: checks that the device takes the PIN, with the
+    /// device's own code if not.
     pub fn start(&self) -> CkResult<()> {
-        self.with_anchor(|_, _| Ok(())).map(|_| ())
+        let mut anchor = self.anchor.lock().unwrap_or_else(PoisonError::into_inner);
+        if anchor.is_none() {
+            *anchor = Some(self.open_logged_in_raw()?);
+            self.anchor_generation.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
