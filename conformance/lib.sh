@@ -54,3 +54,16 @@ check() {
         echo "not ok - $what: $*" >&2; exit 1
     fi
 }
+
+# init_token LABEL SO_PIN USER_PIN: the tenant's first steps with pkcs11-tool
+# on slot 0 (C_InitToken, C_InitPIN by the SO, then C_SetPIN by the user, as
+# require_user_pin_change asks). Needs a started deployment.
+init_token() {
+    local p11="pkcs11-tool --module $HSMLINK_MODULE"
+    $p11 --init-token --label "$1" --so-pin "$2" >"$WORK/init-token.txt" 2>&1 \
+        || { cat "$WORK/init-token.txt" >&2; echo "not ok - C_InitToken" >&2; exit 1; }
+    $p11 --init-pin --so-pin "$2" --pin "first-$3" >"$WORK/init-pin.txt" 2>&1 \
+        || { cat "$WORK/init-pin.txt" >&2; echo "not ok - C_InitPIN" >&2; exit 1; }
+    $p11 --change-pin --pin "first-$3" --new-pin "$3" >"$WORK/set-pin.txt" 2>&1 \
+        || { cat "$WORK/set-pin.txt" >&2; echo "not ok - C_SetPIN" >&2; exit 1; }
+}
