@@ -51,3 +51,8 @@ fn openssl_interop() {
 fn pkcs11_tool_builtin_tests() {
     run_script("pkcs11-tool-builtin.sh");
 }
+
+#[test]
+fn gnutls_p11tool_certtool() {
+    run_script("gnutls.sh");
+}
