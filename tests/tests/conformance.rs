@@ -56,3 +56,8 @@ fn pkcs11_tool_builtin_tests() {
 fn gnutls_p11tool_certtool() {
     run_script("gnutls.sh");
 }
+
+#[test]
+fn openssl_pkcs11_engine() {
+    run_script("openssl-engine.sh");
+}
