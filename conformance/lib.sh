@@ -15,7 +15,11 @@ done
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
+# Processes a script started besides the server (nginx, ...): stopped first.
+CLEANUP_PIDS=()
 cleanup() {
+    local pid
+    for pid in "${CLEANUP_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     if [ -n "$SERVER_PID" ]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
     rm -rf "$WORK"
 }
@@ -66,4 +70,29 @@ init_token() {
         || { cat "$WORK/init-pin.txt" >&2; echo "not ok - C_InitPIN" >&2; exit 1; }
     $p11 --change-pin --pin "first-$3" --new-pin "$3" >"$WORK/set-pin.txt" 2>&1 \
         || { cat "$WORK/set-pin.txt" >&2; echo "not ok - C_SetPIN" >&2; exit 1; }
+}
+
+# engine_conf FILE: an openssl.cnf loading libp11's PKCS#11 engine (Debian's
+# libengine-pkcs11-openssl) with the module, for OPENSSL_CONF. init = 1: the
+# engine is initialised when the file is read, which programs that only call
+# ENGINE_by_id (nginx) need.
+engine_conf() {
+    local engine
+    engine="$(openssl version -e | sed -E 's/^ENGINESDIR: "(.*)"$/\1/')/pkcs11.so"
+    [ -e "$engine" ] || { echo "$engine missing: apt-get install libengine-pkcs11-openssl" >&2; exit 1; }
+    cat >"$1" <<CNF
+openssl_conf = openssl_init
+
+[openssl_init]
+engines = engine_section
+
+[engine_section]
+pkcs11 = pkcs11_section
+
+[pkcs11_section]
+engine_id = pkcs11
+dynamic_path = $engine
+MODULE_PATH = $HSMLINK_MODULE
+init = 1
+CNF
 }

@@ -6,16 +6,14 @@
 # `-decrypt` (PKCS#1 v1.5 and OAEP) of ciphertexts made by plain OpenSSL.
 # Keys are named by PKCS#11 URI (RFC 7512), with the PIN as pin-value.
 #
-# The engine is configured once through an openssl.cnf (OPENSSL_CONF), and
-# once through PKCS11_MODULE_PATH alone.
+# The engine is configured once through an openssl.cnf (OPENSSL_CONF, written
+# by lib.sh's engine_conf), and once through PKCS11_MODULE_PATH alone.
 #
 # The OpenSSL 3 pkcs11-provider is not in Debian 12 (bookworm): it arrived
 # with Debian 13; apt-cache policy pkcs11-provider finds no candidate.
 source "$(dirname "$0")/lib.sh"
 command -v openssl >/dev/null || { echo "openssl missing" >&2; exit 1; }
 command -v pkcs11-tool >/dev/null || { echo "pkcs11-tool missing: apt-get install opensc" >&2; exit 1; }
-ENGINE="$(openssl version -e | sed -E 's/^ENGINESDIR: "(.*)"$/\1/')/pkcs11.so"
-[ -e "$ENGINE" ] || { echo "$ENGINE missing: apt-get install libengine-pkcs11-openssl" >&2; exit 1; }
 
 start_deployment
 init_token "openssl token" so-pin-1234 user-pin-1234
@@ -23,21 +21,7 @@ P11="pkcs11-tool --module $HSMLINK_MODULE --login --pin user-pin-1234"
 $P11 --keypairgen --key-type rsa:2048 --id 01 --label rsa-key >/dev/null 2>&1
 $P11 --keypairgen --key-type EC:prime256v1 --id 02 --label ec-key >/dev/null 2>&1
 
-cat >"$WORK/openssl.cnf" <<EOF
-openssl_conf = openssl_init
-
-[openssl_init]
-engines = engine_section
-
-[engine_section]
-pkcs11 = pkcs11_section
-
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = $ENGINE
-MODULE_PATH = $HSMLINK_MODULE
-init = 0
-EOF
+engine_conf "$WORK/openssl.cnf"
 export OPENSSL_CONF="$WORK/openssl.cnf"
 
 openssl engine -t -c pkcs11 >"$WORK/engine.txt" 2>&1

@@ -61,3 +61,8 @@ fn gnutls_p11tool_certtool() {
 fn openssl_pkcs11_engine() {
     run_script("openssl-engine.sh");
 }
+
+#[test]
+fn nginx_https_with_token_keys() {
+    run_script("nginx.sh");
+}

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# nginx serves HTTPS with its private keys inside hsmlink: an EC and an RSA
+# key on the token, named by PKCS#11 URI through libp11's engine
+# (ssl_certificate_key "engine:pkcs11:<URI>"), certificates made on the
+# token by `openssl req -x509`. curl then completes 200 requests in a row
+# and 100 more 20 at a time, every one a new TLS handshake, all 200 OK.
+#
+# nginx loads the key in its master process and forks its workers after:
+# every handshake signature is made by a worker, through the module across
+# fork (libp11 calls C_Initialize again in the child; the module discards
+# the parent's connections and opens its own). The server's debug log shows
+# one C_Sign per handshake: the script counts them.
+source "$(dirname "$0")/lib.sh"
+for tool in nginx curl openssl pkcs11-tool; do
+    command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install nginx-light curl openssl opensc" >&2; exit 1; }
+done
+
+# The server logs every request at debug level (function and CK_RV).
+RUST_LOG="info,hsmlink_server=debug" start_deployment
+init_token "web token" so-pin-1234 user-pin-1234
+P11="pkcs11-tool --module $HSMLINK_MODULE --login --pin user-pin-1234"
+$P11 --keypairgen --key-type EC:prime256v1 --id 01 --label web-ec >/dev/null 2>&1
+$P11 --keypairgen --key-type rsa:2048 --id 02 --label web-rsa >/dev/null 2>&1
+
+engine_conf "$WORK/openssl.cnf"
+export OPENSSL_CONF="$WORK/openssl.cnf"
+TOKEN="pkcs11:token=web%20token"
+EC_KEY="$TOKEN;object=web-ec;type=private;pin-value=user-pin-1234"
+RSA_KEY="$TOKEN;object=web-rsa;type=private;pin-value=user-pin-1234"
+for k in ec rsa; do
+    uri="$EC_KEY"; [ "$k" = rsa ] && uri="$RSA_KEY"
+    openssl req -x509 -engine pkcs11 -keyform engine -key "$uri" -sha256 -subj "/CN=localhost" \
+        -addext "subjectAltName=DNS:localhost" -days 2 -out "$WORK/web-$k.pem" >"$WORK/req-$k.txt" 2>&1 \
+        || { cat "$WORK/req-$k.txt" >&2; echo "not ok - certificate for the $k key" >&2; exit 1; }
+done
+echo "ok - certificates signed on the token"
+
+EC_PORT="$(free_port)"
+RSA_PORT="$(free_port)"
+[ "$EC_PORT" != "$RSA_PORT" ] || RSA_PORT="$(free_port)"
+N="$WORK/nginx"
+mkdir -p "$N/logs"
+# Workers get only the environment named by `env`; as root, nginx would run
+# them as nobody, who cannot read the tenant's key files.
+USER_LINE=""; [ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
+cat >"$N/nginx.conf" <<EOF
+$USER_LINE
+worker_processes 2;
+daemon off;
+pid $N/nginx.pid;
+error_log $N/logs/error.log notice;
+env OPENSSL_CONF;
+env HSMLINK_CONF;
+events { worker_connections 256; }
+http {
+    access_log $N/logs/access.log;
+    client_body_temp_path $N/body;
+    proxy_temp_path $N/proxy;
+    fastcgi_temp_path $N/fastcgi;
+    uwsgi_temp_path $N/uwsgi;
+    scgi_temp_path $N/scgi;
+    ssl_protocols TLSv1.2 TLSv1.3;  # nginx 1.22 leaves TLS 1.3 out by default
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    server {
+        listen 127.0.0.1:$EC_PORT ssl;
+        server_name localhost;
+        ssl_certificate $WORK/web-ec.pem;
+        ssl_certificate_key "engine:pkcs11:$EC_KEY";
+        location / { return 200 "hello from a key in hsmlink\n"; }
+    }
+    server {
+        listen 127.0.0.1:$RSA_PORT ssl;
+        server_name localhost;
+        ssl_certificate $WORK/web-rsa.pem;
+        ssl_certificate_key "engine:pkcs11:$RSA_KEY";
+        location / { return 200 "hello from a key in hsmlink\n"; }
+    }
+}
+EOF
+nginx -t -e "$N/logs/error.log" -p "$N" -c "$N/nginx.conf" >"$WORK/nginx-t.txt" 2>&1 \
+    || { cat "$WORK/nginx-t.txt" >&2; echo "not ok - nginx -t" >&2; exit 1; }
+echo "ok - nginx -t loads both keys through the engine"
+nginx -e "$N/logs/error.log" -p "$N" -c "$N/nginx.conf" >"$WORK/nginx.out" 2>&1 &
+CLEANUP_PIDS+=($!)
+
+get() { # PORT CA: one request on a new connection; prints the HTTP status
+    curl -sS --max-time 20 --cacert "$2" -o /dev/null -w '%{http_code}\n' "https://localhost:$1/"
+}
+for _ in $(seq 1 100); do
+    get "$EC_PORT" "$WORK/web-ec.pem" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+curl -sS --cacert "$WORK/web-ec.pem" "https://localhost:$EC_PORT/" >"$WORK/body.txt"
+expect "HTTPS answer with the EC key" 'hello from a key in hsmlink' "$WORK/body.txt"
+curl -sS --cacert "$WORK/web-rsa.pem" "https://localhost:$RSA_PORT/" >"$WORK/body-rsa.txt"
+expect "HTTPS answer with the RSA key" 'hello from a key in hsmlink' "$WORK/body-rsa.txt"
+for k in ec rsa; do
+    port="$EC_PORT"; [ "$k" = rsa ] && port="$RSA_PORT"
+    curl -sSv --cacert "$WORK/web-$k.pem" -o /dev/null "https://localhost:$port/" >"$WORK/$k-13.txt" 2>&1
+    expect "$k key: TLS 1.3" 'SSL connection using TLSv1\.3' "$WORK/$k-13.txt"
+    curl -sSv --tlsv1.2 --tls-max 1.2 --cacert "$WORK/web-$k.pem" -o /dev/null "https://localhost:$port/" >"$WORK/$k-12.txt" 2>&1
+    expect "$k key: TLS 1.2" 'SSL connection using TLSv1\.2 / ECDHE-(ECDSA|RSA)' "$WORK/$k-12.txt"
+done
+
+signatures() { grep -c 'function="C_Sign" rv=0x0' "$WORK/server.log" || true; }
+before="$(signatures)"
+
+for _ in $(seq 1 200); do get "$EC_PORT" "$WORK/web-ec.pem"; done >"$WORK/serial.txt" 2>&1
+ok="$(grep -cx 200 "$WORK/serial.txt" || true)"
+[ "$ok" -eq 200 ] || { sort "$WORK/serial.txt" | uniq -c >&2; echo "not ok - $ok of 200 requests in a row answered 200" >&2; exit 1; }
+echo "ok - 200 requests in a row, all 200 OK"
+
+export -f get
+export EC_PORT RSA_PORT WORK
+seq 1 100 | xargs -P 20 -I{} bash -c 'if [ $(({} % 2)) -eq 0 ]; then get "$EC_PORT" "$WORK/web-ec.pem"; else get "$RSA_PORT" "$WORK/web-rsa.pem"; fi' \
+    >"$WORK/parallel.txt" 2>&1 || true
+ok="$(grep -cx 200 "$WORK/parallel.txt" || true)"
+[ "$ok" -eq 100 ] || { sort "$WORK/parallel.txt" | uniq -c >&2; echo "not ok - $ok of 100 parallel requests answered 200" >&2; exit 1; }
+echo "ok - 100 requests 20 at a time (EC and RSA), all 200 OK"
+
+after="$(signatures)"
+signed=$((after - before))
+# One signature per handshake: 300 handshakes, no session resumption
+# (every curl is a new process; nginx keeps no session cache nor tickets).
+[ "$signed" -eq 300 ] || { echo "not ok - the server made $signed signatures for 300 handshakes" >&2; exit 1; }
+echo "ok - the server's log shows $signed signatures for 300 handshakes"
+
+# The workers, not the master, signed: every worker is a child of the master.
+workers="$(grep -c 'start worker process' "$N/logs/error.log" || true)"
+[ "$workers" -ge 2 ] || { cat "$N/logs/error.log" >&2; echo "not ok - no workers started" >&2; exit 1; }
+if grep -Eq '\[(alert|crit|emerg)\]' "$N/logs/error.log"; then
+    cat "$N/logs/error.log" >&2; echo "not ok - nginx logged errors" >&2; exit 1
+fi
+echo "ok - $workers workers, no alerts in nginx's log"
+echo "nginx: all ok"
