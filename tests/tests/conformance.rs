@@ -66,3 +66,8 @@ fn openssl_pkcs11_engine() {
 fn nginx_https_with_token_keys() {
     run_script("nginx.sh");
 }
+
+#[test]
+fn java_sunpkcs11() {
+    run_script("java.sh");
+}
