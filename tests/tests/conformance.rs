@@ -71,3 +71,8 @@ fn nginx_https_with_token_keys() {
 fn java_sunpkcs11() {
     run_script("java.sh");
 }
+
+#[test]
+fn python_pkcs11_from_pypi() {
+    run_script("python-pkcs11.sh");
+}
