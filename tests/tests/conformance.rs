@@ -76,3 +76,8 @@ fn java_sunpkcs11() {
 fn python_pkcs11_from_pypi() {
     run_script("python-pkcs11.sh");
 }
+
+#[test]
+fn p11_kit_module_and_proxy() {
+    run_script("p11-kit.sh");
+}
