@@ -67,4 +67,12 @@ expect "proxy module: ECDSA signature verified by OpenSSL" '^Verified OK' "$WORK
 expect "p11tool (p11-kit's module list): token URI" '^pkcs11:.*manufacturer=hsmlink;.*token=p11kit%20token$' "$WORK/p11tool.txt"
 "${RUN[@]}" p11tool --list-all "pkcs11:token=p11kit%20token" >"$WORK/p11tool-objs.txt" 2>&1
 expect "p11tool: the key made through the proxy, by URI" 'URL: pkcs11:.*token=p11kit%20token;id=%01;object=via-proxy;type=public' "$WORK/p11tool-objs.txt"
+# A URI naming the library (RFC 7512 library-manufacturer) selects hsmlink's
+# objects among p11-kit's modules (the trust module's certificates are not
+# listed).
+"${RUN[@]}" p11tool --list-all "pkcs11:library-manufacturer=hsmlink" >"$WORK/by-library.txt" 2>&1
+expect "p11tool: objects by library URI" 'URL: pkcs11:.*token=p11kit%20token;id=%01;object=via-proxy;type=public' "$WORK/by-library.txt"
+if grep 'URL:' "$WORK/by-library.txt" | grep -qv 'manufacturer=hsmlink'; then
+    cat "$WORK/by-library.txt" >&2; echo "not ok - a library URI selected other modules' objects" >&2; exit 1
+fi
 echo "p11-kit: all ok"
