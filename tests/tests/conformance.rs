@@ -81,3 +81,8 @@ fn python_pkcs11_from_pypi() {
 fn p11_kit_module_and_proxy() {
     run_script("p11-kit.sh");
 }
+
+#[test]
+fn module_across_fork() {
+    run_script("fork.sh");
+}
