@@ -90,11 +90,12 @@ RESULTS="$OUT/results.jsonl"
 # bench NAME MODULE [VAR=VALUE...] -- ARGS...: one `run --json` into results.jsonl.
 bench() {
     local name="$1" module="$2"; shift 2
-    local envs=()
+    local pin="$PIN" envs=()
+    [ "$name" = hsmlink ] && pin="${PIN_HSMLINK:-$PIN}"
     while [ "$1" != "--" ]; do envs+=("$1"); shift; done
     shift
     echo "== $name: $*" >&2
-    env "${envs[@]}" "$BENCH" run --module "$module" --token-label "$LABEL" --pin "$PIN" \
+    env "${envs[@]}" "$BENCH" run --module "$module" --token-label "$LABEL" --pin "$pin" \
         --duration "$DURATION" --warmup "$WARMUP" --peer "$name" --json "$@" | tee -a "$RESULTS" |
         "$BENCH" table - >&2
 }
@@ -149,7 +150,7 @@ fi
 
 run_all() {
     # shellcheck disable=SC2068
-    want hsmlink && PIN="${PIN_HSMLINK:-$PIN}" bench hsmlink "$MODULE" "${HSMLINK_ENV[@]}" -- $@
+    want hsmlink && bench hsmlink "$MODULE" "${HSMLINK_ENV[@]}" -- $@
     want softhsm && bench softhsm "$SOFTHSM" "${SOFTHSM_ENV[@]}" -- $@
     want p11kit && bench p11kit "$P11KIT_CLIENT" "${P11KIT_ENV[@]}" -- $@
     return 0
