@@ -3,7 +3,8 @@
 # tokens, mechanisms and objects listed by PKCS#11 URI (RFC 7512), RSA and
 # ECDSA keys generated on the token and tested with --test-sign, a
 # self-signed certificate made by certtool with a token key, checked by
-# OpenSSL and certtool, written back to the token and listed.
+# OpenSSL and certtool, written back to the token and listed; an Ed25519
+# certificate made by certtool with a token key.
 source "$(dirname "$0")/lib.sh"
 for tool in p11tool certtool openssl; do
     command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install gnutls-bin openssl" >&2; exit 1; }
@@ -84,6 +85,18 @@ expect "EC certificate signed with ECDSA-SHA256" 'Signature Algorithm: ecdsa-wit
 openssl x509 -in "$WORK/rsa-key.pem" -noout -text >"$WORK/rsa-cert.txt"
 expect "RSA certificate signed with RSA-SHA256" 'Signature Algorithm: sha256WithRSAEncryption' "$WORK/rsa-cert.txt"
 
+# Ed25519: GnuTLS 3.7's p11tool --generate-privkey ed25519 asks for CKM_EDDSA
+# instead of CKM_EC_EDWARDS_KEY_PAIR_GEN (CKR_MECHANISM_INVALID, from any
+# conforming token), so pkcs11-tool makes the key; certtool signs with it.
+pkcs11-tool --module "$HSMLINK_MODULE" --login --pin "$GNUTLS_PIN" --keypairgen --key-type EC:edwards25519 \
+    --id 03 --label ed-key >/dev/null 2>&1
+$C --generate-self-signed --load-privkey "$TOKEN;object=ed-key;type=private" \
+    --template "$WORK/template.cfg" --outfile "$WORK/ed-key.pem" >"$WORK/certtool-ed.txt" 2>&1
+openssl verify -CAfile "$WORK/ed-key.pem" "$WORK/ed-key.pem" >"$WORK/verify-ed.txt" 2>&1
+expect "Ed25519 certificate by certtool: openssl verify" ': OK$' "$WORK/verify-ed.txt"
+openssl x509 -in "$WORK/ed-key.pem" -noout -text >"$WORK/ed-cert.txt"
+expect "Ed25519 certificate signed with ED25519" 'Signature Algorithm: ED25519' "$WORK/ed-cert.txt"
+
 # The certificate goes back onto the token, beside its key.
 $P --login --write --load-certificate "$WORK/ec-key.pem" --label ec-cert --id 02 "$TOKEN" >"$WORK/write.txt" 2>&1
 $P --list-all-certs "$TOKEN" >"$WORK/certs.txt" 2>&1
@@ -95,6 +108,6 @@ cmp -s <(openssl x509 -in "$WORK/exported.pem" -outform DER) <(openssl x509 -in 
 echo "ok - certificate read back by URI, byte for byte"
 $P --login --list-all "$TOKEN" >"$WORK/all.txt" 2>&1
 n="$(grep -c '^Object ' "$WORK/all.txt" || true)"
-[ "$n" -eq 5 ] || { cat "$WORK/all.txt" >&2; echo "not ok - $n objects, expected 5" >&2; exit 1; }
-echo "ok - 5 objects on the token (2 key pairs, 1 certificate)"
+[ "$n" -eq 7 ] || { cat "$WORK/all.txt" >&2; echo "not ok - $n objects, expected 7" >&2; exit 1; }
+echo "ok - 7 objects on the token (3 key pairs, 1 certificate)"
 echo "gnutls: all ok"
