@@ -86,3 +86,8 @@ fn p11_kit_module_and_proxy() {
 fn module_across_fork() {
     run_script("fork.sh");
 }
+
+#[test]
+fn pkcs11_tool_tenant_admin_walkthrough() {
+    run_script("pkcs11-tool-admin.sh");
+}
