@@ -45,9 +45,11 @@ expect "certificate listed" 'Certificate Object' "$WORK/list.txt"
 expect "AES key listed" 'Secret Key Object; AES' "$WORK/list.txt"
 
 $L --read-object --type data --label greeting -o "$WORK/data.out" >/dev/null 2>&1
-cmp "$WORK/data.bin" "$WORK/data.out" && echo "ok - data object read back"
+cmp "$WORK/data.bin" "$WORK/data.out" || { echo "not ok - data object read back" >&2; exit 1; }
+echo "ok - data object read back"
 $L --read-object --type cert --id 01 -o "$WORK/cert.out" >/dev/null 2>&1
-cmp "$WORK/cert.der" "$WORK/cert.out" && echo "ok - certificate read back"
+cmp "$WORK/cert.der" "$WORK/cert.out" || { echo "not ok - certificate read back" >&2; exit 1; }
+echo "ok - certificate read back"
 
 $L --delete-object --type data --label greeting >/dev/null 2>&1
 $L --list-objects >"$WORK/list2.txt" 2>&1
