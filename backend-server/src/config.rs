@@ -32,6 +32,25 @@
 //! argon2_memory_kib = 19456          # argon2id cost of PIN hashes: memory (KiB),
 //! argon2_iterations = 2              # passes,
 //! argon2_parallelism = 1             # and lanes
+//! login_idle_timeout_s = 7200        # login state ends after this long without a call
+//! login_max_lifetime_s = 28800       # and this long after the login, whatever the activity
+//!                                    # (larger values are accepted with a warning at start)
+//!
+//! [audit]                            # optional table; every key has a default
+//! # key_file = "/abs/audit.key"      # Ed25519 seed (64 hex digits, mode 0600) signing the
+//!                                    # chain heads; default audit.key beside the database,
+//!                                    # made at the first start if missing
+//! retention_days = 0                 # records older than this are deleted (with a signed
+//!                                    # audit.pruned record); 0 keeps them forever
+//! sign_every_records = 1000          # sign a chain head every this many records of a chain,
+//! sign_interval_s = 60               # every this many seconds if it grew, and at shutdown
+//! queue_capacity = 4096              # records waiting for the writer thread at most
+//! durability = "fsync"               # "fsync": a record is on disk before the reply it
+//!                                    # describes; "os": handed to the OS (a server crash
+//!                                    # loses nothing, a power loss may lose the last commits)
+//!
+//! [metering]                         # optional table
+//! flush_interval_s = 60              # counters go to the store this often and at shutdown
 //!
 //! [soft]                             # the software HSM's root key: one of these two, or
 //!                                    # neither and the systemd credential hsmlink-root-key
@@ -77,6 +96,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::names::{PartitionName, TenantName, TokenSerial};
+use crate::sessions::LoginLimits;
 use crate::soft::keys::{Algorithms, RootKeySource};
 use crate::soft::partition::SecurityPolicy;
 use crate::soft::pins::PinHashParams;
@@ -101,6 +121,78 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    #[serde(default)]
+    pub audit: AuditSection,
+    #[serde(default)]
+    pub metering: MeteringSection,
+}
+
+/// `[audit]`: the audit log (see [`crate::audit`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    pub key_file: Option<PathBuf>,
+    pub retention_days: u32,
+    pub sign_every_records: NonZeroU64,
+    pub sign_interval_s: NonZeroU64,
+    pub queue_capacity: NonZeroU32,
+    pub durability: AuditDurability,
+}
+
+/// `[audit] durability`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditDurability {
+    /// On disk (fsync) before the reply.
+    #[default]
+    Fsync,
+    /// In the operating system before the reply.
+    Os,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            key_file: None,
+            retention_days: 0,
+            sign_every_records: NonZeroU64::new(1000).unwrap_or(NonZeroU64::MIN),
+            sign_interval_s: NonZeroU64::new(60).unwrap_or(NonZeroU64::MIN),
+            queue_capacity: NonZeroU32::new(4096).unwrap_or(NonZeroU32::MIN),
+            durability: AuditDurability::Fsync,
+        }
+    }
+}
+
+/// `[metering]`: see [`crate::metering`].
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeteringSection {
+    pub flush_interval_s: NonZeroU64,
+}
+
+impl Default for MeteringSection {
+    fn default() -> Self {
+        Self {
+            flush_interval_s: NonZeroU64::new(60).unwrap_or(NonZeroU64::MIN),
+        }
+    }
+}
+
+impl Config {
+    /// The audit writer's settings.
+    pub fn audit_settings(&self) -> crate::audit::AuditSettings {
+        let mut s = crate::audit::AuditSettings::new(&self.store.path);
+        if let Some(key) = &self.audit.key_file {
+            s.key_file = key.clone();
+        }
+        s.retention_days = Some(self.audit.retention_days).filter(|d| *d > 0);
+        s.sign_every_records = self.audit.sign_every_records.get();
+        s.sign_interval = Duration::from_secs(self.audit.sign_interval_s.get());
+        s.queue_capacity = usize::try_from(self.audit.queue_capacity.get()).unwrap_or(4096);
+        s.metering_flush = Duration::from_secs(self.metering.flush_interval_s.get());
+        s.fsync = self.audit.durability == AuditDurability::Fsync;
+        s
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -152,6 +244,8 @@ pub struct SecuritySection {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
+    pub login_idle_timeout_s: NonZeroU64,
+    pub login_max_lifetime_s: NonZeroU64,
 }
 
 impl Default for SecuritySection {
@@ -163,11 +257,45 @@ impl Default for SecuritySection {
             argon2_memory_kib: params.m_kib,
             argon2_iterations: params.t,
             argon2_parallelism: params.p,
+            login_idle_timeout_s: NonZeroU64::new(LoginLimits::DEFAULT.idle.as_secs())
+                .unwrap_or(NonZeroU64::MIN),
+            login_max_lifetime_s: NonZeroU64::new(LoginLimits::DEFAULT.lifetime.as_secs())
+                .unwrap_or(NonZeroU64::MIN),
         }
     }
 }
 
 impl SecuritySection {
+    /// How long login state lasts.
+    pub fn login_limits(&self) -> LoginLimits {
+        LoginLimits {
+            idle: Duration::from_secs(self.login_idle_timeout_s.get()),
+            lifetime: Duration::from_secs(self.login_max_lifetime_s.get()),
+        }
+    }
+
+    /// Warnings for limits above the defaults (accepted, but longer than
+    /// the issue's "never longer by default").
+    pub fn login_limit_warnings(&self) -> Vec<String> {
+        let limits = self.login_limits();
+        let mut out = Vec::new();
+        if limits.idle > LoginLimits::DEFAULT.idle {
+            out.push(format!(
+                "security.login_idle_timeout_s = {} is above the default {}",
+                limits.idle.as_secs(),
+                LoginLimits::DEFAULT.idle.as_secs()
+            ));
+        }
+        if limits.lifetime > LoginLimits::DEFAULT.lifetime {
+            out.push(format!(
+                "security.login_max_lifetime_s = {} is above the default {}",
+                limits.lifetime.as_secs(),
+                LoginLimits::DEFAULT.lifetime.as_secs()
+            ));
+        }
+        out
+    }
+
     pub fn policy(&self) -> SecurityPolicy {
         SecurityPolicy {
             max_pin_failures: self.max_pin_failures.get(),
@@ -567,6 +695,11 @@ impl Config {
             }
         }
         if let Some(path) = &mut config.soft.root_key_file
+            && path.is_relative()
+        {
+            *path = base.join(&*path);
+        }
+        if let Some(path) = &mut config.audit.key_file
             && path.is_relative()
         {
             *path = base.join(&*path);
@@ -1087,6 +1220,38 @@ pin_env = "HSMLINK_DEV0_PIN"
         assert!(
             err.contains("tenants[0].slots[3].device") && err.contains("already holds"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn audit_metering_and_login_limits() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.security.login_limits(), LoginLimits::DEFAULT);
+        assert!(config.security.login_limit_warnings().is_empty());
+        let s = config.audit_settings();
+        assert_eq!(s.key_file, Path::new("/abs/audit.key"));
+        assert_eq!(
+            (s.retention_days, s.sign_every_records, s.fsync),
+            (None, 1000, true)
+        );
+        let text = format!(
+            "{GOOD}\n[security]\nlogin_idle_timeout_s = 9000\nlogin_max_lifetime_s = 60\n\
+             [audit]\nkey_file = \"keys/audit.key\"\nretention_days = 400\n\
+             durability = \"os\"\n[metering]\nflush_interval_s = 5\n"
+        );
+        let config = parse(&text).unwrap();
+        let s = config.audit_settings();
+        assert_eq!(s.key_file, Path::new("/etc/hsmlink/keys/audit.key"));
+        assert_eq!((s.retention_days, s.fsync), (Some(400), false));
+        assert_eq!(s.metering_flush, Duration::from_secs(5));
+        assert_eq!(
+            config.security.login_limits().lifetime,
+            Duration::from_secs(60)
+        );
+        assert_eq!(config.security.login_limit_warnings().len(), 1);
+        assert!(error(&format!("{GOOD}\n[audit]\nsign_every_records = 0\n")).contains("audit"));
+        assert!(
+            error(&format!("{GOOD}\n[audit]\ndurability = \"never\"\n")).contains("durability")
         );
     }
 

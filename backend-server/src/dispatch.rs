@@ -24,12 +24,14 @@ use hsmlink_protocol::{
 use time::OffsetDateTime;
 use tracing::debug;
 
+use crate::audit::{Audit, AuditError};
 use crate::calls::{find, login, objects, session};
 use crate::config::{Config, DeviceConfig, DriverKind};
 use crate::driver::{ObjectContext, PartitionDriver, UserKind};
 use crate::error::{CkResult, Ckr};
 use crate::handles::HandleAllocator;
 use crate::identity::PeerIdentity;
+use crate::metering::Metering;
 use crate::names::{PartitionName, TenantName};
 use crate::pkcs11::Pkcs11Partition;
 use crate::pkcs11::device::{Device, DeviceError};
@@ -49,6 +51,9 @@ pub struct ServerState {
     pub(crate) handles: HandleAllocator,
     drivers: BTreeMap<PartitionName, Arc<dyn PartitionDriver>>,
     app_grace: Duration,
+    /// The audit log (`None` in in-process tests that do not start one).
+    audit: Option<Arc<Audit>>,
+    metering: Arc<Metering>,
 }
 
 /// The server state could not be built: the store or a key is unusable.
@@ -60,6 +65,8 @@ pub enum StateError {
     Key(#[from] KeyError),
     #[error("{0}")]
     Device(#[from] DeviceError),
+    #[error("{0}")]
+    Audit(#[from] AuditError),
 }
 
 impl ServerState {
@@ -77,14 +84,25 @@ impl ServerState {
         } else {
             None
         };
-        Self::with_devices(
+        let mut state = Self::with_devices(
             registry,
             store,
             root,
             &config.devices,
             config.security.policy(),
             config.server.app_grace(),
-        )
+        )?;
+        for warning in config.security.login_limit_warnings() {
+            tracing::warn!("{warning}");
+        }
+        state.sessions = Sessions::with_limits(config.security.login_limits());
+        let metering = Arc::new(Metering::new(Some(config.store.path.clone())));
+        state.audit = Some(Arc::new(Audit::start(
+            config.audit_settings(),
+            metering.clone(),
+        )?));
+        state.metering = metering;
+        Ok(state)
     }
 
     /// The state over an open store (tests use their own root key).
@@ -169,7 +187,25 @@ impl ServerState {
             handles: HandleAllocator::new(store, floors),
             drivers,
             app_grace,
+            audit: None,
+            metering: Arc::new(Metering::default()),
         })
+    }
+
+    /// The audit log, if this state writes one.
+    pub fn audit(&self) -> Option<&Arc<Audit>> {
+        self.audit.as_ref()
+    }
+
+    /// Starts writing the audit log (tests; [`Self::open`] does it itself).
+    pub fn set_audit(&mut self, audit: Arc<Audit>) {
+        self.metering = audit.metering().clone();
+        self.audit = Some(audit);
+    }
+
+    /// The metering counters (for the admin API: [`Metering::report`]).
+    pub fn metering(&self) -> &Arc<Metering> {
+        &self.metering
     }
 
     pub fn app_grace(&self) -> Duration {
@@ -197,6 +233,14 @@ impl ServerState {
     /// Closes the sessions of applications gone for the grace period.
     /// Returns how many sessions closed.
     pub fn reap_idle_apps(&self, now: Instant) -> usize {
+        // Logins past their limits end now (and are audited) even if their
+        // application went quiet.
+        self.sessions.expire_logins(now);
+        for expiry in self.sessions.take_expired() {
+            if let Err(e) = crate::audit::hook::record_expiry(self, None, &expiry) {
+                tracing::error!(tenant = %expiry.key.tenant, "{e}");
+            }
+        }
         let closed = self.sessions.reap(now, self.app_grace);
         if !closed.is_empty() {
             debug!(
@@ -242,6 +286,13 @@ impl ClientContext {
 /// Answers one request for `ctx`'s tenant. May block (store, PIN hashing):
 /// the transport runs it on a blocking thread.
 pub fn handle(state: &ServerState, ctx: &ClientContext, request: Request) -> Response {
+    let plan = crate::audit::hook::plan(state, ctx, &request);
+    let response = handle_call(state, ctx, request);
+    crate::audit::hook::finish(state, ctx, plan, response)
+}
+
+/// [`handle`] without the audit log and metering.
+fn handle_call(state: &ServerState, ctx: &ClientContext, request: Request) -> Response {
     // A tenant missing from the registry (removed while connected) is served
     // as a tenant without slots: nothing about anyone else leaks.
     let tenant = state.registry.tenant(ctx.tenant());

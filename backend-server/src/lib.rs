@@ -26,6 +26,7 @@
 //! driver ([`pkcs11`]) is allowed some, for its calls into vendor modules.
 
 pub mod attributes;
+pub mod audit;
 pub mod calls;
 pub mod config;
 pub mod dispatch;
@@ -35,6 +36,7 @@ pub mod handles;
 pub mod identity;
 pub mod init;
 pub mod logging;
+pub mod metering;
 pub mod names;
 pub mod partition_state;
 pub mod pkcs11;

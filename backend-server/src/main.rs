@@ -50,6 +50,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The audit log: verify its chains and signatures, export records.
+    #[command(subcommand)]
+    Audit(hsmlink_server::audit::cli::AuditCommand),
+    /// Metering per tenant, hour, operation and mechanism.
+    Metering(hsmlink_server::metering::MeteringArgs),
 }
 
 fn parse_tenant(name: &str) -> Result<TenantName, String> {
@@ -81,6 +86,8 @@ fn main() -> ExitCode {
             root_key_credential,
         }),
         Command::Run { config } => run_server(&config),
+        Command::Audit(command) => hsmlink_server::audit::cli::run(&command),
+        Command::Metering(args) => hsmlink_server::metering::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -164,6 +164,11 @@ impl Server {
             );
             connections.shutdown().await;
         }
+        // The audit writer commits what is queued, signs the chain heads
+        // and writes the metering counters.
+        if let Some(audit) = self.shared.state.audit().cloned() {
+            let _ = tokio::task::spawn_blocking(move || audit.close()).await;
+        }
         info!("hsmlink-server stopped");
         Ok(())
     }

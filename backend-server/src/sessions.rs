@@ -11,6 +11,16 @@
 //! The transport counts each application's connections; when the count has
 //! stayed at zero for the grace period the application is gone, and its
 //! sessions close ([`Sessions::reap`]).
+//!
+//! Login state has two limits ([`LoginLimits`], `[security]
+//! login_idle_timeout_s` and `login_max_lifetime_s`): it ends after the idle
+//! limit without a call on any of the application's sessions of that token,
+//! and after the absolute limit since the login whatever the activity. The
+//! limits are checked whenever a call resolves a session ([`Sessions::view`])
+//! and periodically ([`Sessions::expire_logins`]); an expired login is as if
+//! the application had logged out, except that its active operations (but
+//! digests) answer `CKR_USER_NOT_LOGGED_IN` once and end. Each expiry is
+//! queued as an [`Expiry`] for the audit log ([`Sessions::take_expired`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +38,7 @@ use zeroize::Zeroizing;
 use crate::driver::{OpKind, Operation, OwnerId, Step, UserKind};
 use crate::error::{CkResult, Ckr};
 use crate::names::TenantName;
+use cryptoki_sys::CKR_USER_NOT_LOGGED_IN;
 
 /// An application instance of a tenant.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -47,6 +58,65 @@ pub struct SessionView {
     pub login: Option<UserKind>,
 }
 
+/// How long login state lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// Ends after this long without a call on the token.
+    pub idle: Duration,
+    /// Ends this long after the login, whatever the activity.
+    pub lifetime: Duration,
+}
+
+impl LoginLimits {
+    /// 2 hours idle, 8 hours in total.
+    pub const DEFAULT: Self = Self {
+        idle: Duration::from_secs(7200),
+        lifetime: Duration::from_secs(28_800),
+    };
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Why login state ended on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpiryReason {
+    Idle,
+    Absolute,
+}
+
+impl ExpiryReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Absolute => "absolute",
+        }
+    }
+}
+
+/// A login that expired, for the audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expiry {
+    pub key: AppKey,
+    pub slot: SlotId,
+    pub who: UserKind,
+    pub reason: ExpiryReason,
+    /// The limit that was reached.
+    pub limit: Duration,
+    /// How long the login lasted.
+    pub age: Duration,
+}
+
+/// What the audit log needs of a session before a call runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpInfo {
+    pub mechanism: u64,
+    pub key: Option<ObjectHandle>,
+}
+
 /// A session that closed, for its driver to drop its session objects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Closed {
@@ -59,6 +129,17 @@ pub struct Closed {
 pub struct Sessions {
     apps: Mutex<HashMap<AppKey, App>>,
     next_owner: AtomicU64,
+    limits: LoginLimits,
+    /// Logins that expired, not yet taken by the audit log.
+    expired: Mutex<Vec<Expiry>>,
+}
+
+/// Login state of an application on a token.
+#[derive(Clone, Copy, Debug)]
+struct Login {
+    who: UserKind,
+    since: Instant,
+    last_use: Instant,
 }
 
 #[derive(Debug)]
@@ -66,7 +147,7 @@ struct App {
     id: OwnerId,
     sessions: BTreeMap<u64, Session>,
     next_handle: u64,
-    logins: HashMap<SlotId, UserKind>,
+    logins: HashMap<SlotId, Login>,
     connections: usize,
     /// When the last connection went away.
     idle_since: Option<Instant>,
@@ -81,6 +162,11 @@ struct Session {
     /// The active cryptographic operations, one per kind. Each sits behind
     /// its own lock so that the work runs without holding the sessions'.
     ops: BTreeMap<OpKind, SharedOp>,
+    /// Mechanism and key of each operation started (for the audit log).
+    op_info: BTreeMap<OpKind, OpInfo>,
+    /// Operations ended by a login expiry: their next call answers
+    /// `CKR_USER_NOT_LOGGED_IN`.
+    expired_ops: Vec<OpKind>,
 }
 
 /// An active operation, shared between the session and the call using it.
@@ -97,6 +183,8 @@ pub struct ActiveOp {
     /// (`CKR_BUFFER_TOO_SMALL` for an output whose length was only bounded):
     /// the next call of the same step returns it instead of working again.
     pub pending: Option<(Step, Zeroizing<Vec<u8>>)>,
+    /// Mechanism and key, for the audit log.
+    pub info: Option<OpInfo>,
 }
 
 impl ActiveOp {
@@ -105,7 +193,14 @@ impl ActiveOp {
             operation,
             needs_context_login,
             pending: None,
+            info: None,
         }
+    }
+
+    /// The operation's mechanism and key, for the audit log.
+    pub fn with_info(mut self, info: OpInfo) -> Self {
+        self.info = Some(info);
+        self
     }
 }
 
@@ -125,6 +220,117 @@ struct FindState {
 impl Sessions {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// No sessions yet, login state lasting `limits`.
+    pub fn with_limits(limits: LoginLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    pub fn limits(&self) -> LoginLimits {
+        self.limits
+    }
+
+    /// The logins that expired since the last call (for the audit log).
+    pub fn take_expired(&self) -> Vec<Expiry> {
+        let mut expired = self.expired.lock().unwrap_or_else(PoisonError::into_inner);
+        if expired.is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut *expired)
+        }
+    }
+
+    /// Ends every login past a limit at `now` (a periodic sweep, so that
+    /// the audit log records expiries of applications that went quiet).
+    pub fn expire_logins(&self, now: Instant) {
+        let mut apps = self.lock();
+        let mut expired = Vec::new();
+        for (key, app) in apps.iter_mut() {
+            let slots: Vec<SlotId> = app.logins.keys().copied().collect();
+            for slot in slots {
+                if let Some(e) = self.check_login(key, app, slot, now, false) {
+                    expired.push(e);
+                }
+            }
+        }
+        drop(apps);
+        self.push_expired(expired);
+    }
+
+    fn push_expired(&self, mut list: Vec<Expiry>) {
+        if !list.is_empty() {
+            self.expired
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .append(&mut list);
+        }
+    }
+
+    /// Ends the application's login on `slot` if a limit is reached at
+    /// `now`; otherwise, if `touch`, counts `now` as activity.
+    fn check_login(
+        &self,
+        key: &AppKey,
+        app: &mut App,
+        slot: SlotId,
+        now: Instant,
+        touch: bool,
+    ) -> Option<Expiry> {
+        let login = app.logins.get_mut(&slot)?;
+        let age = now.saturating_duration_since(login.since);
+        let idle = now.saturating_duration_since(login.last_use);
+        let (reason, limit) = if age >= self.limits.lifetime {
+            (ExpiryReason::Absolute, self.limits.lifetime)
+        } else if idle >= self.limits.idle {
+            (ExpiryReason::Idle, self.limits.idle)
+        } else {
+            if touch {
+                login.last_use = now;
+            }
+            return None;
+        };
+        let who = login.who;
+        app.logins.remove(&slot);
+        for session in app.sessions.values_mut().filter(|s| s.slot == slot) {
+            let kinds: Vec<OpKind> = session
+                .ops
+                .keys()
+                .copied()
+                .filter(|k| *k != OpKind::Digest)
+                .collect();
+            for kind in kinds {
+                session.ops.remove(&kind);
+                session.expired_ops.push(kind);
+            }
+        }
+        Some(Expiry {
+            key: key.clone(),
+            slot,
+            who,
+            reason,
+            limit,
+            age,
+        })
+    }
+
+    /// The session's slot and, if an operation of `kind` is active, its
+    /// mechanism and key; changes nothing (for the audit log).
+    pub fn peek(
+        &self,
+        key: &AppKey,
+        handle: SessionHandle,
+        kind: Option<OpKind>,
+    ) -> Option<(SlotId, Option<OpInfo>)> {
+        let apps = self.lock();
+        let session = apps.get(key)?.sessions.get(&handle.0)?;
+        let info = kind
+            .filter(|k| session.ops.contains_key(k))
+            .and_then(|k| session.op_info.get(&k).copied());
+        Some((session.slot, info))
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<AppKey, App>> {
@@ -151,7 +357,7 @@ impl Sessions {
         let id = self.owner();
         let mut apps = self.lock();
         let app = self.app(&mut apps, key);
-        if !rw && app.logins.get(&slot) == Some(&UserKind::So) {
+        if !rw && app.logins.get(&slot).map(|l| l.who) == Some(UserKind::So) {
             return Err(Ckr(CKR_SESSION_READ_WRITE_SO_EXISTS));
         }
         let handle = app.next_handle;
@@ -164,25 +370,38 @@ impl Sessions {
                 rw,
                 find: None,
                 ops: BTreeMap::new(),
+                op_info: BTreeMap::new(),
+                expired_ops: Vec::new(),
             },
         );
         Ok(SessionHandle(handle))
     }
 
+    /// The session for a call: the call counts as activity on the token's
+    /// login state, which may have expired (see the module documentation).
     pub fn view(&self, key: &AppKey, handle: SessionHandle) -> CkResult<SessionView> {
-        let apps = self.lock();
-        let app = apps.get(key).ok_or(Ckr(CKR_SESSION_HANDLE_INVALID))?;
+        let mut apps = self.lock();
+        let app = apps.get_mut(key).ok_or(Ckr(CKR_SESSION_HANDLE_INVALID))?;
+        let slot = app
+            .sessions
+            .get(&handle.0)
+            .ok_or(Ckr(CKR_SESSION_HANDLE_INVALID))?
+            .slot;
+        let expired = self.check_login(key, app, slot, Instant::now(), true);
         let session = app
             .sessions
             .get(&handle.0)
             .ok_or(Ckr(CKR_SESSION_HANDLE_INVALID))?;
-        Ok(SessionView {
+        let view = SessionView {
             id: session.id,
             app: app.id,
             slot: session.slot,
             rw: session.rw,
-            login: app.logins.get(&session.slot).copied(),
-        })
+            login: app.logins.get(&session.slot).map(|l| l.who),
+        };
+        drop(apps);
+        self.push_expired(expired.into_iter().collect());
+        Ok(view)
     }
 
     /// `C_CloseSession` (5.6.2). Closing the application's last session on
@@ -249,8 +468,23 @@ impl Sessions {
         let mut apps = self.lock();
         let app = self.app(&mut apps, key);
         match who {
-            Some(who) => app.logins.insert(slot, who),
-            None => app.logins.remove(&slot),
+            Some(who) => {
+                let now = Instant::now();
+                app.logins.insert(
+                    slot,
+                    Login {
+                        who,
+                        since: now,
+                        last_use: now,
+                    },
+                );
+                for session in app.sessions.values_mut().filter(|s| s.slot == slot) {
+                    session.expired_ops.clear();
+                }
+            }
+            None => {
+                app.logins.remove(&slot);
+            }
         };
     }
 
@@ -350,6 +584,7 @@ impl Sessions {
             }
             for kind in kinds {
                 s.ops.remove(kind);
+                s.expired_ops.retain(|k| k != kind);
             }
             Ok(())
         })
@@ -373,15 +608,24 @@ impl Sessions {
             if s.ops.contains_key(&kind) {
                 return Err(Ckr(CKR_OPERATION_ACTIVE));
             }
+            s.expired_ops.retain(|k| *k != kind);
+            match op.info {
+                Some(info) => s.op_info.insert(kind, info),
+                None => s.op_info.remove(&kind),
+            };
             s.ops.insert(kind, Arc::new(Mutex::new(op)));
             Ok(())
         })
     }
 
     /// The session's operation of `kind` (`CKR_OPERATION_NOT_INITIALIZED`
-    /// if none).
+    /// if none; `CKR_USER_NOT_LOGGED_IN`, once, for one a login expiry ended).
     pub fn op_get(&self, key: &AppKey, handle: SessionHandle, kind: OpKind) -> CkResult<SharedOp> {
         self.with_session(key, handle, |s| {
+            if let Some(i) = s.expired_ops.iter().position(|k| *k == kind) {
+                s.expired_ops.swap_remove(i);
+                return Err(Ckr(CKR_USER_NOT_LOGGED_IN));
+            }
             s.ops
                 .get(&kind)
                 .cloned()

@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 use crate::dispatch::{Bound, ClientContext, ServerState, bind};
 use crate::driver::{OpKind, OutLen, Step};
 use crate::error::{CkResult, Ckr};
-use crate::sessions::{ActiveOp, lock_op};
+use crate::sessions::{ActiveOp, OpInfo, lock_op};
 use crate::soft::mechanisms;
 
 /// The input of an output-producing call.
@@ -89,7 +89,10 @@ pub fn init(
         &bound.key,
         session,
         kind,
-        ActiveOp::new(begun.operation, begun.needs_context_login),
+        ActiveOp::new(begun.operation, begun.needs_context_login).with_info(OpInfo {
+            mechanism: mechanism.mechanism.0,
+            key,
+        }),
     )?;
     Ok(match begun.hash_prefix {
         Some(prefix) => ResponseBody::HashPrefix(prefix),

@@ -47,6 +47,43 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (partition, handle),
         UNIQUE (partition, uid)
     ) STRICT;",
+    // 3: the audit log (hash-chained records per chain, signed chain heads,
+    // the log's identity) and metering. Never touched by partition
+    // termination: records name partitions, they do not reference them.
+    // (IF NOT EXISTS: the number may move when migrations land in parallel.)
+    "CREATE TABLE IF NOT EXISTS audit_meta (
+        name TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE IF NOT EXISTS audit_records (
+        chain TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        op TEXT NOT NULL,
+        key_handle INTEGER,
+        body TEXT NOT NULL,
+        hash BLOB NOT NULL,
+        PRIMARY KEY (chain, seq)
+    ) STRICT;
+    CREATE INDEX IF NOT EXISTS audit_records_ts ON audit_records (ts_ms);
+    CREATE TABLE IF NOT EXISTS audit_heads (
+        chain TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        signature BLOB NOT NULL,
+        PRIMARY KEY (chain, seq)
+    ) STRICT;
+    CREATE TABLE IF NOT EXISTS metering (
+        tenant TEXT NOT NULL,
+        hour_ms INTEGER NOT NULL,
+        operation TEXT NOT NULL,
+        mechanism INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        bytes_in INTEGER NOT NULL,
+        bytes_out INTEGER NOT NULL,
+        PRIMARY KEY (tenant, hour_ms, operation, mechanism)
+    ) STRICT;",
 ];
 
 #[derive(Debug)]

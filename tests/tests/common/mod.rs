@@ -471,3 +471,108 @@ impl Deployment {
         }
     }
 }
+
+// ---- audit log, metering and session limits (issue 7) ----
+
+impl Deployment {
+    /// Sets `key = value` (values are TOML, e.g. `"2"` or `"\"x\""`) in
+    /// `[section]` of server.toml, adding the section if it is missing.
+    /// Call before the server starts.
+    pub fn set_server_keys(&self, section: &str, keys: &[(&str, &str)]) {
+        let path = self.path("server.toml");
+        let text = std::fs::read_to_string(&path).expect("server.toml");
+        let header = format!("[{section}]");
+        let lines: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        let mut out = String::new();
+        let mut done = false;
+        for line in text.lines() {
+            out.push_str(line);
+            out.push('\n');
+            if !done && line.trim_start().starts_with(&header) {
+                out.push_str(&lines);
+                done = true;
+            }
+        }
+        if !done {
+            out = format!("{header}\n{lines}\n{out}");
+        }
+        std::fs::write(&path, out).expect("write server.toml");
+    }
+
+    /// Runs `hsmlink-server ARGS... --config server.toml`: (success,
+    /// stdout, stderr).
+    pub fn server_command(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(server_bin())
+            .args(args)
+            .arg("--config")
+            .arg(self.path("server.toml"))
+            .output()
+            .expect("run hsmlink-server");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `hsmlink-server audit export` of this deployment, one JSON line per record.
+    pub fn audit_export(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["audit", "export"];
+        args.extend_from_slice(extra);
+        let (ok, stdout, stderr) = self.server_command(&args);
+        assert!(ok, "audit export failed: {stderr}");
+        stdout.lines().map(str::to_owned).collect()
+    }
+
+    /// Runs SQL on the deployment's store (python3's sqlite3 module: tests
+    /// that tamper with the audit log); returns the rows, one per line.
+    pub fn sqlite(&self, sql: &str) -> String {
+        let script = "import sqlite3, sys\n\
+            c = sqlite3.connect(sys.argv[1])\n\
+            rows = c.execute(sys.argv[2]).fetchall()\n\
+            c.commit()\n\
+            print('\\n'.join('|'.join(str(v) for v in r) for r in rows))\n";
+        let out = Command::new("python3")
+            .args(["-c", script])
+            .arg(self.path("hsmlink.db"))
+            .arg(sql)
+            .output()
+            .expect("run python3");
+        assert!(
+            out.status.success(),
+            "sqlite via python3 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    }
+}
+
+// ---- The admin API (issue 7) ----
+
+impl Deployment {
+    /// The admin listener `init` configured: 127.0.0.1, the port after the
+    /// tenant port.
+    pub fn admin_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port() + 1)
+    }
+
+    /// `hsmlink-server admin` with the deployment's admin certificate, then
+    /// `args`; returns (success, stdout, stderr).
+    pub fn admin(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(server_bin())
+            .args(["admin", "--url", &self.admin_url(), "--ca"])
+            .arg(self.path("ca.pem"))
+            .arg("--cert")
+            .arg(self.path("admin.pem"))
+            .arg("--key")
+            .arg(self.path("admin-key.pem"))
+            .args(args)
+            .output()
+            .expect("run hsmlink-server admin");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
