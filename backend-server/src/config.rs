@@ -52,6 +52,11 @@
 //! [metering]                         # optional table
 //! flush_interval_s = 60              # counters go to the store this often and at shutdown
 //!
+//! [admin]                            # optional: the provider's administration listener
+//! listen = "127.0.0.1:7701"          # HOST:PORT (HTTPS with client certificates)
+//! admin_ca = "/abs/admin-ca.pem"     # provider-admin CA: its certificates may administer
+//! tenant_ca_key = "/abs/ca-key.pem"  # the tenant CA's key: the API issues tenant certificates
+//!
 //! [soft]                             # the software HSM's root key: one of these two, or
 //!                                    # neither and the systemd credential hsmlink-root-key
 //! root_key_file = "/abs/root.key"    # file with the 32-byte root key (64 hex digits), mode 0600
@@ -125,6 +130,22 @@ pub struct Config {
     pub audit: AuditSection,
     #[serde(default)]
     pub metering: MeteringSection,
+    /// `[admin]`: the provider's administration listener (none without it).
+    #[serde(default)]
+    pub admin: Option<AdminSection>,
+}
+
+/// `[admin]`: the provider's administration plane (see [`crate::admin`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// HOST:PORT of the admin listener (HTTPS, mutual TLS).
+    pub listen: ListenAddr,
+    /// The provider-admin CA: certificates it issued may administer.
+    pub admin_ca: PathBuf,
+    /// The tenant CA's private key (the CA of `[tls] tenant_ca`): lets the
+    /// admin API issue tenant certificates. Without it, it cannot.
+    pub tenant_ca_key: Option<PathBuf>,
 }
 
 /// `[audit]`: the audit log (see [`crate::audit`]).
@@ -704,6 +725,16 @@ impl Config {
         {
             *path = base.join(&*path);
         }
+        if let Some(admin) = &mut config.admin {
+            if admin.admin_ca.is_relative() {
+                admin.admin_ca = base.join(&admin.admin_ca);
+            }
+            if let Some(path) = &mut admin.tenant_ca_key
+                && path.is_relative()
+            {
+                *path = base.join(&*path);
+            }
+        }
         for device in &mut config.devices {
             if device.module.is_relative() {
                 device.module = base.join(&device.module);
@@ -891,6 +922,16 @@ impl Config {
         ] {
             check_readable_file(path)
                 .map_err(|e| ConfigError::new(file, key, format!("{}: {e}", path.display())))?;
+        }
+        if let Some(admin) = &self.admin {
+            let key = admin
+                .tenant_ca_key
+                .iter()
+                .map(|p| ("admin.tenant_ca_key", p));
+            for (key, path) in [("admin.admin_ca", &admin.admin_ca)].into_iter().chain(key) {
+                check_readable_file(path)
+                    .map_err(|e| ConfigError::new(file, key, format!("{}: {e}", path.display())))?;
+            }
         }
         let store = &self.store.path;
         if store.is_dir() {

@@ -8,13 +8,14 @@
 //! Every lookup goes through the connection's tenant, taken from its verified
 //! certificate; a request has no way to name another tenant's slot.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Borrow;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cryptoki_sys::{
-    CK_RV, CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKR_PIN_EXPIRED,
+    CK_RV, CKR_DEVICE_REMOVED, CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKR_PIN_EXPIRED,
     CKR_SESSION_HANDLE_INVALID, CKR_SLOT_ID_INVALID, CKR_TOKEN_NOT_PRESENT,
 };
 use hsmlink_protocol::{
@@ -32,14 +33,13 @@ use crate::error::{CkResult, Ckr};
 use crate::handles::HandleAllocator;
 use crate::identity::PeerIdentity;
 use crate::metering::Metering;
-use crate::names::{PartitionName, TenantName};
-use crate::pkcs11::Pkcs11Partition;
-use crate::pkcs11::device::{Device, DeviceError};
+use crate::names::TenantName;
+use crate::pkcs11::device::DeviceError;
 use crate::registry::{Registry, Slot, Tenant};
 use crate::sessions::{AppKey, Closed, SessionView, Sessions};
 use crate::soft::keys::{KeyError, RootKey};
 use crate::soft::mechanisms;
-use crate::soft::partition::{SecurityPolicy, SoftPartition};
+use crate::soft::partition::SecurityPolicy;
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::token::{self, SessionCounts};
 
@@ -49,7 +49,6 @@ pub struct ServerState {
     pub registry: Registry,
     pub sessions: Sessions,
     pub(crate) handles: HandleAllocator,
-    drivers: BTreeMap<PartitionName, Arc<dyn PartitionDriver>>,
     app_grace: Duration,
     /// The audit log (`None` in in-process tests that do not start one).
     audit: Option<Arc<Audit>>,
@@ -77,12 +76,16 @@ impl ServerState {
         let registry = Registry::from_config(&config.tenants);
         let needs_soft = registry
             .tenants()
-            .flat_map(Tenant::slots)
+            .iter()
+            .flat_map(|t| t.slots())
             .any(|s| s.driver == DriverKind::Soft);
-        let root = if needs_soft {
-            Some(RootKey::load(config.soft.root_key_source().as_ref())?)
-        } else {
-            None
+        // Partitions allocated through the admin API may need it too: a
+        // deployment without soft slots in server.toml and no root key
+        // simply cannot allocate soft partitions.
+        let root = match RootKey::load(config.soft.root_key_source().as_ref()) {
+            Ok(root) => Some(root),
+            Err(e) if needs_soft => return Err(e.into()),
+            Err(_) => None,
         };
         let mut state = Self::with_devices(
             registry,
@@ -118,74 +121,21 @@ impl ServerState {
 
     /// The state over an open store, with the vendor devices that pkcs11
     /// slots name (opened here: module loaded, token found, logged in).
+    /// The registry merges server.toml's tenants into the store and serves
+    /// every tenant and partition the store holds ([`Registry::attach`]).
     pub fn with_devices(
-        mut registry: Registry,
+        registry: Registry,
         store: Arc<dyn Store>,
         root: Option<RootKey>,
         devices: &[DeviceConfig],
         policy: SecurityPolicy,
         app_grace: Duration,
     ) -> Result<Self, StateError> {
-        let mut device_tables = Vec::new();
-        let mut drivers: BTreeMap<PartitionName, Arc<dyn PartitionDriver>> = BTreeMap::new();
-        let mut floors: HashMap<TenantName, u64> = HashMap::new();
-        for tenant in registry.tenants() {
-            for slot in tenant.slots() {
-                let driver: Arc<dyn PartitionDriver> = match slot.driver {
-                    DriverKind::Soft => {
-                        let root = root.clone().ok_or_else(|| {
-                            KeyError("the soft driver needs a root key".to_owned())
-                        })?;
-                        Arc::new(SoftPartition::open(
-                            slot.partition.as_str(),
-                            slot.algorithms.soft(),
-                            root,
-                            store.clone(),
-                            policy,
-                        )?)
-                    }
-                    DriverKind::Pkcs11 => {
-                        let config = devices
-                            .iter()
-                            .find(|d| Some(&d.name) == slot.device.as_ref())
-                            .ok_or_else(|| DeviceError {
-                                device: slot
-                                    .device
-                                    .as_ref()
-                                    .map_or_else(String::new, |d| d.as_str().to_owned()),
-                                message: format!(
-                                    "partition {} names a device that is not configured",
-                                    slot.partition
-                                ),
-                            })?;
-                        let device = Device::open(config)?;
-                        let partition = Pkcs11Partition::open(
-                            slot.partition.as_str(),
-                            device,
-                            store.clone(),
-                            policy,
-                        )?;
-                        // The slot's list, fixed for the life of the server:
-                        // one small table per device, leaked once.
-                        let table: &'static [mechanisms::MechanismEntry] =
-                            Box::leak(partition.mechanisms().to_vec().into_boxed_slice());
-                        device_tables.push((slot.partition.clone(), table));
-                        Arc::new(partition)
-                    }
-                };
-                let floor = floors.entry(tenant.name.clone()).or_default();
-                *floor = (*floor).max(driver.max_handle());
-                drivers.insert(slot.partition.clone(), driver);
-            }
-        }
-        for (partition, table) in device_tables {
-            registry.set_mechanisms(&partition, table);
-        }
+        let floors = registry.attach(store.clone(), root, devices, policy)?;
         Ok(Self {
             registry,
             sessions: Sessions::new(),
             handles: HandleAllocator::new(store, floors),
-            drivers,
             app_grace,
             audit: None,
             metering: Arc::new(Metering::default()),
@@ -212,18 +162,19 @@ impl ServerState {
         self.app_grace
     }
 
-    pub(crate) fn driver(&self, slot: &Slot) -> CkResult<&Arc<dyn PartitionDriver>> {
-        self.drivers.get(&slot.partition).ok_or(Ckr::GENERAL)
+    pub(crate) fn driver<S: Borrow<Slot>>(&self, slot: S) -> CkResult<Arc<dyn PartitionDriver>> {
+        self.registry
+            .driver(&slot.borrow().partition)
+            .ok_or(Ckr::GENERAL)
     }
 
     /// Tells the drivers that sessions closed (their session objects go).
     pub(crate) fn sessions_closed(&self, closed: &[Closed]) {
         for c in closed {
-            let driver = self
-                .registry
-                .tenant(&c.tenant)
-                .and_then(|t| t.slot(c.slot))
-                .and_then(|s| self.drivers.get(&s.partition));
+            let driver = self.registry.any_tenant(&c.tenant).and_then(|t| {
+                t.slot(c.slot)
+                    .and_then(|s| self.registry.driver(&s.partition))
+            });
             if let Some(driver) = driver {
                 driver.session_closed(c.session);
             }
@@ -302,7 +253,7 @@ fn handle_call(state: &ServerState, ctx: &ClientContext, request: Request) -> Re
     let result = match request {
         Request::GetSlotList { token_present } => Ok(slot_list(tenant, token_present)),
         Request::GetSlotInfo { slot } => {
-            with_slot(tenant, slot).map(|s| ResponseBody::SlotInfo(token::slot_info(s)))
+            with_slot(tenant, slot).map(|s| ResponseBody::SlotInfo(token::slot_info(&s)))
         }
         Request::GetTokenInfo { slot } => token_info(state, ctx, slot),
         Request::GetMechanismList { slot } => with_token(tenant, slot).map(|s| {
@@ -391,10 +342,10 @@ fn handle_call(state: &ServerState, ctx: &ClientContext, request: Request) -> Re
 fn token_info(state: &ServerState, ctx: &ClientContext, slot: SlotId) -> CkResult<ResponseBody> {
     let tenant = state.registry.tenant(ctx.tenant());
     let s = with_token(tenant, slot)?;
-    let driver = state.driver(s)?;
+    let driver = state.driver(&s)?;
     let (all, rw) = state.sessions.counts(&ctx.app_key(), slot);
     Ok(ResponseBody::TokenInfo(token::token_info(
-        s,
+        &s,
         &driver.token_state(),
         SessionCounts { all, rw },
         OffsetDateTime::now_utc(),
@@ -402,24 +353,25 @@ fn token_info(state: &ServerState, ctx: &ClientContext, slot: SlotId) -> CkResul
 }
 
 /// `C_GetSlotList` (5.4.2): the tenant's slot ids, ascending.
-fn slot_list(tenant: Option<&Tenant>, token_present: bool) -> ResponseBody {
+fn slot_list(tenant: Option<Arc<Tenant>>, token_present: bool) -> ResponseBody {
     let slots = tenant
-        .into_iter()
-        .flat_map(Tenant::slots)
+        .iter()
+        .flat_map(|t| t.slots())
         .filter(|s| !token_present || s.token_present())
         .map(|s| s.id)
         .collect();
     ResponseBody::SlotList(slots)
 }
 
-fn with_slot(tenant: Option<&Tenant>, id: SlotId) -> CkResult<&Slot> {
+fn with_slot<T: Borrow<Tenant>>(tenant: Option<T>, id: SlotId) -> CkResult<Slot> {
     tenant
-        .and_then(|t| t.slot(id))
+        .and_then(|t| t.borrow().slot(id).cloned())
         .ok_or(Ckr(CKR_SLOT_ID_INVALID))
 }
 
-/// Like [`with_slot`], for calls that need the token in the slot.
-pub(crate) fn with_token(tenant: Option<&Tenant>, id: SlotId) -> CkResult<&Slot> {
+/// Like [`with_slot`], for calls that need the token in the slot: a
+/// suspended (or unavailable) partition answers `CKR_TOKEN_NOT_PRESENT`.
+pub(crate) fn with_token<T: Borrow<Tenant>>(tenant: Option<T>, id: SlotId) -> CkResult<Slot> {
     let slot = with_slot(tenant, id)?;
     if slot.token_present() {
         Ok(slot)
@@ -433,7 +385,9 @@ pub(crate) fn with_token(tenant: Option<&Tenant>, id: SlotId) -> CkResult<&Slot>
 pub(crate) struct Bound<'a> {
     pub key: AppKey,
     pub view: SessionView,
-    pub driver: &'a Arc<dyn PartitionDriver>,
+    pub driver: Arc<dyn PartitionDriver>,
+    /// The server state the session belongs to.
+    pub state: PhantomData<&'a ServerState>,
     /// The slot's mechanism table.
     pub mechanisms: &'static [mechanisms::MechanismEntry],
 }
@@ -475,13 +429,20 @@ pub(crate) fn bind<'a>(
     let slot = state
         .registry
         .tenant(ctx.tenant())
-        .and_then(|t| t.slot(view.slot))
+        .and_then(|t| t.slot(view.slot).cloned())
         .ok_or(Ckr(CKR_SESSION_HANDLE_INVALID))?;
-    let driver = state.driver(slot)?;
+    // A suspended partition: the session's token is gone for now (the
+    // application may still close the session; after a resume it carries
+    // on, logged out).
+    if !slot.token_present() {
+        return Err(Ckr(CKR_DEVICE_REMOVED));
+    }
+    let driver = state.driver(&slot)?;
     Ok(Bound {
         key,
         view,
         driver,
+        state: PhantomData,
         mechanisms: slot.mechanisms(),
     })
 }

@@ -1,9 +1,10 @@
 //! `hsmlink-server init`: a ready-to-run deployment directory.
 //!
 //! Writes a tenant CA, a server certificate and one tenant's client
-//! certificate (all ECDSA P-256, made with rcgen), the software HSM's root
-//! key (`root.key`, 32 random bytes as hex), `server.toml` and the module's
-//! `client.toml`, with absolute paths. Key files are created with mode 0600. Nothing is overwritten: if any file it would write exists, init
+//! certificate (all ECDSA P-256, made with rcgen), a provider-admin CA and
+//! an admin client certificate (for the admin API, `[admin]`), the software
+//! HSM's root key (`root.key`, 32 random bytes as hex), `server.toml` and
+//! the module's `client.toml`, with absolute paths. Key files are created with mode 0600. Nothing is overwritten: if any file it would write exists, init
 //! writes nothing at all.
 //!
 //! The certificate functions are public so that tests (and, later, the admin
@@ -31,6 +32,11 @@ use crate::soft::keys::RootKey;
 const CA_VALIDITY_DAYS: i64 = 3653;
 const SERVER_VALIDITY_DAYS: i64 = 365;
 const TENANT_VALIDITY_DAYS: i64 = 365;
+const ADMIN_VALIDITY_DAYS: i64 = 365;
+
+/// A provider admin's certificate names the admin with this SAN URI prefix
+/// (informative: the admin CA is what grants the right).
+pub const ADMIN_URI_PREFIX: &str = "hsmlink:admin:";
 /// Certificates start to be valid a little in the past, for clock skew.
 const BACKDATE: Duration = Duration::hours(1);
 
@@ -86,6 +92,26 @@ pub struct InitOptions {
     /// server.toml names no root key file: the server reads the systemd
     /// credential `hsmlink-root-key` (`LoadCredential=` from `dir/root.key`).
     pub root_key_credential: bool,
+    /// Where the admin API listens (default: [`default_admin_listen`]).
+    pub admin_listen: Option<ListenAddr>,
+}
+
+/// The admin listener's default address: the loopback address, on the
+/// port after the tenant port (127.0.0.1:7701 for 7700), so that the admin
+/// API is not reachable from other machines unless asked for.
+pub fn default_admin_listen(listen: &ListenAddr) -> ListenAddr {
+    let port = match listen.port() {
+        u16::MAX => u16::MAX - 1,
+        0 => 0,
+        p => p + 1,
+    };
+    let host = match listen.host().parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => "[::1]".to_owned(),
+        Ok(_) => Ipv4Addr::LOCALHOST.to_string(),
+        Err(_) if listen.host() == "localhost" => "localhost".to_owned(),
+        Err(_) => Ipv4Addr::LOCALHOST.to_string(),
+    };
+    ListenAddr::parse(&format!("{host}:{port}")).unwrap_or_else(|_| listen.clone())
 }
 
 impl InitOptions {
@@ -98,6 +124,7 @@ impl InitOptions {
             tenant,
             state_dir: None,
             root_key_credential: false,
+            admin_listen: None,
         }
     }
 }
@@ -127,6 +154,11 @@ pub struct DeploymentFiles {
     pub store: PathBuf,
     /// server.toml leaves the root key to the systemd credential.
     pub root_key_credential: bool,
+    /// The provider-admin CA and an admin's client certificate.
+    pub admin_ca_cert: PathBuf,
+    pub admin_ca_key: PathBuf,
+    pub admin_cert: PathBuf,
+    pub admin_key: PathBuf,
 }
 
 impl DeploymentFiles {
@@ -143,12 +175,20 @@ impl DeploymentFiles {
             root_key: dir.join("root.key"),
             store: dir.join("hsmlink.db"),
             root_key_credential: false,
+            admin_ca_cert: dir.join("admin-ca.pem"),
+            admin_ca_key: dir.join("admin-ca-key.pem"),
+            admin_cert: dir.join("admin.pem"),
+            admin_key: dir.join("admin-key.pem"),
         }
     }
 
     /// Everything init writes (the store is created later, by the server).
-    fn written(&self) -> [&Path; 9] {
+    fn written(&self) -> [&Path; 13] {
         [
+            &self.admin_ca_cert,
+            &self.admin_ca_key,
+            &self.admin_cert,
+            &self.admin_key,
             &self.root_key,
             &self.ca_cert,
             &self.ca_key,
@@ -214,13 +254,35 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         now - BACKDATE,
         now + Duration::days(TENANT_VALIDITY_DAYS),
     )?;
+    let admin_ca = generate_ca(
+        "hsmlink provider-admin CA",
+        now - BACKDATE,
+        now + Duration::days(CA_VALIDITY_DAYS),
+    )?;
+    let admin = issue_client_certificate(
+        &admin_ca.cert_pem,
+        &admin_ca.key_pem,
+        "provider-admin",
+        &[format!("{ADMIN_URI_PREFIX}admin")],
+        now - BACKDATE,
+        now + Duration::days(ADMIN_VALIDITY_DAYS),
+    )?;
+    let admin_listen = options
+        .admin_listen
+        .clone()
+        .unwrap_or_else(|| default_admin_listen(&options.listen));
     let server_toml = server_toml(&files, &options.listen, &options.tenant, &random_serial()?)?;
+    let server_toml = with_admin_section(&server_toml, &files, &admin_listen)?;
     let client_toml = client_toml(&files, &options.listen)?;
     let root_key = RootKey::generate()
         .map_err(|e| InitError::Certificate(e.to_string()))?
         .to_hex();
 
-    let contents: [(&Path, &str, u32); 9] = [
+    let contents: [(&Path, &str, u32); 13] = [
+        (&files.admin_ca_cert, &admin_ca.cert_pem, PUBLIC_MODE),
+        (&files.admin_ca_key, &admin_ca.key_pem, KEY_MODE),
+        (&files.admin_cert, &admin.cert_pem, PUBLIC_MODE),
+        (&files.admin_key, &admin.key_pem, KEY_MODE),
         (&files.root_key, &root_key, KEY_MODE),
         (&files.ca_cert, &ca.cert_pem, PUBLIC_MODE),
         (&files.ca_key, &ca.key_pem, KEY_MODE),
@@ -323,6 +385,35 @@ pub fn issue_tenant_certificate(
         not_before,
         not_after,
     )
+}
+
+/// A tenant certificate for the public key of a PKCS#10 request (PEM, its
+/// signature checked): nothing else of the request is used — subject, SAN
+/// URI `hsmlink:tenant:<tenant>`, usage and validity are the CA's choice.
+pub fn issue_tenant_certificate_for_csr(
+    ca_cert_pem: &str,
+    ca_key_pem: &str,
+    tenant: &str,
+    csr_pem: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<String, InitError> {
+    let tenant = TenantName::parse(tenant).map_err(|e| InitError::Certificate(e.to_string()))?;
+    let request = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+    let mut params = base_params(tenant.as_str(), not_before, not_after)?;
+    params
+        .subject_alt_names
+        .push(SanType::URI(Ia5String::try_from(format!(
+            "{TENANT_URI_PREFIX}{tenant}"
+        ))?));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let csr = rcgen::CertificateSigningRequestParams {
+        params,
+        public_key: request.public_key,
+    };
+    let ca_key = KeyPair::from_pem(ca_key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, ca_key)?;
+    Ok(csr.signed_by(&issuer)?.pem())
 }
 
 /// A client certificate with any common name and SAN URIs (tests use it for
@@ -651,6 +742,56 @@ pub fn server_toml(
     Ok(out)
 }
 
+/// `server_toml` with the `[admin]` section after `[store]`.
+fn with_admin_section(
+    server_toml: &str,
+    files: &DeploymentFiles,
+    listen: &ListenAddr,
+) -> Result<String, InitError> {
+    const C: usize = 35;
+    let mut section = String::from("\n[admin]");
+    section.push_str(&commented(
+        "",
+        "# the provider's administration API (HTTPS, mutual TLS)",
+        C - "[admin]".len(),
+    ));
+    section.push_str(&commented(
+        &format!("listen = {}", toml_string(listen.as_str())),
+        "# HOST:PORT of the admin listener",
+        C,
+    ));
+    section.push_str(&commented(
+        &format!("admin_ca = {}", toml_path(&files.admin_ca_cert)?),
+        "# provider-admin CA: its certificates may administer",
+        C,
+    ));
+    let key_line = format!("tenant_ca_key = {}", toml_path(&files.ca_key)?);
+    if files.root_key_credential {
+        // The service user cannot read the CA key (mode 0600, root's).
+        section.push_str(&commented(
+            &format!("# {key_line}"),
+            "# the tenant CA's key, for issuing through the API",
+            C,
+        ));
+        section.push_str(&commented(
+            "",
+            "# (needs a copy the service user may read)",
+            C,
+        ));
+    } else {
+        section.push_str(&commented(
+            &key_line,
+            "# the tenant CA's key: the API issues tenant certificates",
+            C,
+        ));
+    }
+    let marker = "\n[security]";
+    Ok(match server_toml.find(marker) {
+        Some(at) => format!("{}{section}{}", &server_toml[..at], &server_toml[at..]),
+        None => format!("{server_toml}{section}"),
+    })
+}
+
 /// The module's `client.toml`, in the contract's format.
 pub fn client_toml(files: &DeploymentFiles, listen: &ListenAddr) -> Result<String, InitError> {
     const C: usize = 38;
@@ -713,6 +854,8 @@ pub fn client_toml(files: &DeploymentFiles, listen: &ListenAddr) -> Result<Strin
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
+    use rustls_pki_types::pem::PemObject;
+
     use super::*;
     use crate::config::Config;
 
@@ -723,6 +866,7 @@ mod tests {
             tenant: TenantName::parse("demo").unwrap(),
             state_dir: None,
             root_key_credential: false,
+            admin_listen: None,
         }
     }
 
@@ -752,7 +896,15 @@ mod tests {
                 assert_eq!(mode & 0o600, 0o600, "{name}");
             }
         }
-        assert_eq!(report.files.len(), 9);
+        assert_eq!(report.files.len(), 13);
+        for name in [
+            "admin-ca.pem",
+            "admin-ca-key.pem",
+            "admin.pem",
+            "admin-key.pem",
+        ] {
+            assert!(dir.join(name).exists(), "{name}");
+        }
         assert!(!dir.join("hsmlink.db").exists());
     }
 
@@ -840,7 +992,7 @@ ca = "{d}/ca.pem"{}# CA that signed the server certificate
         // A second init over a complete deployment is refused as well.
         let tmp = tempfile::tempdir().unwrap();
         init(&options(tmp.path())).unwrap();
-        assert!(matches!(init(&options(tmp.path())), Err(InitError::Exists(p)) if p.len() == 9));
+        assert!(matches!(init(&options(tmp.path())), Err(InitError::Exists(p)) if p.len() == 13));
     }
 
     /// The packaged service's layout: the store in systemd's state
@@ -876,6 +1028,7 @@ ca = "{d}/ca.pem"{}# CA that signed the server certificate
             tenant: TenantName::parse("acme").unwrap(),
             state_dir: None,
             root_key_credential: false,
+            admin_listen: None,
         })
         .unwrap();
         assert!(report.dir.join("acme.pem").exists());
@@ -888,6 +1041,61 @@ ca = "{d}/ca.pem"{}# CA that signed the server certificate
         let config = Config::load(&report.server_config).unwrap();
         assert_eq!(config.server.listen.as_str(), "0.0.0.0:7801");
         assert_eq!(config.tenants[0].slots[0].partition.as_str(), "acme-p0");
+    }
+
+    #[test]
+    fn the_admin_section_is_written_and_loads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let report = init(&options(tmp.path())).unwrap();
+        let config = Config::load(&report.server_config).unwrap();
+        let admin = config.admin.expect("an [admin] section");
+        assert_eq!(admin.listen.as_str(), "127.0.0.1:7701");
+        assert_eq!(admin.admin_ca, report.dir.join("admin-ca.pem"));
+        assert_eq!(admin.tenant_ca_key, Some(report.dir.join("ca-key.pem")));
+        // Admin certificates come from a CA of their own.
+        assert_ne!(
+            std::fs::read(report.dir.join("admin-ca.pem")).unwrap(),
+            std::fs::read(report.dir.join("ca.pem")).unwrap()
+        );
+        let listen = |l: &str| default_admin_listen(&ListenAddr::parse(l).unwrap()).to_string();
+        assert_eq!(listen("0.0.0.0:7700"), "127.0.0.1:7701");
+        assert_eq!(listen("[::]:7700"), "[::1]:7701");
+        assert_eq!(listen("127.0.0.1:65535"), "127.0.0.1:65534");
+    }
+
+    #[test]
+    fn csr_certificates_take_only_the_public_key() {
+        let now = OffsetDateTime::now_utc();
+        let ca = generate_ca("ca", now - Duration::days(1), now + Duration::days(1)).unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(vec!["evil.example".to_owned()]).unwrap();
+        params.subject_alt_names.push(SanType::URI(
+            Ia5String::try_from("hsmlink:tenant:other").unwrap(),
+        ));
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        let pem = issue_tenant_certificate_for_csr(
+            &ca.cert_pem,
+            &ca.key_pem,
+            "acme",
+            &csr,
+            now - Duration::days(1),
+            now + Duration::days(1),
+        )
+        .unwrap();
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let identity = crate::identity::identify(&der).unwrap();
+        assert_eq!(identity.tenant.as_str(), "acme");
+        assert!(
+            issue_tenant_certificate_for_csr(
+                &ca.cert_pem,
+                &ca.key_pem,
+                "acme",
+                "not a csr",
+                now,
+                now
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! No `unsafe` here: the workspace denies it; only the vendor PKCS#11
 //! driver ([`pkcs11`]) is allowed some, for its calls into vendor modules.
 
+pub mod admin;
 pub mod attributes;
 pub mod audit;
 pub mod calls;

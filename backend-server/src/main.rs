@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hsmlink_server::config::{Config, DEFAULT_LISTEN, ListenAddr};
 use hsmlink_server::init::{self, InitOptions};
+use hsmlink_server::logging;
 use hsmlink_server::names::TenantName;
 use hsmlink_server::server::ServerError;
-use hsmlink_server::{logging, server};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +43,10 @@ enum Command {
         /// credential hsmlink-root-key (LoadCredential= from DIR/root.key).
         #[arg(long)]
         root_key_credential: bool,
+        /// Address of the admin API, HOST:PORT (default: 127.0.0.1 and the
+        /// port after --listen's).
+        #[arg(long, value_parser = ListenAddr::parse)]
+        admin_listen: Option<ListenAddr>,
     },
     /// Serve tenants until SIGTERM or SIGINT.
     Run {
@@ -55,6 +59,28 @@ enum Command {
     Audit(hsmlink_server::audit::cli::AuditCommand),
     /// Metering per tenant, hour, operation and mechanism.
     Metering(hsmlink_server::metering::MeteringArgs),
+    /// The provider's administration API: tenants, certificates, partitions.
+    Admin(hsmlink_server::admin::client::AdminArgs),
+    /// A tenant's compliance report, fetched with its own certificate.
+    Report(hsmlink_server::admin::client::Connection),
+    /// Write an encrypted backup of the store (the key ring is not in it).
+    Backup {
+        /// Path of server.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a fresh store (the server stopped).
+    Restore {
+        /// Path of server.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long = "in")]
+        input: PathBuf,
+    },
 }
 
 fn parse_tenant(name: &str) -> Result<TenantName, String> {
@@ -78,16 +104,22 @@ fn main() -> ExitCode {
             tenant,
             state_dir,
             root_key_credential,
+            admin_listen,
         } => run_init(InitOptions {
             dir,
             listen,
             tenant,
             state_dir,
             root_key_credential,
+            admin_listen,
         }),
         Command::Run { config } => run_server(&config),
         Command::Audit(command) => hsmlink_server::audit::cli::run(&command),
         Command::Metering(args) => hsmlink_server::metering::run(&args),
+        Command::Admin(args) => hsmlink_server::admin::client::run_admin(&args),
+        Command::Report(connection) => hsmlink_server::admin::client::run_report(&connection),
+        Command::Backup { config, out } => run_backup(&config, &out),
+        Command::Restore { config, input } => run_restore(&config, &input),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,11 +162,44 @@ fn run_init(options: InitOptions) -> Result<(), String> {
 fn run_server(path: &std::path::Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     logging::init(&config.server.log_level)?;
-    server::run_until_signalled(&config).map_err(|e| match e {
+    hsmlink_server::admin::run_until_signalled(&config).map_err(|e| match e {
         // These name a key of the configuration: say which file.
         ServerError::Tls(_) | ServerError::Bind { .. } | ServerError::State(_) => {
             format!("{}: {e}", path.display())
         }
         ServerError::Io(_) => e.to_string(),
     })
+}
+
+fn run_backup(config: &std::path::Path, out: &std::path::Path) -> Result<(), String> {
+    let loaded = Config::load(config).map_err(|e| e.to_string())?;
+    let report = hsmlink_server::admin::backup::backup(&loaded, out)?;
+    println!(
+        "hsmlink-server: wrote {} ({} bytes, {} partitions; encrypted under the root key)",
+        report.file.display(),
+        report.bytes,
+        report.partitions
+    );
+    println!(
+        "The key ring {} is not in the backup: keep it apart, like the root key.",
+        hsmlink_server::admin::backup::keyring_of(&loaded).display()
+    );
+    Ok(())
+}
+
+fn run_restore(config: &std::path::Path, input: &std::path::Path) -> Result<(), String> {
+    let loaded = Config::load(config).map_err(|e| e.to_string())?;
+    let report = hsmlink_server::admin::backup::restore(&loaded, input)?;
+    println!(
+        "hsmlink-server: restored {} ({} partitions)",
+        report.file.display(),
+        report.partitions
+    );
+    for partition in &report.erased {
+        println!(
+            "partition {partition}: no key-encryption key in {} (terminated): its keys cannot be decrypted",
+            hsmlink_server::admin::backup::keyring_of(&loaded).display()
+        );
+    }
+    Ok(())
 }

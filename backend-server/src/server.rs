@@ -49,8 +49,14 @@ impl Server {
     pub async fn bind(config: &Config) -> Result<Self, ServerError> {
         let addr = config.server.listen.as_str();
         // TLS first: a bad key should not leave a port open even briefly.
-        let tls = tls::server_config(&config.tls, config.server.tls_min_version)?;
+        tls::server_config(&config.tls, config.server.tls_min_version)?;
         let state = ServerState::open(config)?;
+        // The verifier that also refuses the registry's revoked certificates.
+        let tls = tls::tenant_server_config(
+            &config.tls,
+            config.server.tls_min_version,
+            state.registry.live().clone(),
+        )?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind {
@@ -63,8 +69,12 @@ impl Server {
     /// Serves on a listener the caller bound (tests bind 127.0.0.1:0);
     /// `server.listen` is ignored.
     pub fn with_listener(config: &Config, listener: TcpListener) -> Result<Self, ServerError> {
-        let tls = tls::server_config(&config.tls, config.server.tls_min_version)?;
         let state = ServerState::open(config)?;
+        let tls = tls::tenant_server_config(
+            &config.tls,
+            config.server.tls_min_version,
+            state.registry.live().clone(),
+        )?;
         Ok(Self::new(config, listener, tls, state))
     }
 

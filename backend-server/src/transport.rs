@@ -9,6 +9,11 @@
 //!    `max_in_flight_per_connection` at a time; replies go through a channel
 //!    to one writer task, so they may leave out of order.
 //!
+//! Every accepted connection is tracked by the registry ([`Live`]): a
+//! revoked certificate or a disabled tenant cuts it at once (the requests
+//! under way are dropped, the connection closes without a reply). Revoked
+//! certificates already fail the handshake ([`crate::tls`]).
+//!
 //! A frame the server cannot read (wrong kind or version, oversize, body that
 //! does not decode) means a broken peer: one warning, then the connection is
 //! closed once the replies already under way are written. Nothing else is
@@ -38,6 +43,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::dispatch::{self, ClientContext, ServerState};
 use crate::identity::{self, PeerIdentity};
+use crate::registry::Live;
 use crate::sessions::AppKey;
 
 /// "hsmlink-server 0.1.0", sent in `HelloReply::Accepted`.
@@ -90,13 +96,21 @@ pub(crate) async fn serve(
         _ = shutdown.wait_for(|stop| *stop) => return,
         result = timeout_at(deadline, shared.acceptor.accept(tcp)) => result,
     };
+    let live = shared.state.registry.live().clone();
+    let refused = || {
+        live.metrics
+            .connections_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    };
     let mut tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
+            refused();
             info!(conn, %peer, reason = %e, "connection refused: TLS handshake failed");
             return;
         }
         Err(_) => {
+            refused();
             info!(conn, %peer, "connection refused: TLS handshake timed out");
             return;
         }
@@ -142,6 +156,7 @@ pub(crate) async fn serve(
     let (version, identity) = match verdict {
         Ok(admitted) => admitted,
         Err(reason) => {
+            refused();
             warn!(conn, %peer, %client, "connection refused: {reason}");
             let _ = timeout_at(deadline, tls.shutdown()).await;
             return;
@@ -175,7 +190,11 @@ pub(crate) async fn serve(
     // Sessions outlive connections; the application's connection count
     // tells the session layer when the application is gone.
     let _counted = ConnectionCount::new(shared.state.clone(), ctx.app_key());
-    let end = serve_requests(&shared, tls, &ctx, version, shutdown).await;
+    live.metrics
+        .connections_accepted
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tracked = live.track(conn, ctx.tenant().clone(), ctx.identity.fingerprint);
+    let end = serve_requests(&shared, tls, &ctx, version, shutdown, tracked.cut.clone()).await;
     info!(conn, %peer, tenant = %ctx.tenant(), "connection closed: {end}");
 }
 
@@ -194,8 +213,16 @@ fn admit(
     hello: &Hello,
 ) -> Result<(u16, PeerIdentity), String> {
     let identity = identity.map_err(|e| e.to_string())?;
-    if state.registry.tenant(&identity.tenant).is_none() {
-        return Err(format!("unknown tenant {:?}", identity.tenant.as_str()));
+    let live: &Live = state.registry.live();
+    if live.is_revoked(&identity.fingerprint) {
+        return Err("the client certificate is revoked".to_owned());
+    }
+    match state.registry.any_tenant(&identity.tenant) {
+        None => return Err(format!("unknown tenant {:?}", identity.tenant.as_str())),
+        Some(t) if t.disabled => {
+            return Err(format!("tenant {:?} is disabled", identity.tenant.as_str()));
+        }
+        Some(_) => {}
     }
     let version = hello::negotiate(hello.min_version, hello.max_version).ok_or_else(|| {
         format!(
@@ -223,6 +250,7 @@ async fn serve_requests(
     ctx: &Arc<ClientContext>,
     version: u16,
     mut shutdown: watch::Receiver<bool>,
+    mut cut: watch::Receiver<bool>,
 ) -> String {
     let (mut reader, writer) = tokio::io::split(tls);
     let (replies, outgoing) = mpsc::channel::<Vec<u8>>(shared.max_in_flight);
@@ -237,8 +265,15 @@ async fn serve_requests(
         }
         let frame = tokio::select! {
             biased;
+            _ = cut.wait_for(|cut| *cut) => None,
             _ = shutdown.wait_for(|stop| *stop) => break "server shutting down".to_owned(),
-            frame = read_frame(&mut reader) => frame,
+            frame = read_frame(&mut reader) => Some(frame),
+        };
+        let Some(frame) = frame else {
+            // Revoked or disabled: nothing more goes out, not even the
+            // replies under way.
+            tasks.shutdown().await;
+            return "cut: certificate revoked or tenant disabled".to_owned();
         };
         let (header, request) = match frame.and_then(|(header, body)| {
             header.expect(FrameKind::Request, version)?;
@@ -278,10 +313,12 @@ async fn serve_requests(
             // The dispatcher blocks (store commits, PIN hashing).
             let response = {
                 let ctx = ctx.clone();
+                let state = state.clone();
                 tokio::task::spawn_blocking(move || answer(&state, &ctx, request))
                     .await
                     .unwrap_or_else(|_| Response::error(CKR_GENERAL_ERROR))
             };
+            state.registry.live().metrics.request(response.rv.0);
             debug!(
                 conn = ctx.connection,
                 tenant = %ctx.tenant(),

@@ -318,9 +318,8 @@ fn partition_of(
 ) -> Option<String> {
     state
         .registry
-        .tenant(tenant)
-        .and_then(|t| t.slot(slot))
-        .map(|s| s.partition.as_str().to_owned())
+        .any_tenant(tenant)
+        .and_then(|t| t.slot(slot).map(|s| s.partition.as_str().to_owned()))
 }
 
 /// The record of a call, with the connection's who and where.

@@ -3,9 +3,20 @@
 //! - The instance root key (32 bytes) comes from outside the database: a key
 //!   file (mode 0600, written by `init`), an environment variable, or the
 //!   systemd credential `hsmlink-root-key`. It only wraps master keys.
+//! - Each partition has its own key-encryption key (KEK, 32 bytes) in the
+//!   partition key ring, a file beside the store that backups never copy
+//!   ([`crate::store::keyring_path`]), wrapped under the root key with
+//!   AES-256-GCM, AAD `"hsmlink/partition-kek/v1" || partition name || kek id`.
 //! - Each partition has its own master key, drawn when the server first
-//!   sees the partition and stored wrapped under the root key with
-//!   AES-256-GCM, AAD `"hsmlink/partition-master-key/v1" || partition name`.
+//!   sees the partition (and again at `C_InitToken`), stored in the store
+//!   wrapped under the partition's KEK: `0x02 || kek id (8 bytes) ||` an
+//!   AES-256-GCM seal with AAD `"hsmlink/partition-master-key/v2" ||
+//!   partition name || kek id`. Destroying the KEK (termination) makes
+//!   every copy of that wrapped master key useless, those in backups
+//!   included; `C_InitToken` draws a new KEK too and destroys the old one.
+//!   Stores of earlier versions had the master key wrapped under the root
+//!   key directly (`"hsmlink/partition-master-key/v1"`); such a partition
+//!   is rewrapped under a new KEK when the server opens it.
 //! - Object secrets are sealed under the master key with AES-256-GCM (or
 //!   SM4-GCM for partitions with `algorithms = "gmt"`), AAD
 //!   `partition name || 0x00 || object id`, so a record copied to another
@@ -31,8 +42,16 @@ pub type Sm4Gcm = AesGcm<sm4::Sm4, U12>;
 pub const SYSTEMD_CREDENTIAL: &str = "hsmlink-root-key";
 
 const MASTER_KEY_AAD: &[u8] = b"hsmlink/partition-master-key/v1";
+const MASTER_KEY_UNDER_KEK_AAD: &[u8] = b"hsmlink/partition-master-key/v2";
+const KEK_AAD: &[u8] = b"hsmlink/partition-kek/v1";
+const FINGERPRINT_LABEL: &[u8] = b"hsmlink/master-key-fingerprint/v1";
+const BACKUP_KEY_LABEL: &[u8] = b"hsmlink/backup-encryption/v1";
 const NONCE_LEN: usize = 12;
 const SEAL_VERSION: u8 = 1;
+/// First byte of a master key wrapped under a partition KEK.
+const KEK_WRAP_VERSION: u8 = 2;
+/// Length of a KEK's id.
+pub const KEK_ID_LEN: usize = 8;
 
 /// Which cipher seals a partition's objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,6 +243,140 @@ impl RootKey {
     }
 }
 
+impl RootKey {
+    /// Wraps a partition's key-encryption key for the key ring.
+    pub fn wrap_kek(&self, partition: &str, kek: &PartitionKek) -> CkResult<Vec<u8>> {
+        let aad = [KEK_AAD, partition.as_bytes(), &kek.id].concat();
+        let cipher = Aes256Gcm::new_from_slice(&self.0[..]).map_err(|_| Ckr::GENERAL)?;
+        seal_with(&cipher, Algorithms::International, &aad, &kek.key[..])
+    }
+
+    /// Unwraps a key-ring entry; fails on a wrong root key or partition.
+    pub fn unwrap_kek(
+        &self,
+        partition: &str,
+        kek_id: &[u8; KEK_ID_LEN],
+        wrapped: &[u8],
+    ) -> Result<PartitionKek, KeyError> {
+        let aad = [KEK_AAD, partition.as_bytes(), kek_id].concat();
+        let cipher = Aes256Gcm::new_from_slice(&self.0[..])
+            .map_err(|_| KeyError("bad root key length".into()))?;
+        let key = open_with(&cipher, Algorithms::International, &aad, wrapped).map_err(|_| {
+            KeyError(format!(
+                "partition {partition}: the key-encryption key does not unwrap (wrong root key, or a damaged key ring)"
+            ))
+        })?;
+        let key: [u8; 32] = key[..]
+            .try_into()
+            .map_err(|_| KeyError(format!("partition {partition}: bad key-encryption key")))?;
+        Ok(PartitionKek {
+            id: *kek_id,
+            key: Zeroizing::new(key),
+        })
+    }
+
+    /// The key that encrypts backups: HKDF-SHA256 of the root key with a
+    /// label of its own, so it is never the key of anything else.
+    pub fn backup_key(&self) -> Zeroizing<[u8; 32]> {
+        struct Len32;
+        impl ring::hkdf::KeyType for Len32 {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let mut out = Zeroizing::new([0u8; 32]);
+        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"hsmlink");
+        let prk = salt.extract(&self.0[..]);
+        let info = [BACKUP_KEY_LABEL];
+        // Expanding 32 bytes with SHA-256 cannot fail (the limit is 255 blocks).
+        if let Ok(okm) = prk.expand(&info, Len32) {
+            let _ = okm.fill(&mut out[..]);
+        }
+        out
+    }
+}
+
+/// Whether a stored wrapped master key is under a partition KEK (and which),
+/// or under the root key directly (stores of earlier versions).
+pub fn wrapped_under_kek(wrapped: &[u8]) -> Option<[u8; KEK_ID_LEN]> {
+    match wrapped {
+        [KEK_WRAP_VERSION, rest @ ..] if rest.len() > KEK_ID_LEN => {
+            rest[..KEK_ID_LEN].try_into().ok()
+        }
+        _ => None,
+    }
+}
+
+/// A partition's key-encryption key: it wraps the master key and lives only
+/// in the key ring.
+pub struct PartitionKek {
+    id: [u8; KEK_ID_LEN],
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for PartitionKek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PartitionKek(<redacted>)")
+    }
+}
+
+impl PartitionKek {
+    pub fn generate() -> CkResult<Self> {
+        let mut id = [0u8; KEK_ID_LEN];
+        fill_random(&mut id)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        fill_random(&mut key[..])?;
+        Ok(Self { id, key })
+    }
+
+    pub fn id(&self) -> &[u8; KEK_ID_LEN] {
+        &self.id
+    }
+
+    /// `0x02 || kek id || seal(master key)`.
+    pub fn wrap_master_key(&self, partition: &str, master: &MasterKey) -> CkResult<Vec<u8>> {
+        let aad = [MASTER_KEY_UNDER_KEK_AAD, partition.as_bytes(), &self.id].concat();
+        let cipher = Aes256Gcm::new_from_slice(&self.key[..]).map_err(|_| Ckr::GENERAL)?;
+        let sealed = seal_with(&cipher, Algorithms::International, &aad, &master.key)?;
+        let mut out = Vec::with_capacity(1 + KEK_ID_LEN + sealed.len());
+        out.push(KEK_WRAP_VERSION);
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    pub fn unwrap_master_key(
+        &self,
+        partition: &str,
+        algorithms: Algorithms,
+        wrapped: &[u8],
+    ) -> Result<MasterKey, KeyError> {
+        let bad = || {
+            KeyError(format!(
+                "partition {partition}: the master key does not unwrap (damaged store)"
+            ))
+        };
+        if wrapped_under_kek(wrapped) != Some(self.id) {
+            return Err(bad());
+        }
+        let aad = [MASTER_KEY_UNDER_KEK_AAD, partition.as_bytes(), &self.id].concat();
+        let cipher = Aes256Gcm::new_from_slice(&self.key[..]).map_err(|_| bad())?;
+        let key = open_with(
+            &cipher,
+            Algorithms::International,
+            &aad,
+            &wrapped[1 + KEK_ID_LEN..],
+        )
+        .map_err(|_| bad())?;
+        if key.len() != algorithms.key_len() {
+            return Err(KeyError(format!(
+                "partition {partition}: master key of the wrong length"
+            )));
+        }
+        Ok(MasterKey { key, algorithms })
+    }
+}
+
 /// A partition's master key.
 pub struct MasterKey {
     key: Zeroizing<Vec<u8>>,
@@ -245,6 +398,15 @@ impl MasterKey {
 
     pub fn algorithms(&self) -> Algorithms {
         self.algorithms
+    }
+
+    /// What the tenant's compliance report shows of the key: HMAC-SHA256
+    /// under the master key of a fixed label and the partition name, hex.
+    /// Unique per key, and it reveals nothing of the key itself.
+    pub fn fingerprint(&self, partition: &str) -> String {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.key);
+        let tag = ring::hmac::sign(&key, &[FINGERPRINT_LABEL, partition.as_bytes()].concat());
+        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Seals an object's secret attributes, bound to partition and object.
@@ -380,6 +542,41 @@ mod tests {
             let other = RootKey::generate().unwrap();
             assert!(other.unwrap_master_key("p0", alg, &wrapped).is_err());
         }
+    }
+
+    #[test]
+    fn master_key_under_a_kek_is_bound_to_kek_partition_and_root() {
+        let root = RootKey::generate().unwrap();
+        let kek = PartitionKek::generate().unwrap();
+        let wrapped_kek = root.wrap_kek("p0", &kek).unwrap();
+        let again = root.unwrap_kek("p0", kek.id(), &wrapped_kek).unwrap();
+        assert!(root.unwrap_kek("p1", kek.id(), &wrapped_kek).is_err());
+        assert!(
+            RootKey::generate()
+                .unwrap()
+                .unwrap_kek("p0", kek.id(), &wrapped_kek)
+                .is_err()
+        );
+        for alg in [Algorithms::International, Algorithms::Gmt] {
+            let master = MasterKey::generate(alg).unwrap();
+            let wrapped = kek.wrap_master_key("p0", &master).unwrap();
+            assert_eq!(wrapped_under_kek(&wrapped), Some(*kek.id()));
+            let back = again.unwrap_master_key("p0", alg, &wrapped).unwrap();
+            assert_eq!(*back.key, *master.key);
+            assert_eq!(back.fingerprint("p0"), master.fingerprint("p0"));
+            assert_ne!(master.fingerprint("p0"), master.fingerprint("p1"));
+            assert!(kek.unwrap_master_key("p1", alg, &wrapped).is_err());
+            let other = PartitionKek::generate().unwrap();
+            assert!(other.unwrap_master_key("p0", alg, &wrapped).is_err());
+            // The root key alone no longer opens it.
+            assert!(root.unwrap_master_key("p0", alg, &wrapped).is_err());
+        }
+        let legacy = root
+            .wrap_master_key("p0", &MasterKey::generate(Algorithms::Gmt).unwrap())
+            .unwrap();
+        assert_eq!(wrapped_under_kek(&legacy), None);
+        assert_ne!(*root.backup_key(), [0u8; 32]);
+        assert_ne!(*root.backup_key(), *root.0);
     }
 
     #[test]

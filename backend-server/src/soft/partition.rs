@@ -25,7 +25,9 @@ use crate::attributes::{self, Actor, Profile, boolean};
 use crate::driver::{ObjectContext, OwnerId, PartitionDriver, TokenState, UserKind};
 use crate::error::{CkResult, Ckr};
 use crate::partition_state::{self, PinRules};
-use crate::soft::keys::{Algorithms, KeyError, MasterKey, RootKey, fill_random};
+use crate::soft::keys::{
+    Algorithms, KeyError, MasterKey, PartitionKek, RootKey, fill_random, wrapped_under_kek,
+};
 use crate::soft::pins::PinHashParams;
 use crate::store::{ObjectRecord, PartitionRecord, Store};
 
@@ -84,8 +86,11 @@ impl SoftObject {
 }
 
 impl SoftPartition {
-    /// Opens the partition `name`, allocating it (with a fresh master key)
-    /// the first time the server sees it, and loads its token objects.
+    /// Opens the partition `name`, allocating it (with a fresh master key
+    /// and key-encryption key) the first time the server sees it, and loads
+    /// its token objects. A partition of an earlier version, its master
+    /// key wrapped under the root key directly, is rewrapped under a new
+    /// key-encryption key here.
     pub fn open(
         name: &str,
         algorithms: Algorithms,
@@ -95,7 +100,7 @@ impl SoftPartition {
     ) -> Result<Self, KeyError> {
         let store_err = |e: crate::store::StoreError| KeyError(format!("partition {name}: {e}"));
         let (record, master) = match store.partition(name).map_err(store_err)? {
-            Some(record) => {
+            Some(mut record) => {
                 let stored = Algorithms::parse(&record.algorithms).ok_or_else(|| {
                     KeyError(format!(
                         "partition {name}: unknown algorithms {:?} in the store",
@@ -109,13 +114,52 @@ impl SoftPartition {
                         algorithms.as_str()
                     )));
                 }
-                let master = root.unwrap_master_key(name, stored, &record.wrapped_master_key)?;
+                let master = match key_state(store.as_ref(), name)? {
+                    KeyState::Erased => {
+                        return Err(KeyError(format!(
+                            "partition {name}: its key-encryption key is not in the key ring \
+                             (the partition was terminated, or the store comes from another \
+                             instance): its keys cannot be decrypted"
+                        )));
+                    }
+                    KeyState::Sealed(kek_id) => {
+                        let wrapped_kek = store
+                            .partition_kek(name, &kek_id)
+                            .map_err(store_err)?
+                            .ok_or_else(|| {
+                                KeyError(format!("partition {name}: no key-encryption key"))
+                            })?;
+                        let kek = root.unwrap_kek(name, &kek_id, &wrapped_kek)?;
+                        let master =
+                            kek.unwrap_master_key(name, stored, &record.wrapped_master_key)?;
+                        // Entries left by an interrupted C_InitToken.
+                        store
+                            .retain_partition_kek(name, &kek_id)
+                            .map_err(store_err)?;
+                        master
+                    }
+                    KeyState::Legacy | KeyState::New => {
+                        let master =
+                            root.unwrap_master_key(name, stored, &record.wrapped_master_key)?;
+                        let kek = new_kek(name, &root, store.as_ref())?;
+                        record.wrapped_master_key =
+                            kek.wrap_master_key(name, &master).map_err(|_| {
+                                KeyError(format!("partition {name}: cannot wrap the master key"))
+                            })?;
+                        store.update_partition(&record).map_err(store_err)?;
+                        store
+                            .retain_partition_kek(name, kek.id())
+                            .map_err(store_err)?;
+                        master
+                    }
+                };
                 (record, master)
             }
             None => {
                 let master = MasterKey::generate(algorithms)
                     .map_err(|_| KeyError("the system random generator failed".into()))?;
-                let wrapped = root.wrap_master_key(name, &master).map_err(|_| {
+                let kek = new_kek(name, &root, store.as_ref())?;
+                let wrapped = kek.wrap_master_key(name, &master).map_err(|_| {
                     KeyError(format!("partition {name}: cannot wrap the master key"))
                 })?;
                 let record = partition_state::fresh_record(name, algorithms.as_str(), wrapped);
@@ -155,6 +199,29 @@ impl SoftPartition {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The master-key fingerprint of the compliance report
+    /// ([`MasterKey::fingerprint`]).
+    pub fn master_key_fingerprint(&self) -> String {
+        self.lock().master.fingerprint(&self.name)
+    }
+
+    /// The sealing algorithms of the partition.
+    pub fn algorithms(&self) -> Algorithms {
+        self.lock().master.algorithms()
+    }
+
+    /// Termination, in memory (the store is erased by the caller): every
+    /// object goes (values wiped as they drop) and the master key is
+    /// replaced by a random one nobody has, so a call still under way
+    /// finds nothing and can seal nothing that would open again.
+    pub fn erase(&self) {
+        let mut inner = self.lock();
+        inner.objects.clear();
+        if let Ok(master) = MasterKey::generate(inner.master.algorithms()) {
+            inner.master = master;
+        }
     }
 
     fn save_object(&self, inner: &Inner, handle: u64, object: &SoftObject) -> CkResult<()> {
@@ -307,6 +374,50 @@ impl SoftPartition {
     }
 }
 
+/// Where a stored partition's master key stands with the key ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// Not in the store yet.
+    New,
+    /// Wrapped under the root key directly (an earlier version's store).
+    Legacy,
+    /// Wrapped under the key-encryption key of this id, which the key ring has.
+    Sealed([u8; crate::soft::keys::KEK_ID_LEN]),
+    /// Wrapped under a key-encryption key the key ring does not have: the
+    /// partition was terminated (or the store is another instance's).
+    Erased,
+}
+
+/// Where partition `name`'s master key stands (no key is unwrapped).
+pub fn key_state(store: &dyn Store, name: &str) -> Result<KeyState, KeyError> {
+    let store_err = |e: crate::store::StoreError| KeyError(format!("partition {name}: {e}"));
+    let Some(record) = store.partition(name).map_err(store_err)? else {
+        return Ok(KeyState::New);
+    };
+    Ok(match wrapped_under_kek(&record.wrapped_master_key) {
+        None => KeyState::Legacy,
+        Some(id) => match store.partition_kek(name, &id).map_err(store_err)? {
+            Some(_) => KeyState::Sealed(id),
+            None => KeyState::Erased,
+        },
+    })
+}
+
+/// A new key-encryption key for `name`, in the key ring.
+fn new_kek(name: &str, root: &RootKey, store: &dyn Store) -> Result<PartitionKek, KeyError> {
+    let kek = PartitionKek::generate()
+        .map_err(|_| KeyError("the system random generator failed".into()))?;
+    let wrapped = root.wrap_kek(name, &kek).map_err(|_| {
+        KeyError(format!(
+            "partition {name}: cannot wrap the key-encryption key"
+        ))
+    })?;
+    store
+        .put_partition_kek(name, kek.id(), &wrapped)
+        .map_err(|e| KeyError(format!("partition {name}: {e}")))?;
+    Ok(kek)
+}
+
 pub(crate) fn actor(ctx: &ObjectContext) -> Actor {
     if ctx.login == Some(UserKind::So) {
         Actor::So
@@ -376,15 +487,24 @@ impl PartitionDriver for SoftPartition {
         let so_record = self
             .pin_rules()
             .init_token_so_pin(&mut inner.record, so_pin)?;
-        // A new master key: whatever was sealed under the old one is gone
-        // for good, copies and backups of the store included.
+        // A new master key under a new key-encryption key; the old KEK is
+        // destroyed once the new state is committed, so whatever was sealed
+        // before is gone for good, copies and backups of the store included.
         let master = MasterKey::generate(inner.master.algorithms())?;
+        let kek = new_kek(&self.name, &self.root, self.store.as_ref()).map_err(|e| {
+            warn!(partition = %self.name, "cannot initialise the token: {e}");
+            Ckr::DEVICE
+        })?;
         let mut next = partition_state::initialized(&inner.record, so_record, label);
-        next.wrapped_master_key = self.root.wrap_master_key(&self.name, &master)?;
+        next.wrapped_master_key = kek.wrap_master_key(&self.name, &master)?;
         self.store.reinitialize_partition(&next).map_err(|e| {
             warn!(partition = %self.name, "cannot initialise the token: {e}");
             Ckr::DEVICE
         })?;
+        if let Err(e) = self.store.retain_partition_kek(&self.name, kek.id()) {
+            // Retried at the next start (open keeps only the KEK in use).
+            warn!(partition = %self.name, "cannot destroy the former key-encryption key: {e}");
+        }
         inner.record = next;
         inner.master = master;
         inner.objects.clear();

@@ -10,8 +10,9 @@
 pub mod sqlite;
 
 use std::fmt::Debug;
+use std::path::Path;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, keyring_path};
 
 /// A store operation failed; the change was not made. The message comes
 /// from the database and never holds a value we wrote.
@@ -62,6 +63,58 @@ pub struct DeviceObjectRecord {
     pub uid: Vec<u8>,
 }
 
+/// A tenant of the registry (the provider's view: server.toml's tenants
+/// are seeded here at start, the admin API adds more).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantRow {
+    pub name: String,
+    pub disabled: bool,
+    /// "config" (seeded from server.toml) or "admin" (made through the API).
+    pub source: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A tenant's slot and the partition behind it. Rows of terminated
+/// partitions stay, so a partition name is never used twice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotRow {
+    pub partition: String,
+    pub tenant: String,
+    pub slot_id: u64,
+    /// "soft" or "pkcs11".
+    pub driver: String,
+    pub serial: String,
+    /// Soft driver: "international" or "gmt"; "pkcs11" otherwise.
+    pub algorithms: String,
+    pub device: Option<String>,
+    /// "active", "suspended" or "terminated".
+    pub state: String,
+    /// "config" or "admin".
+    pub source: String,
+    pub created_at: i64,
+    pub changed_at: i64,
+}
+
+/// A client certificate the provider issued, or one it revoked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateRow {
+    /// Hex of the certificate's serial number; for a certificate revoked by
+    /// fingerprint only (never issued through the API), `fp:` and its
+    /// fingerprint.
+    pub serial: String,
+    /// SHA-256 of the DER certificate, hex.
+    pub fingerprint: String,
+    pub tenant: Option<String>,
+    pub subject: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub issued_at: i64,
+    pub revoked_at: Option<i64>,
+    /// The certificate (PEM); empty for a certificate known by fingerprint only.
+    pub pem: String,
+}
+
 pub trait Store: Send + Sync + Debug {
     fn partition(&self, name: &str) -> Result<Option<PartitionRecord>, StoreError>;
     fn insert_partition(&self, record: &PartitionRecord) -> Result<(), StoreError>;
@@ -82,4 +135,53 @@ pub trait Store: Send + Sync + Debug {
     /// The tenant's handles below this value may have been handed out.
     fn handle_reservation(&self, tenant: &str) -> Result<u64, StoreError>;
     fn set_handle_reservation(&self, tenant: &str, up_to: u64) -> Result<(), StoreError>;
+
+    // ---- The registry: tenants, slots, certificates (admin plane) ----
+
+    fn tenants(&self) -> Result<Vec<TenantRow>, StoreError>;
+    /// Inserts the tenant; an existing one keeps its row.
+    fn insert_tenant(&self, row: &TenantRow) -> Result<bool, StoreError>;
+    fn set_tenant_disabled(&self, name: &str, disabled: bool) -> Result<(), StoreError>;
+    /// Every slot, terminated ones included.
+    fn slots(&self) -> Result<Vec<SlotRow>, StoreError>;
+    /// A new slot; fails if the partition name was ever used, or the
+    /// tenant's slot id or the serial is taken by a partition not terminated.
+    fn insert_slot(&self, row: &SlotRow) -> Result<(), StoreError>;
+    /// Writes every field of a slot row but its partition name.
+    fn update_slot(&self, row: &SlotRow) -> Result<(), StoreError>;
+    /// Forgets a slot seeded from server.toml that the file no longer has
+    /// (its partition's data stay, as before the registry was kept here).
+    fn delete_config_slot(&self, partition: &str) -> Result<(), StoreError>;
+    fn certificates(&self) -> Result<Vec<CertificateRow>, StoreError>;
+    fn insert_certificate(&self, row: &CertificateRow) -> Result<(), StoreError>;
+    /// Marks the certificate revoked (by serial or fingerprint); returns
+    /// its row, `None` if neither is known.
+    fn revoke_certificate(&self, id: &str, at: i64) -> Result<Option<CertificateRow>, StoreError>;
+
+    // ---- The partition key ring (kept out of backups) ----
+
+    /// A key-encryption key of the partition (by its id), wrapped under
+    /// the root key.
+    fn partition_kek(&self, partition: &str, kek_id: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Adds a wrapped key-encryption key to the partition's entries.
+    fn put_partition_kek(
+        &self,
+        partition: &str,
+        kek_id: &[u8],
+        wrapped: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Destroys every key-encryption key of the partition but `keep`.
+    fn retain_partition_kek(&self, partition: &str, keep: &[u8]) -> Result<(), StoreError>;
+    /// Termination: destroys the partition's key-encryption key first
+    /// (the cryptographic erase: every copy of its master key, backups
+    /// included, is undecryptable from then on), then its master key, PIN
+    /// records and objects, and marks its slot terminated. The audit log is
+    /// not touched.
+    fn erase_partition(&self, partition: &str, at: i64) -> Result<(), StoreError>;
+
+    // ---- Backups ----
+
+    /// A consistent copy of the store (the key ring excluded) into `path`,
+    /// which must not exist.
+    fn backup_into(&self, path: &Path) -> Result<(), StoreError>;
 }

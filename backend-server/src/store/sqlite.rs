@@ -2,13 +2,22 @@
 //! before the reply that reports it), foreign keys on, `secure_delete` on
 //! (freed pages are zeroed). Migrations are a numbered list run at open,
 //! tracked with `PRAGMA user_version`.
+//!
+//! The partition key ring is a second SQLite file beside the store
+//! (`hsmlink.db` → `hsmlink.keyring`, see [`keyring_path`]): one wrapped
+//! key-encryption key per partition. It is never part of a backup, so that
+//! destroying an entry (termination) makes every backup's copy of that
+//! partition's master key undecryptable.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{DeviceObjectRecord, ObjectRecord, PartitionRecord, Store, StoreError};
+use super::{
+    CertificateRow, DeviceObjectRecord, ObjectRecord, PartitionRecord, SlotRow, Store, StoreError,
+    TenantRow,
+};
 
 /// Schema versions, in order; entry N brings the schema to version N+1.
 const MIGRATIONS: &[&str] = &[
@@ -47,7 +56,43 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (partition, handle),
         UNIQUE (partition, uid)
     ) STRICT;",
-    // 3: the audit log (hash-chained records per chain, signed chain heads,
+    // 3: the registry the admin plane keeps (tenants, their slots and
+    // partitions, certificates). server.toml's tenants are seeded here.
+    "CREATE TABLE registry_tenants (
+        name TEXT PRIMARY KEY NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        source TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE registry_slots (
+        partition TEXT PRIMARY KEY NOT NULL,
+        tenant TEXT NOT NULL REFERENCES registry_tenants(name),
+        slot_id INTEGER NOT NULL,
+        driver TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        algorithms TEXT NOT NULL,
+        device TEXT,
+        state TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        changed_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE UNIQUE INDEX registry_slots_live_id ON registry_slots (tenant, slot_id)
+        WHERE state != 'terminated';
+    CREATE UNIQUE INDEX registry_slots_live_serial ON registry_slots (serial)
+        WHERE state != 'terminated';
+    CREATE TABLE certificates (
+        serial TEXT PRIMARY KEY NOT NULL,
+        fingerprint TEXT NOT NULL UNIQUE,
+        tenant TEXT,
+        subject TEXT NOT NULL,
+        not_before INTEGER NOT NULL,
+        not_after INTEGER NOT NULL,
+        issued_at INTEGER NOT NULL,
+        revoked_at INTEGER,
+        pem TEXT NOT NULL
+    ) STRICT;",
+    // 4: the audit log (hash-chained records per chain, signed chain heads,
     // the log's identity) and metering. Never touched by partition
     // termination: records name partitions, they do not reference them.
     // (IF NOT EXISTS: the number may move when migrations land in parallel.)
@@ -86,9 +131,24 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;",
 ];
 
+/// The key ring's schema (its own file, its own version).
+const KEYRING_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS partition_keks (
+        partition TEXT NOT NULL,
+        kek_id BLOB NOT NULL,
+        wrapped_kek BLOB NOT NULL,
+        PRIMARY KEY (partition, kek_id)
+    ) STRICT;";
+
+/// Where the key ring of the store at `store` lives: beside it, the same
+/// name with the extension `keyring`.
+pub fn keyring_path(store: &Path) -> PathBuf {
+    store.with_extension("keyring")
+}
+
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    keyring: Mutex<Connection>,
 }
 
 fn err(e: rusqlite::Error) -> StoreError {
@@ -127,8 +187,10 @@ impl SqliteStore {
                 .map_err(err)?;
             tx.commit().map_err(err)?;
         }
+        let keyring = open_keyring(&keyring_path(path))?;
         Ok(Self {
             conn: Mutex::new(conn),
+            keyring: Mutex::new(keyring),
         })
     }
 
@@ -137,6 +199,71 @@ impl SqliteStore {
         // (rusqlite rolls back on drop): the connection is still usable.
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn keyring(&self) -> MutexGuard<'_, Connection> {
+        self.keyring.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The key ring: a rollback journal rather than WAL (a deleted entry must
+/// not linger in a WAL file), `secure_delete` on, mode 0600.
+fn open_keyring(path: &Path) -> Result<Connection, StoreError> {
+    let named = |e: rusqlite::Error| StoreError(format!("{}: {e}", path.display()));
+    let conn = Connection::open(path).map_err(named)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    conn.pragma_update(None, "journal_mode", "DELETE")
+        .map_err(named)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(named)?;
+    conn.pragma_update(None, "secure_delete", "ON")
+        .map_err(named)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(named)?;
+    conn.execute_batch(KEYRING_SCHEMA).map_err(named)?;
+    Ok(conn)
+}
+
+const SLOT_COLUMNS: &str = "partition, tenant, slot_id, driver, serial, algorithms, device, state, \
+     source, created_at, changed_at";
+
+fn slot_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SlotRow> {
+    Ok(SlotRow {
+        partition: row.get(0)?,
+        tenant: row.get(1)?,
+        slot_id: row.get::<_, i64>(2)? as u64,
+        driver: row.get(3)?,
+        serial: row.get(4)?,
+        algorithms: row.get(5)?,
+        device: row.get(6)?,
+        state: row.get(7)?,
+        source: row.get(8)?,
+        created_at: row.get(9)?,
+        changed_at: row.get(10)?,
+    })
+}
+
+const CERTIFICATE_COLUMNS: &str =
+    "serial, fingerprint, tenant, subject, not_before, not_after, issued_at, revoked_at, pem";
+
+fn certificate_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CertificateRow> {
+    Ok(CertificateRow {
+        serial: row.get(0)?,
+        fingerprint: row.get(1)?,
+        tenant: row.get(2)?,
+        subject: row.get(3)?,
+        not_before: row.get(4)?,
+        not_after: row.get(5)?,
+        issued_at: row.get(6)?,
+        revoked_at: row.get(7)?,
+        pem: row.get(8)?,
+    })
+}
+
+fn slot_id(id: u64) -> Result<i64, StoreError> {
+    i64::try_from(id).map_err(|_| StoreError(format!("slot id {id} out of range")))
 }
 
 const PARTITION_COLUMNS: &str = "name, algorithms, wrapped_master_key, label, initialized, so_pin, \
@@ -338,6 +465,287 @@ impl Store for SqliteStore {
             .optional()
             .map_err(err)?;
         Ok(value.map_or(0, |v| v.max(0) as u64))
+    }
+
+    fn tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT name, disabled, source, created_at FROM registry_tenants ORDER BY name",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(TenantRow {
+                    name: row.get(0)?,
+                    disabled: row.get(1)?,
+                    source: row.get(2)?,
+                    created_at: row.get(3)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    fn insert_tenant(&self, r: &TenantRow) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "INSERT INTO registry_tenants (name, disabled, source, created_at) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
+                params![r.name, r.disabled, r.source, r.created_at],
+            )
+            .map_err(err)?;
+        Ok(n == 1)
+    }
+
+    fn set_tenant_disabled(&self, name: &str, disabled: bool) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE registry_tenants SET disabled = ?2 WHERE name = ?1",
+                params![name, disabled],
+            )
+            .map_err(err)?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(StoreError(format!("tenant {name} is not in the store")))
+        }
+    }
+
+    fn slots(&self) -> Result<Vec<SlotRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {SLOT_COLUMNS} FROM registry_slots ORDER BY tenant, slot_id, created_at"
+            ))
+            .map_err(err)?;
+        let rows = stmt.query_map([], slot_row).map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    fn insert_slot(&self, r: &SlotRow) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                &format!(
+                    "INSERT INTO registry_slots ({SLOT_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                ),
+                params![
+                    r.partition,
+                    r.tenant,
+                    slot_id(r.slot_id)?,
+                    r.driver,
+                    r.serial,
+                    r.algorithms,
+                    r.device,
+                    r.state,
+                    r.source,
+                    r.created_at,
+                    r.changed_at
+                ],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn update_slot(&self, r: &SlotRow) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE registry_slots SET tenant = ?2, slot_id = ?3, driver = ?4, serial = ?5, \
+                 algorithms = ?6, device = ?7, state = ?8, source = ?9, created_at = ?10, \
+                 changed_at = ?11 WHERE partition = ?1",
+                params![
+                    r.partition,
+                    r.tenant,
+                    slot_id(r.slot_id)?,
+                    r.driver,
+                    r.serial,
+                    r.algorithms,
+                    r.device,
+                    r.state,
+                    r.source,
+                    r.created_at,
+                    r.changed_at
+                ],
+            )
+            .map_err(err)?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(StoreError(format!(
+                "partition {} is not in the registry",
+                r.partition
+            )))
+        }
+    }
+
+    fn delete_config_slot(&self, partition: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM registry_slots WHERE partition = ?1 AND source = 'config' \
+                 AND state != 'terminated'",
+                params![partition],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn certificates(&self) -> Result<Vec<CertificateRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates ORDER BY issued_at, serial"
+            ))
+            .map_err(err)?;
+        let rows = stmt.query_map([], certificate_row).map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    fn insert_certificate(&self, r: &CertificateRow) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                &format!(
+                    "INSERT INTO certificates ({CERTIFICATE_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
+                params![
+                    r.serial,
+                    r.fingerprint,
+                    r.tenant,
+                    r.subject,
+                    r.not_before,
+                    r.not_after,
+                    r.issued_at,
+                    r.revoked_at,
+                    r.pem
+                ],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn revoke_certificate(&self, id: &str, at: i64) -> Result<Option<CertificateRow>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute(
+            "UPDATE certificates SET revoked_at = ?2 \
+             WHERE (serial = ?1 OR fingerprint = ?1) AND revoked_at IS NULL",
+            params![id, at],
+        )
+        .map_err(err)?;
+        let row = tx
+            .query_row(
+                &format!(
+                    "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE serial = ?1 OR fingerprint = ?1"
+                ),
+                params![id],
+                certificate_row,
+            )
+            .optional()
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(row)
+    }
+
+    fn partition_kek(&self, partition: &str, kek_id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.keyring()
+            .query_row(
+                "SELECT wrapped_kek FROM partition_keks WHERE partition = ?1 AND kek_id = ?2",
+                params![partition, kek_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(err)
+    }
+
+    fn put_partition_kek(
+        &self,
+        partition: &str,
+        kek_id: &[u8],
+        wrapped: &[u8],
+    ) -> Result<(), StoreError> {
+        self.keyring()
+            .execute(
+                "INSERT INTO partition_keks (partition, kek_id, wrapped_kek) VALUES (?1, ?2, ?3)",
+                params![partition, kek_id, wrapped],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn retain_partition_kek(&self, partition: &str, keep: &[u8]) -> Result<(), StoreError> {
+        self.keyring()
+            .execute(
+                "DELETE FROM partition_keks WHERE partition = ?1 AND kek_id != ?2",
+                params![partition, keep],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn erase_partition(&self, partition: &str, at: i64) -> Result<(), StoreError> {
+        // 1. The key-encryption key: after this commit no copy of the
+        //    partition's master key (this store's, a backup's) opens.
+        {
+            let keyring = self.keyring();
+            keyring
+                .execute(
+                    "DELETE FROM partition_keks WHERE partition = ?1",
+                    params![partition],
+                )
+                .map_err(err)?;
+            // secure_delete zeroed the cell; VACUUM rewrites the file
+            // without the freed page.
+            keyring.execute_batch("VACUUM").map_err(err)?;
+        }
+        // 2. The wrapped master key (overwritten, then deleted), the PIN
+        //    records and every object; the slot stays, terminated.
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute(
+            "UPDATE partitions SET wrapped_master_key = zeroblob(length(wrapped_master_key)), \
+             so_pin = NULL, user_pin = NULL WHERE name = ?1",
+            params![partition],
+        )
+        .map_err(err)?;
+        tx.execute(
+            "DELETE FROM objects WHERE partition = ?1",
+            params![partition],
+        )
+        .map_err(err)?;
+        tx.execute(
+            "DELETE FROM device_objects WHERE partition = ?1",
+            params![partition],
+        )
+        .map_err(err)?;
+        tx.execute("DELETE FROM partitions WHERE name = ?1", params![partition])
+            .map_err(err)?;
+        tx.execute(
+            "UPDATE registry_slots SET state = 'terminated', changed_at = ?2 WHERE partition = ?1",
+            params![partition, at],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        // The old pages may still sit in the WAL: copy them back (now
+        // zeroed by secure_delete) and empty it.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn backup_into(&self, path: &Path) -> Result<(), StoreError> {
+        let target = path
+            .to_str()
+            .ok_or_else(|| StoreError(format!("{}: not a UTF-8 path", path.display())))?;
+        // VACUUM INTO reads one snapshot of the database (WAL included) and
+        // writes a compact copy; the key ring is another file, not copied.
+        self.conn()
+            .execute("VACUUM INTO ?1", params![target])
+            .map_err(err)?;
+        Ok(())
     }
 
     fn set_handle_reservation(&self, tenant: &str, up_to: u64) -> Result<(), StoreError> {
