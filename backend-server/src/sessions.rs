@@ -508,6 +508,29 @@ impl Sessions {
             .any(|(_, app)| app.sessions.values().any(|s| s.slot == slot))
     }
 
+    /// The partition behind `slot` is gone (terminated): every session of
+    /// every application of `tenant` on it closes and its login ends, so
+    /// that nothing carries over to a partition later shown in that slot.
+    pub fn close_slot(&self, tenant: &TenantName, slot: SlotId) -> Vec<Closed> {
+        let mut closed = Vec::new();
+        for (key, app) in self.lock().iter_mut().filter(|(k, _)| &k.tenant == tenant) {
+            app.logins.remove(&slot);
+            app.sessions.retain(|_, s| {
+                if s.slot == slot {
+                    closed.push(Closed {
+                        tenant: key.tenant.clone(),
+                        slot,
+                        session: s.id,
+                    });
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        closed
+    }
+
     /// Every application of `tenant` is logged out of `slot`.
     pub fn logout_everywhere(&self, tenant: &TenantName, slot: SlotId) {
         for (_, app) in self.lock().iter_mut().filter(|(k, _)| &k.tenant == tenant) {
@@ -739,6 +762,27 @@ mod tests {
         s.close(&key(1), a).unwrap();
         assert!(s.view(&key(1), a).is_err());
         assert!(s.view(&key(2), b).is_ok());
+    }
+
+    #[test]
+    fn closing_a_slot_closes_every_application_s_sessions_there_only() {
+        let s = Sessions::new();
+        let other = AppKey {
+            tenant: TenantName::parse("other").unwrap(),
+            app: AppInstance([9; 16]),
+        };
+        let a0 = s.open(&key(1), SlotId(0), true).unwrap();
+        let a1 = s.open(&key(1), SlotId(1), true).unwrap();
+        let b0 = s.open(&key(2), SlotId(0), false).unwrap();
+        let o0 = s.open(&other, SlotId(0), true).unwrap();
+        s.set_login(&key(1), SlotId(0), Some(UserKind::User));
+        let closed = s.close_slot(&key(1).tenant, SlotId(0));
+        assert_eq!(closed.len(), 2);
+        assert!(closed.iter().all(|c| c.slot == SlotId(0)));
+        assert!(s.view(&key(1), a0).is_err());
+        assert!(s.view(&key(2), b0).is_err());
+        assert_eq!(s.view(&key(1), a1).unwrap().login, None);
+        assert!(s.view(&other, o0).is_ok(), "another tenant's slot 0");
     }
 
     #[test]

@@ -691,10 +691,22 @@ fn lifecycle(call: &Call, verb: &str) -> Handled {
     };
     let reply = match result {
         Ok((tenant, slot)) => {
-            // Suspension and termination end the login state of every
-            // application of the tenant on that slot.
-            if verb != "resume" {
-                call.ctx.state.sessions.logout_everywhere(&tenant, slot);
+            // Suspension ends the login state of every application of the
+            // tenant on that slot (its sessions answer CKR_DEVICE_REMOVED
+            // until resumed); termination closes the sessions too, so that
+            // none carries over to a partition later shown in that slot (the
+            // objects they held went with the partition).
+            match verb {
+                "resume" => {}
+                "suspend" => call.ctx.state.sessions.logout_everywhere(&tenant, slot),
+                _ => {
+                    let closed = call.ctx.state.sessions.close_slot(&tenant, slot);
+                    info!(
+                        partition = name.as_str(),
+                        sessions = closed.len(),
+                        "terminated: the slot's sessions are closed"
+                    );
+                }
             }
             let state = match verb {
                 "suspend" => PartitionState::Suspended,
