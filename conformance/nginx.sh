@@ -104,7 +104,13 @@ for k in ec rsa; do
 done
 
 signatures() { grep -c 'function="C_Sign" rv=0x0' "$WORK/server.log" || true; }
+# The audit log's records of successful C_Sign calls (one per key use).
+audited() {
+    "$HSMLINK_SERVER" audit export --config "$WORK/deploy/server.toml" >"$WORK/audit.jsonl"
+    grep '"op":"C_Sign"' "$WORK/audit.jsonl" | grep -c '"rv_name":"CKR_OK"' || true
+}
 before="$(signatures)"
+audited_before="$(audited)"
 
 for _ in $(seq 1 200); do get "$EC_PORT" "$WORK/web-ec.pem"; done >"$WORK/serial.txt" 2>&1
 ok="$(grep -cx 200 "$WORK/serial.txt" || true)"
@@ -125,6 +131,12 @@ signed=$((after - before))
 # (every curl is a new process; nginx keeps no session cache nor tickets).
 [ "$signed" -eq 300 ] || { echo "not ok - the server made $signed signatures for 300 handshakes" >&2; exit 1; }
 echo "ok - the server's log shows $signed signatures for 300 handshakes"
+audited_signed=$(( $(audited) - audited_before ))
+[ "$audited_signed" -eq 300 ] || { echo "not ok - the audit log has $audited_signed signatures for 300 handshakes" >&2; exit 1; }
+grep '"op":"C_Sign"' "$WORK/audit.jsonl" | tail -n1 >"$WORK/last-sign.json"
+expect "an audited signature names the key, mechanism, source and result" \
+    '"key":[0-9]+.*"mechanism_name":"CKM_(ECDSA|RSA_PKCS[A-Z_]*)".*"source":"127\.0\.0\.1:' "$WORK/last-sign.json"
+echo "ok - the audit log holds the 300 signatures"
 
 # The workers, not the master, signed: every worker is a child of the master.
 workers="$(grep -c 'start worker process' "$N/logs/error.log" || true)"
