@@ -12,6 +12,7 @@ pub mod cipher;
 pub mod digest;
 pub mod ec;
 pub mod error;
+pub mod keyblock;
 pub mod keywrap;
 pub mod mac;
 pub mod rng;
