@@ -13,6 +13,10 @@
 //!                                    # the RUST_LOG environment variable overrides it
 //! handshake_timeout_ms = 10000       # TLS handshake and hello must finish within this time
 //! max_in_flight_per_connection = 64  # requests one connection may have in flight at once
+//! max_connections = 4096             # open connections on the server at most; more are
+//!                                    # closed at once, before the TLS handshake
+//! max_connections_per_tenant = 64    # open connections of one tenant at most; more get a
+//!                                    # hello refusal (other tenants are not affected)
 //! shutdown_grace_ms = 10000          # on SIGTERM/SIGINT, time left to in-flight requests
 //! app_grace_ms = 60000               # an application without connections for this long is
 //!                                    # gone: its sessions close and it is logged out
@@ -35,6 +39,9 @@
 //! login_idle_timeout_s = 7200        # login state ends after this long without a call
 //! login_max_lifetime_s = 28800       # and this long after the login, whatever the activity
 //!                                    # (larger values are accepted with a warning at start)
+//! login_failures_per_source = 20     # wrong PINs from one IP address within the window that
+//! login_failure_window_s = 60        # refuse every PIN-checking call from that address
+//! login_source_cooldown_s = 300      # (CKR_FUNCTION_REJECTED) for the cool-down; 0 = off
 //!
 //! [audit]                            # optional table; every key has a default
 //! # key_file = "/abs/audit.key"      # Ed25519 seed (64 hex digits, mode 0600) signing the
@@ -101,6 +108,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::names::{PartitionName, TenantName, TokenSerial};
+use crate::ratelimit::ThrottleSettings;
 use crate::sessions::LoginLimits;
 use crate::soft::keys::{Algorithms, RootKeySource};
 use crate::soft::partition::SecurityPolicy;
@@ -224,6 +232,8 @@ pub struct ServerSection {
     pub log_level: LogLevel,
     pub handshake_timeout_ms: NonZeroU64,
     pub max_in_flight_per_connection: NonZeroU32,
+    pub max_connections: NonZeroU32,
+    pub max_connections_per_tenant: NonZeroU32,
     pub shutdown_grace_ms: u64,
     pub app_grace_ms: u64,
 }
@@ -236,6 +246,8 @@ impl Default for ServerSection {
             log_level: LogLevel("info".to_owned()),
             handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
             max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT,
+            max_connections: NonZeroU32::new(4096).unwrap_or(NonZeroU32::MIN),
+            max_connections_per_tenant: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
             shutdown_grace_ms: 10_000,
             app_grace_ms: 60_000,
         }
@@ -267,6 +279,9 @@ pub struct SecuritySection {
     pub argon2_parallelism: u32,
     pub login_idle_timeout_s: NonZeroU64,
     pub login_max_lifetime_s: NonZeroU64,
+    pub login_failures_per_source: u32,
+    pub login_failure_window_s: NonZeroU64,
+    pub login_source_cooldown_s: NonZeroU64,
 }
 
 impl Default for SecuritySection {
@@ -282,11 +297,25 @@ impl Default for SecuritySection {
                 .unwrap_or(NonZeroU64::MIN),
             login_max_lifetime_s: NonZeroU64::new(LoginLimits::DEFAULT.lifetime.as_secs())
                 .unwrap_or(NonZeroU64::MIN),
+            login_failures_per_source: ThrottleSettings::DEFAULT.max_failures,
+            login_failure_window_s: NonZeroU64::new(ThrottleSettings::DEFAULT.window.as_secs())
+                .unwrap_or(NonZeroU64::MIN),
+            login_source_cooldown_s: NonZeroU64::new(ThrottleSettings::DEFAULT.cooldown.as_secs())
+                .unwrap_or(NonZeroU64::MIN),
         }
     }
 }
 
 impl SecuritySection {
+    /// The per-source limit on wrong PINs.
+    pub fn login_throttle(&self) -> ThrottleSettings {
+        ThrottleSettings {
+            max_failures: self.login_failures_per_source,
+            window: Duration::from_secs(self.login_failure_window_s.get()),
+            cooldown: Duration::from_secs(self.login_source_cooldown_s.get()),
+        }
+    }
+
     /// How long login state lasts.
     pub fn login_limits(&self) -> LoginLimits {
         LoginLimits {

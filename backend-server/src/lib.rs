@@ -41,6 +41,7 @@ pub mod metering;
 pub mod names;
 pub mod partition_state;
 pub mod pkcs11;
+pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod sessions;

@@ -92,6 +92,12 @@ impl Server {
             acceptor: TlsAcceptor::from(tls),
             handshake_timeout: config.server.handshake_timeout(),
             max_in_flight,
+            limits: crate::ratelimit::ConnectionLimits::new(
+                usize::try_from(config.server.max_connections.get()).unwrap_or(usize::MAX),
+                usize::try_from(config.server.max_connections_per_tenant.get())
+                    .unwrap_or(usize::MAX),
+            ),
+            throttle: crate::ratelimit::LoginThrottle::new(config.security.login_throttle()),
         };
         Self {
             listener,

@@ -14,6 +14,13 @@
 //! under way are dropped, the connection closes without a reply). Revoked
 //! certificates already fail the handshake ([`crate::tls`]).
 //!
+//! Limits ([`crate::ratelimit`]): at most `max_connections` connections on
+//! the server (more are closed at once, before the handshake) and
+//! `max_connections_per_tenant` per tenant (more get a hello refusal and
+//! one log line; other tenants are not affected). PIN-checking calls go
+//! through the per-source limit on wrong PINs
+//! ([`crate::calls::login::handle_throttled`]).
+//!
 //! A frame the server cannot read (wrong kind or version, oversize, body that
 //! does not decode) means a broken peer: one warning, then the connection is
 //! closed once the replies already under way are written. Nothing else is
@@ -41,8 +48,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, error, info, warn};
 
-use crate::dispatch::{self, ClientContext, ServerState};
+use crate::dispatch::{ClientContext, ServerState};
 use crate::identity::{self, PeerIdentity};
+use crate::ratelimit::{ConnectionLimits, LoginThrottle, TenantSlot};
 use crate::registry::Live;
 use crate::sessions::AppKey;
 
@@ -55,6 +63,8 @@ pub(crate) struct Shared {
     pub acceptor: TlsAcceptor,
     pub handshake_timeout: Duration,
     pub max_in_flight: usize,
+    pub limits: Arc<ConnectionLimits>,
+    pub throttle: Arc<LoginThrottle>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -64,6 +74,7 @@ impl std::fmt::Debug for Shared {
             .field("state", &self.state)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_in_flight", &self.max_in_flight)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -91,16 +102,24 @@ pub(crate) async fn serve(
     conn: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let deadline = Instant::now() + shared.handshake_timeout;
-    let handshake = tokio::select! {
-        _ = shutdown.wait_for(|stop| *stop) => return,
-        result = timeout_at(deadline, shared.acceptor.accept(tcp)) => result,
-    };
     let live = shared.state.registry.live().clone();
     let refused = || {
         live.metrics
             .connections_refused
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    };
+    let _server_slot = match shared.limits.open() {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            refused();
+            warn!(conn, %peer, "connection refused before the handshake: {refusal}");
+            return;
+        }
+    };
+    let deadline = Instant::now() + shared.handshake_timeout;
+    let handshake = tokio::select! {
+        _ = shutdown.wait_for(|stop| *stop) => return,
+        result = timeout_at(deadline, shared.acceptor.accept(tcp)) => result,
     };
     let mut tls = match handshake {
         Ok(Ok(tls)) => tls,
@@ -141,9 +160,15 @@ pub(crate) async fn serve(
     // Client-chosen text: short and printable before it reaches a log line.
     let client = printable(&hello.client);
 
-    let verdict = admit(&shared.state, identity, &hello);
+    let verdict =
+        admit(&shared.state, identity, &hello).and_then(|(version, identity)| {
+            match shared.limits.admit(&identity.tenant) {
+                Ok(slot) => Ok((version, identity, slot)),
+                Err(refusal) => Err(format!("tenant {:?}: {refusal}", identity.tenant.as_str())),
+            }
+        });
     let reply = match &verdict {
-        Ok((version, identity)) => HelloReply::Accepted {
+        Ok((version, identity, _)) => HelloReply::Accepted {
             version: *version,
             server: SERVER_SOFTWARE.to_owned(),
             tenant: identity.tenant.to_string(),
@@ -153,7 +178,7 @@ pub(crate) async fn serve(
         },
     };
     let sent = timeout_at(deadline, write_hello_reply(&mut tls, &reply)).await;
-    let (version, identity) = match verdict {
+    let (version, identity, _tenant_slot): (u16, PeerIdentity, TenantSlot) = match verdict {
         Ok(admitted) => admitted,
         Err(reason) => {
             refused();
@@ -304,6 +329,7 @@ async fn serve_requests(
             },
         };
         let state = shared.state.clone();
+        let throttle = shared.throttle.clone();
         let ctx = ctx.clone();
         let replies = replies.clone();
         tasks.spawn(async move {
@@ -314,7 +340,7 @@ async fn serve_requests(
             let response = {
                 let ctx = ctx.clone();
                 let state = state.clone();
-                tokio::task::spawn_blocking(move || answer(&state, &ctx, request))
+                tokio::task::spawn_blocking(move || answer(&state, &throttle, &ctx, request))
                     .await
                     .unwrap_or_else(|_| Response::error(CKR_GENERAL_ERROR))
             };
@@ -362,11 +388,19 @@ impl Drop for ConnectionCount {
     }
 }
 
-/// [`dispatch::handle`], with a panic turned into `CKR_GENERAL_ERROR` so
-/// that the client still gets an answer (and the server a log line).
-fn answer(state: &ServerState, ctx: &ClientContext, request: Request) -> Response {
+/// [`crate::dispatch::handle`] (through the per-source PIN limit), with a panic
+/// turned into `CKR_GENERAL_ERROR` so that the client still gets an answer
+/// (and the server a log line).
+fn answer(
+    state: &ServerState,
+    throttle: &Arc<LoginThrottle>,
+    ctx: &ClientContext,
+    request: Request,
+) -> Response {
     let function = request.function_name();
-    match std::panic::catch_unwind(AssertUnwindSafe(|| dispatch::handle(state, ctx, request))) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        crate::calls::login::handle_throttled(state, throttle, ctx, request)
+    })) {
         Ok(response) => response,
         Err(_) => {
             let (conn, tenant) = (ctx.connection, ctx.tenant());
