@@ -576,3 +576,132 @@ impl Deployment {
         )
     }
 }
+
+// ---- Raw clients and server.toml edits (hostile-tenant tests) ----
+
+/// Inserts `lines` at the top of `[table]` in the deployment's server.toml
+/// (the table `init` wrote). Call before the server starts.
+pub fn set_server_keys(deployment: &Deployment, table: &str, lines: &[&str]) {
+    let path = deployment.path("server.toml");
+    let text = std::fs::read_to_string(&path).expect("server.toml");
+    let header = format!("[{table}]");
+    let mut out = String::new();
+    let mut done = false;
+    for line in text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if !done && line.trim_start().starts_with(&header) {
+            for added in lines {
+                out.push_str(added);
+                out.push('\n');
+            }
+            done = true;
+        }
+    }
+    if !done {
+        out.push_str(&format!("\n{header}\n"));
+        for added in lines {
+            out.push_str(added);
+            out.push('\n');
+        }
+    }
+    std::fs::write(&path, out).expect("write server.toml");
+}
+
+/// A blocking TLS stream to the server, as a raw client.
+pub type RawStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A rustls client configuration trusting the deployment's CA, with the
+/// certificate `cert` / `key`.
+pub fn raw_client_config(
+    deployment: &Deployment,
+    cert: &Path,
+    key: &Path,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(deployment.path("ca.pem")).expect("ca.pem") {
+        roots.add(cert.expect("ca cert")).expect("add root");
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .expect("cert")
+        .collect::<Result<_, _>>()
+        .expect("certs");
+    let key = PrivateKeyDer::from_pem_file(key).expect("key");
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("client auth"),
+    )
+}
+
+/// Connects, completes the handshake and exchanges the hello; the stream
+/// and the server's reply, or the error that ended the exchange.
+pub fn raw_hello(
+    deployment: &Deployment,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+) -> Result<(RawStream, hsmlink_protocol::HelloReply), String> {
+    use hsmlink_protocol::frame::{self, FrameKind};
+    use hsmlink_protocol::hello::HELLO_FRAME_VERSION;
+    use hsmlink_protocol::{AppInstance, Hello};
+    let tls = rustls::ClientConnection::new(
+        config.clone(),
+        rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+    )
+    .expect("client connection");
+    let tcp = TcpStream::connect(deployment.addr).map_err(|e| format!("connect: {e}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut stream = rustls::StreamOwned::new(tls, tcp);
+    let hello = Hello::new(
+        "raw-test-client".into(),
+        AppInstance([9; 16]),
+        std::process::id(),
+    );
+    frame::write_frame(
+        &mut stream,
+        FrameKind::Hello,
+        HELLO_FRAME_VERSION,
+        0,
+        &hello,
+    )
+    .map_err(|e| format!("send hello: {e}"))?;
+    let (_, reply) = frame::read_message::<_, hsmlink_protocol::HelloReply>(
+        &mut stream,
+        FrameKind::HelloReply,
+        HELLO_FRAME_VERSION,
+    )
+    .map_err(|e| format!("read hello reply: {e}"))?;
+    Ok((stream, reply))
+}
+
+/// True once the server has closed `stream` (end of stream or an error)
+/// within `limit`; false if it is still open (no data arrives either).
+pub fn closed_by_server(stream: &mut RawStream, limit: Duration) -> bool {
+    use std::io::Read;
+    stream
+        .sock
+        .set_read_timeout(Some(limit))
+        .expect("read timeout");
+    let mut buf = [0u8; 64];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
