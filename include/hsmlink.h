@@ -25,6 +25,16 @@
 #define CKM_HSMLINK_SM4_GCM 0xC8530125UL
 #define CKM_HSMLINK_SM4_CMAC 0xC8530126UL
 
+/*
+ * ANSI X9.143 / ISO 20038 ("TR-31") key block, version D (AES key block
+ * protection key), for C_WrapKey and C_UnwrapKey; no parameter. The
+ * wrapping/unwrapping key is the AES KBPK; the wrapped key is the ASCII key
+ * block. The block's header is kept on the imported key (read-only):
+ */
+#define CKM_HSMLINK_TR31 0xC8530200UL
+#define CKA_HSMLINK_KEYBLOCK_HEADER 0xC8530300UL
+#define CKA_HSMLINK_KEY_VERSION 0xC8530301UL
+
 /* Parameter of CKM_HSMLINK_SM2_SM3: the signer's distinguishing identifier. */
 typedef struct CK_HSMLINK_SM2_PARAMS {
     CK_BYTE_PTR pUserID;

@@ -19,7 +19,9 @@ use cryptoki_sys::{
     CKR_TEMPLATE_INCOMPLETE, CKR_TEMPLATE_INCONSISTENT,
 };
 use hsmlink_protocol::attribute_kind::{self as cka, AttributeKind, kind_of};
-use hsmlink_protocol::vendor::{CKK_HSMLINK_SM2, CKK_HSMLINK_SM4};
+use hsmlink_protocol::vendor::{
+    CKA_HSMLINK_KEY_VERSION, CKA_HSMLINK_KEYBLOCK_HEADER, CKK_HSMLINK_SM2, CKK_HSMLINK_SM4,
+};
 use hsmlink_protocol::{Attribute, AttributeValue};
 
 use crate::error::{CkResult, Ckr};
@@ -201,6 +203,10 @@ const SECRET_KEY: &[Rule] = &[
     r(cka::CKA_TRUSTED, MODIFIABLE | SO_SETS_TRUE, Bool(false)),
     r(cka::CKA_WRAP_TEMPLATE, 0, Absent),
     r(cka::CKA_UNWRAP_TEMPLATE, 0, Absent),
+    // Set by the token on keys imported from an X9.143 key block
+    // (soft/operations/keymgmt.rs), enforced on every use.
+    r(CKA_HSMLINK_KEYBLOCK_HEADER, DERIVED, Absent),
+    r(CKA_HSMLINK_KEY_VERSION, DERIVED, Absent),
 ];
 
 const RSA_PUBLIC: &[Rule] = &[

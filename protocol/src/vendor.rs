@@ -33,6 +33,16 @@ pub const CKM_HSMLINK_SM4_CBC_PAD: u64 = HSMLINK_VENDOR_BASE | 0x0123;
 pub const CKM_HSMLINK_SM4_CTR: u64 = HSMLINK_VENDOR_BASE | 0x0124;
 pub const CKM_HSMLINK_SM4_GCM: u64 = HSMLINK_VENDOR_BASE | 0x0125;
 pub const CKM_HSMLINK_SM4_CMAC: u64 = HSMLINK_VENDOR_BASE | 0x0126;
+/// ANSI X9.143 / ISO 20038 ("TR-31") key block, version `D` (AES KBPK),
+/// for `C_WrapKey` / `C_UnwrapKey`; no parameter.
+pub const CKM_HSMLINK_TR31: u64 = HSMLINK_VENDOR_BASE | 0x0200;
+
+// ---- Attributes ----
+/// The header (with optional blocks) of the key block a key was imported
+/// from, as received (ASCII); read-only, enforced for the key's life.
+pub const CKA_HSMLINK_KEYBLOCK_HEADER: u64 = HSMLINK_VENDOR_BASE | 0x0300;
+/// The key block's key version number (two ASCII characters); read-only.
+pub const CKA_HSMLINK_KEY_VERSION: u64 = HSMLINK_VENDOR_BASE | 0x0301;
 
 /// Every vendor constant with its C name, for the header check and for logs.
 pub const ALL: &[(&str, u64)] = &[
@@ -52,6 +62,9 @@ pub const ALL: &[(&str, u64)] = &[
     ("CKM_HSMLINK_SM4_CTR", CKM_HSMLINK_SM4_CTR),
     ("CKM_HSMLINK_SM4_GCM", CKM_HSMLINK_SM4_GCM),
     ("CKM_HSMLINK_SM4_CMAC", CKM_HSMLINK_SM4_CMAC),
+    ("CKM_HSMLINK_TR31", CKM_HSMLINK_TR31),
+    ("CKA_HSMLINK_KEYBLOCK_HEADER", CKA_HSMLINK_KEYBLOCK_HEADER),
+    ("CKA_HSMLINK_KEY_VERSION", CKA_HSMLINK_KEY_VERSION),
 ];
 
 #[cfg(test)]

@@ -121,6 +121,7 @@ pub static SOFT_MECHANISMS: &[MechanismEntry] = &[
     row(CKM_AES_KEY_WRAP_KWP, AES_MIN, AES_MAX, CRYPT_WRAP),
     row(CKM_AES_ECB_ENCRYPT_DATA, AES_MIN, AES_MAX, CKF_DERIVE),
     row(CKM_AES_CBC_ENCRYPT_DATA, AES_MIN, AES_MAX, CKF_DERIVE),
+    row(CKM_HSMLINK_TR31, AES_MIN, AES_MAX, CKF_WRAP | CKF_UNWRAP),
     // ---- Generic secrets, digests, HMAC ----
     row(
         CKM_GENERIC_SECRET_KEY_GEN,

@@ -109,6 +109,20 @@ impl Header {
     /// Parses the header of a whole key block `block` (the length field is
     /// checked against `block.len()`).
     pub fn parse(block: &[u8]) -> Result<Self> {
+        Self::parse_inner(block, true)
+    }
+
+    /// Parses a header kept apart from its block (with its optional blocks
+    /// and nothing after them), such as the one stored on an imported key.
+    pub fn parse_alone(header: &[u8]) -> Result<Self> {
+        let parsed = Self::parse_inner(header, false)?;
+        if parsed.encoded_len() != header.len() {
+            return Err(KeyBlockError::InconsistentHeader);
+        }
+        Ok(parsed)
+    }
+
+    fn parse_inner(block: &[u8], whole_block: bool) -> Result<Self> {
         if block.len() < FIXED_LEN {
             return Err(KeyBlockError::BadLength);
         }
@@ -120,7 +134,7 @@ impl Header {
             return Err(KeyBlockError::UnsupportedVersion);
         }
         let length = decimal(&block[1..5])?;
-        if length != block.len() {
+        if whole_block && length != block.len() {
             return Err(KeyBlockError::BadLength);
         }
         let count = decimal(&block[12..14])?;

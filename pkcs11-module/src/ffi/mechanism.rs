@@ -150,6 +150,7 @@ fn kind(mechanism: u64) -> Kind {
         CKM_HSMLINK_SM4_KEY_GEN,
         CKM_HSMLINK_SM4_ECB,
         CKM_HSMLINK_SM4_CMAC,
+        CKM_HSMLINK_TR31,
     ];
     if none.contains(&mechanism) || vendor_none.contains(&mechanism) {
         return Kind::None;

@@ -2,21 +2,27 @@
 //! 5.18.3 to 5.18.5): secret keys wrapped with AES key wrap (RFC 3394,
 //! RFC 5649) or RSA (PKCS#1 v1.5, OAEP); keys derived with ECDH
 //! (`CKD_NULL`, `CKD_SHA*_KDF`) or by AES encryption of data
-//! (`CKM_AES_ECB_ENCRYPT_DATA`, `CKM_AES_CBC_ENCRYPT_DATA`).
+//! (`CKM_AES_ECB_ENCRYPT_DATA`, `CKM_AES_CBC_ENCRYPT_DATA`); and ANSI
+//! X9.143 / ISO 20038 ("TR-31") key blocks, version `D`
+//! (`CKM_HSMLINK_TR31`), whose header becomes the key's attributes and stays
+//! on it ([`keyblock_permits`]).
 
 use cryptoki_sys::*;
 use hsmlink_crypto::cipher::{self, BlockAlg, Mode};
 use hsmlink_crypto::digest::DigestAlg;
 use hsmlink_crypto::ec::{self, EcdhKdf};
+use hsmlink_crypto::keyblock::{self, Header, KeyBlockError};
 use hsmlink_crypto::sm2_exchange;
 use hsmlink_protocol::attribute_kind as cka;
-use hsmlink_protocol::vendor::CKK_HSMLINK_SM4;
+use hsmlink_protocol::vendor::{
+    CKA_HSMLINK_KEY_VERSION, CKA_HSMLINK_KEYBLOCK_HEADER, CKK_HSMLINK_SM4,
+};
 use hsmlink_protocol::{Attribute, AttributeValue, Mechanism, MechanismParams, ObjectHandle};
 use zeroize::Zeroizing;
 
 use super::asymmetric::{curve_of, decode_point, scalar};
-use super::{Family, capabilities, check_key_type, ck, key_of, route};
-use crate::attributes::{Origin, template_map, token_made_key, ulong};
+use super::{Family, Key, capabilities, check_key_type, ck, key_of, no_params, route};
+use crate::attributes::{Origin, boolean, template_map, token_made_key, ulong};
 use crate::driver::{ObjectContext, OpKind};
 use crate::error::{CkResult, Ckr};
 use crate::soft::partition::{SoftPartition, actor, new_object_id};
@@ -61,6 +67,16 @@ pub fn wrap_key(
         return Err(Ckr(CKR_KEY_UNEXTRACTABLE));
     }
     if key.flag(cka::CKA_WRAP_WITH_TRUSTED) && !wrapping.flag(cka::CKA_TRUSTED) {
+        return Err(Ckr(CKR_KEY_NOT_WRAPPABLE));
+    }
+    if family == Family::KeyBlock {
+        return wrap_keyblock(mechanism, &wrapping, &key);
+    }
+    // Exportability `E`: only in a form meeting X9.24, i.e. a key block.
+    if key
+        .opt_bytes(CKA_HSMLINK_KEYBLOCK_HEADER)
+        .is_some_and(|h| h.get(EXPORTABILITY) != Some(&b'S'))
+    {
         return Err(Ckr(CKR_KEY_NOT_WRAPPABLE));
     }
     let (mut op, _) = super::asymmetric::begin(OpKind::Encrypt, family, mechanism, &wrapping)?;
@@ -127,6 +143,17 @@ pub fn unwrap_key(
     check_key_type(OpKind::Decrypt, family, &unwrapping)
         .map_err(|_| Ckr(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT))?;
     unwrapping.permits(cka::CKA_UNWRAP, mechanism.mechanism.0)?;
+    if family == Family::KeyBlock {
+        return unwrap_keyblock(
+            partition,
+            ctx,
+            handle,
+            mechanism,
+            &unwrapping,
+            wrapped,
+            template,
+        );
+    }
     let (class, key_type, value_len) = secret_key_kind(template, None)?;
     let (mut op, _) = super::asymmetric::begin(OpKind::Decrypt, family, mechanism, &unwrapping)?;
     let value = op.single(wrapped).map_err(|e| {
@@ -148,6 +175,214 @@ pub fn unwrap_key(
         &value,
         Origin::Unwrapped,
     )
+}
+
+// ---- X9.143 / TR-31 key blocks ----
+
+/// Offsets in the key block header.
+const USAGE: core::ops::Range<usize> = 5..7;
+const ALGORITHM: usize = 7;
+const MODE_OF_USE: usize = 8;
+const EXPORTABILITY: usize = 11;
+
+/// The usage attributes of every kind the mapping knows (the ones a
+/// template may not turn on beyond what the header allows).
+const USAGE_ATTRS: [u64; 9] = [
+    cka::CKA_ENCRYPT,
+    cka::CKA_DECRYPT,
+    cka::CKA_SIGN,
+    cka::CKA_VERIFY,
+    cka::CKA_WRAP,
+    cka::CKA_UNWRAP,
+    cka::CKA_DERIVE,
+    cka::CKA_SIGN_RECOVER,
+    cka::CKA_VERIFY_RECOVER,
+];
+
+/// The usage attributes a key block's key usage, algorithm and mode of use
+/// allow, or `None` when hsmlink does not accept the combination. Accepted
+/// (algorithm `A`, AES, only):
+///
+/// | usage | meaning | mode of use → attributes |
+/// | --- | --- | --- |
+/// | `K0`, `K1` | key encryption / key block protection key | `B`,`N` → WRAP+UNWRAP; `E` → WRAP; `D` → UNWRAP |
+/// | `D0` | symmetric data encryption | `B`,`N` → ENCRYPT+DECRYPT; `E` → ENCRYPT; `D` → DECRYPT |
+/// | `M6` | ISO 9797-5 CMAC | `C`,`N` → SIGN+VERIFY; `G` → SIGN; `V` → VERIFY |
+/// | `B0` | base derivation key | `X`,`N` → DERIVE |
+pub fn header_usages(usage: &[u8], algorithm: u8, mode: u8) -> Option<&'static [u64]> {
+    use cka::*;
+    if algorithm != b'A' {
+        return None;
+    }
+    Some(match (usage, mode) {
+        (b"K0" | b"K1", b'B' | b'N') => &[CKA_WRAP, CKA_UNWRAP],
+        (b"K0" | b"K1", b'E') => &[CKA_WRAP],
+        (b"K0" | b"K1", b'D') => &[CKA_UNWRAP],
+        (b"D0", b'B' | b'N') => &[CKA_ENCRYPT, CKA_DECRYPT],
+        (b"D0", b'E') => &[CKA_ENCRYPT],
+        (b"D0", b'D') => &[CKA_DECRYPT],
+        (b"M6", b'C' | b'N') => &[CKA_SIGN, CKA_VERIFY],
+        (b"M6", b'G') => &[CKA_SIGN],
+        (b"M6", b'V') => &[CKA_VERIFY],
+        (b"B0", b'X' | b'N') => &[CKA_DERIVE],
+        _ => return None,
+    })
+}
+
+/// Whether the key block `header` stored on a key allows `usage` (a
+/// `CKA_*` usage attribute), for [`super::Key::permits`].
+pub fn keyblock_permits(header: &[u8], usage: u64) -> bool {
+    match (
+        header.get(USAGE),
+        header.get(ALGORITHM),
+        header.get(MODE_OF_USE),
+    ) {
+        (Some(u), Some(&a), Some(&m)) => header_usages(u, a, m).is_some_and(|l| l.contains(&usage)),
+        _ => false,
+    }
+}
+
+/// The `CK_RV` of a refused key block on import.
+fn unwrap_error(e: KeyBlockError) -> Ckr {
+    Ckr(match e {
+        KeyBlockError::BadLength => CKR_WRAPPED_KEY_LEN_RANGE,
+        KeyBlockError::KbpkSize => CKR_UNWRAPPING_KEY_SIZE_RANGE,
+        KeyBlockError::Crypto => CKR_FUNCTION_FAILED,
+        KeyBlockError::UnsupportedVersion
+        | KeyBlockError::InconsistentHeader
+        | KeyBlockError::MacInvalid
+        | KeyBlockError::KeyLength => CKR_WRAPPED_KEY_INVALID,
+    })
+}
+
+/// `C_UnwrapKey` with `CKM_HSMLINK_TR31`: the key block is verified under
+/// the KBPK, its header mapped to attributes (a template asking for more
+/// than the header allows is `CKR_TEMPLATE_INCONSISTENT`) and kept on the
+/// key. Nothing is stored unless every check passes.
+fn unwrap_keyblock(
+    partition: &SoftPartition,
+    ctx: &ObjectContext,
+    handle: ObjectHandle,
+    mechanism: &Mechanism,
+    kbpk: &Key,
+    wrapped: &[u8],
+    template: &[Attribute],
+) -> CkResult<()> {
+    no_params(mechanism)?;
+    let (header, value) = keyblock::unwrap(&kbpk.value()?, wrapped).map_err(unwrap_error)?;
+    let usages = header_usages(&header.key_usage, header.algorithm, header.mode_of_use)
+        .ok_or(Ckr(CKR_WRAPPED_KEY_INVALID))?;
+    let mut given = template_map(template)?;
+    for attr in USAGE_ATTRS {
+        let allowed = usages.contains(&attr);
+        match boolean(given.get(&attr)) {
+            Some(true) if !allowed => return Err(Ckr(CKR_TEMPLATE_INCONSISTENT)),
+            Some(_) => {}
+            None => {
+                given.insert(attr, AttributeValue::Bool(allowed));
+            }
+        }
+    }
+    match (
+        header.exportability,
+        boolean(given.get(&cka::CKA_EXTRACTABLE)),
+    ) {
+        (b'E' | b'S', None) => {
+            given.insert(cka::CKA_EXTRACTABLE, AttributeValue::Bool(true));
+        }
+        (b'E' | b'S', Some(_)) | (b'N', Some(false)) => {}
+        (b'N', None) => {
+            given.insert(cka::CKA_EXTRACTABLE, AttributeValue::Bool(false));
+        }
+        (b'N', Some(true)) => return Err(Ckr(CKR_TEMPLATE_INCONSISTENT)),
+        _ => return Err(Ckr(CKR_WRAPPED_KEY_INVALID)),
+    }
+    let value_len = ulong(given.get(&cka::CKA_VALUE_LEN));
+    if value_len.is_some_and(|n| usize::try_from(n).ok() != Some(value.len())) {
+        return Err(Ckr(CKR_TEMPLATE_INCONSISTENT));
+    }
+    let full: Vec<Attribute> = given
+        .into_iter()
+        .map(|(t, v)| Attribute::new(t, v))
+        .collect();
+    let id = new_object_id()?;
+    let mut attrs = token_made_key(
+        &full,
+        &[cka::CKA_VALUE_LEN],
+        (CKO_SECRET_KEY, CKK_AES),
+        vec![(cka::CKA_VALUE, AttributeValue::Bytes(value.to_vec()))],
+        actor(ctx),
+        &id,
+        Origin::Unwrapped,
+    )?;
+    let header_ascii = wrapped
+        .get(..header.encoded_len())
+        .ok_or(Ckr(CKR_WRAPPED_KEY_INVALID))?;
+    attrs.insert(
+        CKA_HSMLINK_KEYBLOCK_HEADER,
+        AttributeValue::Bytes(header_ascii.to_vec()),
+    );
+    attrs.insert(
+        CKA_HSMLINK_KEY_VERSION,
+        AttributeValue::Bytes(header.key_version.to_vec()),
+    );
+    partition.store_new(ctx, vec![(handle, id, attrs)])
+}
+
+/// The header of a key exported in a key block: the one it was imported
+/// with (as version `D`), or one made from its usage attributes (the first
+/// of: wrap/unwrap → `K0`, encrypt/decrypt → `D0`, sign/verify → `M6`,
+/// derive → `B0`), exportable `E`, key version `00`.
+fn export_header(key: &Key) -> CkResult<Header> {
+    if let Some(stored) = key.opt_bytes(CKA_HSMLINK_KEYBLOCK_HEADER) {
+        let mut header = Header::parse_alone(stored).map_err(|_| Ckr(CKR_KEY_NOT_WRAPPABLE))?;
+        header.version = b'D';
+        return Ok(header);
+    }
+    let pair = |a: u64, b: u64, both: u8, first: u8, second: u8| match (key.flag(a), key.flag(b)) {
+        (true, true) => Some(both),
+        (true, false) => Some(first),
+        (false, true) => Some(second),
+        (false, false) => None,
+    };
+    let (usage, mode) = if let Some(m) = pair(cka::CKA_WRAP, cka::CKA_UNWRAP, b'B', b'E', b'D') {
+        (*b"K0", m)
+    } else if let Some(m) = pair(cka::CKA_ENCRYPT, cka::CKA_DECRYPT, b'B', b'E', b'D') {
+        (*b"D0", m)
+    } else if let Some(m) = pair(cka::CKA_SIGN, cka::CKA_VERIFY, b'C', b'G', b'V') {
+        (*b"M6", m)
+    } else if key.flag(cka::CKA_DERIVE) {
+        (*b"B0", b'X')
+    } else {
+        return Err(Ckr(CKR_KEY_NOT_WRAPPABLE));
+    };
+    Ok(Header::new(b'D', usage, b'A', mode, *b"00", b'E'))
+}
+
+/// `C_WrapKey` with `CKM_HSMLINK_TR31`: an extractable AES key (checked by
+/// the caller) under a KBPK at least as long as the key.
+fn wrap_keyblock(mechanism: &Mechanism, kbpk: &Key, key: &Key) -> CkResult<Zeroizing<Vec<u8>>> {
+    no_params(mechanism)?;
+    key.require(CKO_SECRET_KEY, &[CKK_AES])
+        .map_err(|_| Ckr(CKR_KEY_NOT_WRAPPABLE))?;
+    let kbpk = kbpk.value()?;
+    let value = key.value()?;
+    if kbpk.len() < value.len() {
+        return Err(Ckr(CKR_WRAPPING_KEY_SIZE_RANGE));
+    }
+    let header = export_header(key)?;
+    if header.exportability == b'N' {
+        return Err(Ckr(CKR_KEY_UNEXTRACTABLE));
+    }
+    keyblock::wrap(&kbpk, &header, &value)
+        .map(Zeroizing::new)
+        .map_err(|e| {
+            Ckr(match e {
+                KeyBlockError::KbpkSize => CKR_WRAPPING_KEY_SIZE_RANGE,
+                KeyBlockError::Crypto => CKR_FUNCTION_FAILED,
+                _ => CKR_KEY_NOT_WRAPPABLE,
+            })
+        })
 }
 
 fn kdf(kdf: u64) -> CkResult<EcdhKdf> {

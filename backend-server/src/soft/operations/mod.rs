@@ -83,6 +83,8 @@ pub enum Family {
     EcdhDerive,
     AesEcbEncryptData,
     AesCbcEncryptData,
+    /// X9.143 / TR-31 key block (version `D`), `C_WrapKey`/`C_UnwrapKey`.
+    KeyBlock,
     AesKeyGen,
     GenericKeyGen,
     Sm4KeyGen,
@@ -159,6 +161,7 @@ pub fn route(mechanism: u64) -> Option<Family> {
         CKM_ECDH1_DERIVE => EcdhDerive,
         CKM_AES_ECB_ENCRYPT_DATA => AesEcbEncryptData,
         CKM_AES_CBC_ENCRYPT_DATA => AesCbcEncryptData,
+        CKM_HSMLINK_TR31 => KeyBlock,
         CKM_AES_KEY_GEN => AesKeyGen,
         CKM_GENERIC_SECRET_KEY_GEN => GenericKeyGen,
         CKM_HSMLINK_SM4_KEY_GEN => Sm4KeyGen,
@@ -186,6 +189,7 @@ pub fn capabilities(family: Family) -> CK_FLAGS {
         RsaPss | RsaPkcsHash(_) | RsaPssHash(_) | Ecdsa(_) | EdDsa | Sm2Raw | Sm2Sm3 => SIGN,
         Sm2Encrypt => CRYPT,
         EcdhDerive | Sm2KeyExchange | AesEcbEncryptData | AesCbcEncryptData => CKF_DERIVE,
+        KeyBlock => CKF_WRAP | CKF_UNWRAP,
         AesKeyGen | GenericKeyGen | Sm4KeyGen => CKF_GENERATE,
         RsaPairGen | EcPairGen | EdPairGen | Sm2PairGen => CKF_GENERATE_KEY_PAIR,
     }
@@ -255,8 +259,15 @@ impl Key {
 
     /// `CKR_KEY_FUNCTION_NOT_PERMITTED` unless the usage attribute is true
     /// and `CKA_ALLOWED_MECHANISMS`, when present, lists `mechanism`.
+    /// A key imported from a key block is also held to the block's header
+    /// (whatever its usage attributes were changed to since).
     pub fn permits(&self, usage: u64, mechanism: u64) -> CkResult<()> {
         if !self.flag(usage) {
+            return Err(Ckr(CKR_KEY_FUNCTION_NOT_PERMITTED));
+        }
+        if let Some(header) = self.opt_bytes(CKA_HSMLINK_KEYBLOCK_HEADER)
+            && !keymgmt::keyblock_permits(header, usage)
+        {
             return Err(Ckr(CKR_KEY_FUNCTION_NOT_PERMITTED));
         }
         if let Some(AttributeValue::Mechanisms(list)) = self.attrs.get(&cka::CKA_ALLOWED_MECHANISMS)
@@ -319,6 +330,7 @@ pub fn check_key_type(kind: OpKind, family: Family, key: &Key) -> CkResult<()> {
         Cmac(BlockAlg::Aes, _)
         | Cipher(BlockAlg::Aes, _)
         | KeyWrap(_)
+        | KeyBlock
         | AesEcbEncryptData
         | AesCbcEncryptData => key.require(CKO_SECRET_KEY, &[CKK_AES]),
         Cmac(BlockAlg::Sm4, _) | Cipher(BlockAlg::Sm4, _) => {
