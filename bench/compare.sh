@@ -103,7 +103,8 @@ bench() {
 # --- hsmlink: init, server, token set up with pkcs11-tool as a tenant does.
 if want hsmlink; then
     port="$(free_port)"
-    "$SERVER" init --dir "$WORK/hsmlink" --listen "127.0.0.1:$port" >/dev/null
+    "$SERVER" init --dir "$WORK/hsmlink" --listen "127.0.0.1:$port" \
+        --admin-listen "127.0.0.1:$(free_port)" >/dev/null
     "$SERVER" run --config "$WORK/hsmlink/server.toml" >"$OUT/hsmlink-server.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 1 200); do

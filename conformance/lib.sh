@@ -32,7 +32,12 @@ free_port() {
 # start_deployment: init into $WORK/deploy and run the server; exports HSMLINK_CONF.
 start_deployment() {
     local port; port="$(free_port)"
-    "$HSMLINK_SERVER" init --dir "$WORK/deploy" --listen "127.0.0.1:$port" >/dev/null
+    # The admin API gets a free port of its own (init's default, the tenant
+    # port + 1, may be in use by another test's connection).
+    local admin_port; admin_port="$(free_port)"
+    while [ "$admin_port" = "$port" ]; do admin_port="$(free_port)"; done
+    "$HSMLINK_SERVER" init --dir "$WORK/deploy" --listen "127.0.0.1:$port" \
+        --admin-listen "127.0.0.1:$admin_port" >/dev/null
     "$HSMLINK_SERVER" run --config "$WORK/deploy/server.toml" >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     export HSMLINK_CONF="$WORK/deploy/client.toml"

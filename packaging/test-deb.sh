@@ -74,7 +74,8 @@ fi
 # The service's layout, as ExecStart= / LoadCredential= / StateDirectory= make it.
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 ETC="$WORK/etc"
-/usr/sbin/hsmlink-server init --dir "$ETC" --listen "127.0.0.1:$PORT" \
+APORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+/usr/sbin/hsmlink-server init --dir "$ETC" --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$APORT" \
     --state-dir "$WORK/state" --root-key-credential >/dev/null
 if grep -q '^root_key_file' "$ETC/server.toml"; then echo "not ok - root key in server.toml" >&2; exit 1; fi
 chmod 0755 "$ETC"

@@ -68,6 +68,9 @@ pub fn free_port() -> u16 {
 pub struct Deployment {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
+    /// The admin API's address: a free port of its own (init's default,
+    /// the tenant port + 1, may be taken by another test's connection).
+    pub admin_addr: SocketAddr,
     server: Option<Child>,
 }
 
@@ -77,10 +80,17 @@ impl Deployment {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("socket address");
+        let admin_port = std::iter::repeat_with(free_port)
+            .find(|p| *p != port)
+            .expect("a second free port");
+        let admin_addr: SocketAddr = format!("127.0.0.1:{admin_port}")
+            .parse()
+            .expect("socket address");
         let out = Command::new(server_bin())
             .args(["init", "--dir"])
             .arg(dir.path())
             .args(["--listen", &addr.to_string()])
+            .args(["--admin-listen", &admin_addr.to_string()])
             .output()
             .expect("run hsmlink-server init");
         assert!(
@@ -91,6 +101,7 @@ impl Deployment {
         Self {
             dir,
             addr,
+            admin_addr,
             server: None,
         }
     }
@@ -553,7 +564,7 @@ impl Deployment {
     /// The admin listener `init` configured: 127.0.0.1, the port after the
     /// tenant port.
     pub fn admin_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.addr.port() + 1)
+        format!("https://{}", self.admin_addr)
     }
 
     /// `hsmlink-server admin` with the deployment's admin certificate, then
