@@ -10,7 +10,8 @@ mod common;
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -21,7 +22,11 @@ use cryptoki::error::{Error, RvError};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use hsmlink_protocol::frame::{self, FrameKind, HEADER_LEN};
-use hsmlink_protocol::{HelloReply, MAX_FRAME_BODY, Request, Response, ResponseBody, SlotId};
+use hsmlink_protocol::hello::HELLO_FRAME_VERSION;
+use hsmlink_protocol::{
+    AppInstance, Hello, HelloReply, MAX_FRAME_BODY, Request, Response, ResponseBody, Secret,
+    SlotId, UserType as UserType_,
+};
 
 fn accepted_version(reply: &HelloReply) -> u16 {
     match reply {
@@ -150,7 +155,14 @@ fn a_tenant_over_its_connection_cap_is_refused_and_others_still_connect() {
 }
 
 const SO_PIN: &str = "so-pin-1234";
-const COOLDOWN_S: u64 = 3;
+const COOLDOWN_S: u64 = 4;
+const PHASE: &str = "HSMLINK_HOSTILE_PHASE";
+// PKCS#11 constants for the raw client.
+const CKF_RW_SESSION: u64 = 0x2;
+const CKF_SERIAL_SESSION: u64 = 0x4;
+const CKU_SO: u64 = 0;
+const CKR_OK: u64 = 0;
+const CKR_FUNCTION_REJECTED: u64 = 0x200;
 
 fn pin(text: &str) -> AuthPin {
     AuthPin::new(text.into())
@@ -163,11 +175,92 @@ fn rv(result: Result<impl std::fmt::Debug, Error>) -> RvError {
     }
 }
 
+/// [`raw_hello`] to another address of the server (an IPv6 client of a
+/// dual-stack listener is another source than its IPv4 clients).
+fn raw_hello_at(addr: SocketAddr, config: &Arc<rustls::ClientConfig>, app: u8) -> (RawStream, u16) {
+    let tls = rustls::ClientConnection::new(
+        config.clone(),
+        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stream = rustls::StreamOwned::new(tls, tcp);
+    let hello = Hello::new("raw-test-client".into(), AppInstance([app; 16]), 1);
+    frame::write_frame(
+        &mut stream,
+        FrameKind::Hello,
+        HELLO_FRAME_VERSION,
+        0,
+        &hello,
+    )
+    .unwrap();
+    let (_, reply) = frame::read_message::<_, HelloReply>(
+        &mut stream,
+        FrameKind::HelloReply,
+        HELLO_FRAME_VERSION,
+    )
+    .unwrap();
+    let version = accepted_version(&reply);
+    (stream, version)
+}
+
+/// One request on a raw connection.
+fn raw_call(stream: &mut RawStream, version: u16, id: u64, request: &Request) -> Response {
+    frame::write_frame(stream, FrameKind::Request, version, id, request).unwrap();
+    let (header, response) =
+        frame::read_message::<_, Response>(stream, FrameKind::Response, version).unwrap();
+    assert_eq!(header.request_id, id);
+    response
+}
+
+/// A raw client's SO login with the right PIN from `addr`: its result code.
+fn raw_so_login(deployment: &Deployment, addr: SocketAddr, app: u8) -> u64 {
+    let config = raw_client_config(
+        deployment,
+        &deployment.path("demo.pem"),
+        &deployment.path("demo-key.pem"),
+    );
+    let (mut stream, version) = raw_hello_at(addr, &config, app);
+    let opened = raw_call(
+        &mut stream,
+        version,
+        1,
+        &Request::OpenSession {
+            slot: SlotId(0),
+            flags: CKF_SERIAL_SESSION | CKF_RW_SESSION,
+        },
+    );
+    let ResponseBody::Session(session) = opened.body else {
+        panic!("C_OpenSession: {opened:?}");
+    };
+    let login = raw_call(
+        &mut stream,
+        version,
+        2,
+        &Request::Login {
+            session,
+            user_type: UserType_(CKU_SO),
+            pin: Secret::from_slice(SO_PIN.as_bytes()),
+        },
+    );
+    login.rv.0
+}
+
 #[test]
 fn wrong_pins_from_one_source_are_throttled_for_the_cooldown() {
     if in_child() {
         let pkcs11 = load_module();
         let slot = pkcs11.get_all_slots().expect("C_GetSlotList")[0];
+        if std::env::var(PHASE).as_deref() == Ok("after") {
+            // After the cool-down the right PIN works: the token is not
+            // locked by the refused calls.
+            let session = pkcs11.open_rw_session(slot).expect("C_OpenSession");
+            session
+                .login(UserType::So, Some(&pin(SO_PIN)))
+                .expect("the right PIN after the cool-down");
+            return;
+        }
         pkcs11
             .init_token(slot, &pin(SO_PIN), "hostile")
             .expect("C_InitToken");
@@ -182,7 +275,6 @@ fn wrong_pins_from_one_source_are_throttled_for_the_cooldown() {
         // The source is in its cool-down: even the right PIN is refused,
         // and so are more guesses than the token's lockout allows (they
         // are not checked, so they do not lock the PIN).
-        let blocked_at = Instant::now();
         assert_eq!(
             rv(session.login(UserType::So, Some(&pin(SO_PIN)))),
             RvError::FunctionRejected
@@ -193,12 +285,6 @@ fn wrong_pins_from_one_source_are_throttled_for_the_cooldown() {
                 RvError::FunctionRejected
             );
         }
-        // After the cool-down the right PIN works: the token is not locked.
-        let wait = Duration::from_secs(COOLDOWN_S) + Duration::from_millis(500);
-        std::thread::sleep(wait.saturating_sub(blocked_at.elapsed()));
-        session
-            .login(UserType::So, Some(&pin(SO_PIN)))
-            .expect("the right PIN after the cool-down");
         return;
     }
     let deployment = Deployment::init();
@@ -211,20 +297,45 @@ fn wrong_pins_from_one_source_are_throttled_for_the_cooldown() {
             &format!("login_source_cooldown_s = {COOLDOWN_S}"),
         ],
     );
-    // The token's own lockout would come after 5 wrong PINs in a row.
+    // The token's own lockout would come after 5 wrong PINs in a row; the
+    // listener is dual-stack so that ::1 is another source than 127.0.0.1.
+    let port = deployment.addr.port();
     let text = std::fs::read_to_string(deployment.path("server.toml")).unwrap();
-    std::fs::write(
-        deployment.path("server.toml"),
-        text.replace("max_pin_failures = 10", "max_pin_failures = 5"),
-    )
-    .unwrap();
+    let text = text
+        .replace("max_pin_failures = 10", "max_pin_failures = 5")
+        .replace(
+            &format!("\"127.0.0.1:{port}\""),
+            &format!("\"[::]:{port}\""),
+        );
+    std::fs::write(deployment.path("server.toml"), text).unwrap();
     let mut deployment = deployment;
     deployment.run_server();
-    let env: Vec<(&str, OsString)> = deployment.module_env();
-    run_in_child(
-        "wrong_pins_from_one_source_are_throttled_for_the_cooldown",
-        &env,
+    let name = "wrong_pins_from_one_source_are_throttled_for_the_cooldown";
+    let mut env: Vec<(&str, OsString)> = deployment.module_env();
+    env.push((PHASE, "guess".into()));
+    run_in_child(name, &env);
+    let guessed = Instant::now();
+
+    // Meanwhile another source logs in with the right PIN; the throttled
+    // one still cannot.
+    let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    assert_eq!(raw_so_login(&deployment, v6, 1), CKR_OK);
+    assert_eq!(
+        raw_so_login(&deployment, deployment.addr, 2),
+        CKR_FUNCTION_REJECTED
     );
+    assert!(
+        guessed.elapsed() < Duration::from_secs(COOLDOWN_S),
+        "the checks during the cool-down took too long"
+    );
+
+    std::thread::sleep(
+        (Duration::from_secs(COOLDOWN_S) + Duration::from_millis(500))
+            .saturating_sub(guessed.elapsed()),
+    );
+    env.pop();
+    env.push((PHASE, "after".into()));
+    run_in_child(name, &env);
     deployment.stop_server();
 
     let log = deployment.server_log();
@@ -241,13 +352,13 @@ fn wrong_pins_from_one_source_are_throttled_for_the_cooldown() {
         .iter()
         .filter(|l| l.contains("\"op\":\"C_Login\"") && l.contains("CKR_FUNCTION_REJECTED"))
         .count();
-    assert_eq!(rejected, 7, "{}", lines.join("\n"));
+    assert_eq!(rejected, 8, "{}", lines.join("\n"));
     let limited: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("login.source_limited"))
         .collect();
     assert_eq!(limited.len(), 1, "{}", lines.join("\n"));
-    assert!(limited[0].contains("127.0.0.1"), "{}", limited[0]);
+    assert!(limited[0].contains("from 127.0.0.1 "), "{}", limited[0]);
     for secret in [SO_PIN, "guess"] {
         assert!(
             !lines.iter().any(|l| l.contains(secret)),

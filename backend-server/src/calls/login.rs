@@ -174,7 +174,8 @@ pub fn handle_throttled(
     if !checks_pin(&request) {
         return dispatch::handle(state, ctx, request);
     }
-    let source = ctx.peer.ip();
+    // An IPv4 client of a dual-stack listener is the same source either way.
+    let source = ctx.peer.ip().to_canonical();
     if let Some(left) = throttle.blocked(source, Instant::now()) {
         debug!(
             conn = ctx.connection,
@@ -243,7 +244,7 @@ fn record_source_limited(
         detail: Some(format!(
             "{} wrong PINs from {} (last in {function}): PIN-checking calls refused for {} s",
             blocked.failures,
-            ctx.peer.ip(),
+            ctx.peer.ip().to_canonical(),
             blocked.cooldown.as_secs()
         )),
         rv: CKR_FUNCTION_REJECTED,
