@@ -1335,4 +1335,37 @@ pin_env = "HSMLINK_DEV0_PIN"
         assert!(ListenAddr::parse(":7700").is_err());
         assert!(ListenAddr::parse("host:99999").is_err());
     }
+
+    #[test]
+    fn connection_caps_and_the_pin_throttle_have_defaults_and_parse() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.server.max_connections.get(), 4096);
+        assert_eq!(config.server.max_connections_per_tenant.get(), 64);
+        assert_eq!(
+            config.security.login_throttle(),
+            crate::ratelimit::ThrottleSettings::DEFAULT
+        );
+        let text = GOOD
+            .replace(
+                "log_level = \"info\"",
+                "log_level = \"info\"\nmax_connections = 10\nmax_connections_per_tenant = 2",
+            )
+            .replace(
+                "[tls]",
+                "[security]\nlogin_failures_per_source = 0\nlogin_failure_window_s = 5\n\
+                 login_source_cooldown_s = 7\n\n[tls]",
+            );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.server.max_connections.get(), 10);
+        assert_eq!(config.server.max_connections_per_tenant.get(), 2);
+        let throttle = config.security.login_throttle();
+        assert_eq!(throttle.max_failures, 0);
+        assert_eq!(throttle.window, Duration::from_secs(5));
+        assert_eq!(throttle.cooldown, Duration::from_secs(7));
+        let zero = GOOD.replace(
+            "log_level = \"info\"",
+            "log_level = \"info\"\nmax_connections_per_tenant = 0",
+        );
+        assert!(error(&zero).contains("max_connections_per_tenant"));
+    }
 }
