@@ -187,7 +187,7 @@ const EXPORTABILITY: usize = 11;
 
 /// The usage attributes of every kind the mapping knows (the ones a
 /// template may not turn on beyond what the header allows).
-const USAGE_ATTRS: [u64; 9] = [
+const USAGE_ATTRS: [u64; 7] = [
     cka::CKA_ENCRYPT,
     cka::CKA_DECRYPT,
     cka::CKA_SIGN,
@@ -195,8 +195,6 @@ const USAGE_ATTRS: [u64; 9] = [
     cka::CKA_WRAP,
     cka::CKA_UNWRAP,
     cka::CKA_DERIVE,
-    cka::CKA_SIGN_RECOVER,
-    cka::CKA_VERIFY_RECOVER,
 ];
 
 /// The usage attributes a key block's key usage, algorithm and mode of use
