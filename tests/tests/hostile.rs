@@ -414,6 +414,34 @@ fn broken_frames_and_stalled_handshakes_close_only_their_connection() {
     }
     assert!(started.elapsed() >= Duration::from_millis(1000));
 
+    // A slow handshake that keeps sending (a byte every 100 ms) does not
+    // stretch the timeout: the deadline is fixed at the TCP accept.
+    let mut drip = TcpStream::connect(deployment.addr).unwrap();
+    drip.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    drip.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    let started = Instant::now();
+    let cut = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "a dripping handshake was not cut"
+        );
+        if drip.write_all(&[0x01]).is_err() {
+            break started.elapsed();
+        }
+        let mut buf = [0u8; 64];
+        match drip.read(&mut buf) {
+            Ok(0) => break started.elapsed(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Ok(_) | Err(_) => break started.elapsed(),
+        }
+    };
+    assert!(cut >= Duration::from_millis(1000), "cut after {cut:?}");
+
     let request = frame::encode_frame(
         FrameKind::Request,
         version,
