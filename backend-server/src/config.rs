@@ -15,8 +15,10 @@
 //! max_in_flight_per_connection = 64  # requests one connection may have in flight at once
 //! max_connections = 4096             # open connections on the server at most; more are
 //!                                    # closed at once, before the TLS handshake
-//! max_connections_per_tenant = 64    # open connections of one tenant at most; more get a
-//!                                    # hello refusal (other tenants are not affected)
+//! max_connections_per_tenant = 512   # open connections of one tenant at most; more get a
+//!                                    # hello refusal (other tenants are not affected); the
+//!                                    # module opens one per call in flight, so this bounds
+//!                                    # a tenant's concurrent calls too
 //! shutdown_grace_ms = 10000          # on SIGTERM/SIGINT, time left to in-flight requests
 //! app_grace_ms = 60000               # an application without connections for this long is
 //!                                    # gone: its sessions close and it is logged out
@@ -247,7 +249,7 @@ impl Default for ServerSection {
             handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
             max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT,
             max_connections: NonZeroU32::new(4096).unwrap_or(NonZeroU32::MIN),
-            max_connections_per_tenant: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
+            max_connections_per_tenant: NonZeroU32::new(512).unwrap_or(NonZeroU32::MIN),
             shutdown_grace_ms: 10_000,
             app_grace_ms: 60_000,
         }
@@ -1340,7 +1342,7 @@ pin_env = "HSMLINK_DEV0_PIN"
     fn connection_caps_and_the_pin_throttle_have_defaults_and_parse() {
         let config = parse(GOOD).unwrap();
         assert_eq!(config.server.max_connections.get(), 4096);
-        assert_eq!(config.server.max_connections_per_tenant.get(), 64);
+        assert_eq!(config.server.max_connections_per_tenant.get(), 512);
         assert_eq!(
             config.security.login_throttle(),
             crate::ratelimit::ThrottleSettings::DEFAULT
