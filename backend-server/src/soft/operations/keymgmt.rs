@@ -15,7 +15,7 @@ use hsmlink_crypto::keyblock::{self, Header, KeyBlockError};
 use hsmlink_crypto::sm2_exchange;
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::vendor::{
-    CKA_HSMLINK_KEY_VERSION, CKA_HSMLINK_KEYBLOCK_HEADER, CKK_HSMLINK_SM4,
+    CKA_HSMLINK_KEY_VERSION, CKA_HSMLINK_KEYBLOCK_HEADER, CKK_HSMLINK_SM4, CKM_HSMLINK_TR31,
 };
 use hsmlink_protocol::{Attribute, AttributeValue, Mechanism, MechanismParams, ObjectHandle};
 use zeroize::Zeroizing;
@@ -228,14 +228,19 @@ pub fn header_usages(usage: &[u8], algorithm: u8, mode: u8) -> Option<&'static [
 }
 
 /// Whether the key block `header` stored on a key allows `usage` (a
-/// `CKA_*` usage attribute), for [`super::Key::permits`].
-pub fn keyblock_permits(header: &[u8], usage: u64) -> bool {
+/// `CKA_*` usage attribute) with `mechanism`, for [`super::Key::permits`].
+/// A `K1` key (a key block protection key) wraps and unwraps key blocks
+/// only.
+pub fn keyblock_permits(header: &[u8], usage: u64, mechanism: u64) -> bool {
     match (
         header.get(USAGE),
         header.get(ALGORITHM),
         header.get(MODE_OF_USE),
     ) {
-        (Some(u), Some(&a), Some(&m)) => header_usages(u, a, m).is_some_and(|l| l.contains(&usage)),
+        (Some(u), Some(&a), Some(&m)) => {
+            header_usages(u, a, m).is_some_and(|l| l.contains(&usage))
+                && (u != b"K1" || mechanism == CKM_HSMLINK_TR31)
+        }
         _ => false,
     }
 }
@@ -484,4 +489,49 @@ pub fn derive_key(
             never_extractable: base.flag(cka::CKA_NEVER_EXTRACTABLE),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_block_headers_map_to_usages() {
+        let mac = b"D0144M6AG00E0000";
+        assert!(keyblock_permits(mac, cka::CKA_SIGN, CKM_AES_CMAC));
+        for refused in [cka::CKA_VERIFY, cka::CKA_ENCRYPT, cka::CKA_WRAP] {
+            assert!(!keyblock_permits(mac, refused, CKM_AES_CMAC));
+        }
+        let kek = b"D0144K0AB00E0000";
+        assert!(keyblock_permits(kek, cka::CKA_WRAP, CKM_AES_KEY_WRAP));
+        assert!(keyblock_permits(kek, cka::CKA_UNWRAP, CKM_HSMLINK_TR31));
+        assert!(!keyblock_permits(kek, cka::CKA_DECRYPT, CKM_AES_ECB));
+        // K1 protects key blocks and nothing else.
+        let kbpk = b"D0144K1AD00N0000";
+        assert!(keyblock_permits(kbpk, cka::CKA_UNWRAP, CKM_HSMLINK_TR31));
+        assert!(!keyblock_permits(kbpk, cka::CKA_UNWRAP, CKM_AES_KEY_WRAP));
+        assert!(!keyblock_permits(kbpk, cka::CKA_WRAP, CKM_HSMLINK_TR31));
+        // Not accepted: PIN keys, TDES, modes that contradict the usage;
+        // a damaged stored header permits nothing.
+        assert_eq!(header_usages(b"P0", b'A', b'E'), None);
+        assert_eq!(header_usages(b"D0", b'T', b'B'), None);
+        assert_eq!(header_usages(b"M6", b'A', b'E'), None);
+        assert!(!keyblock_permits(b"D01", cka::CKA_ENCRYPT, CKM_AES_ECB));
+    }
+
+    #[test]
+    fn refusals_have_their_codes() {
+        assert_eq!(
+            unwrap_error(KeyBlockError::BadLength).0,
+            CKR_WRAPPED_KEY_LEN_RANGE
+        );
+        for e in [
+            KeyBlockError::MacInvalid,
+            KeyBlockError::UnsupportedVersion,
+            KeyBlockError::InconsistentHeader,
+            KeyBlockError::KeyLength,
+        ] {
+            assert_eq!(unwrap_error(e).0, CKR_WRAPPED_KEY_INVALID);
+        }
+    }
 }

@@ -266,7 +266,7 @@ impl Key {
             return Err(Ckr(CKR_KEY_FUNCTION_NOT_PERMITTED));
         }
         if let Some(header) = self.opt_bytes(CKA_HSMLINK_KEYBLOCK_HEADER)
-            && !keymgmt::keyblock_permits(header, usage)
+            && !keymgmt::keyblock_permits(header, usage, mechanism)
         {
             return Err(Ckr(CKR_KEY_FUNCTION_NOT_PERMITTED));
         }
