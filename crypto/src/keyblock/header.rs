@@ -108,21 +108,28 @@ impl Header {
 
     /// Parses the header of a whole key block `block` (the length field is
     /// checked against `block.len()`).
+    ///
+    /// Optional block lengths must be in their shortest form (the extended
+    /// form only above 255), so that the header re-encodes to what came.
     pub fn parse(block: &[u8]) -> Result<Self> {
-        Self::parse_inner(block, true)
-    }
-
-    /// Parses a header kept apart from its block (with its optional blocks
-    /// and nothing after them), such as the one stored on an imported key.
-    pub fn parse_alone(header: &[u8]) -> Result<Self> {
-        let parsed = Self::parse_inner(header, false)?;
-        if parsed.encoded_len() != header.len() {
+        let (parsed, header_len) = Self::parse_inner(block, true)?;
+        if parsed.encoded_len() != header_len {
             return Err(KeyBlockError::InconsistentHeader);
         }
         Ok(parsed)
     }
 
-    fn parse_inner(block: &[u8], whole_block: bool) -> Result<Self> {
+    /// Parses a header kept apart from its block (with its optional blocks
+    /// and nothing after them), such as the one stored on an imported key.
+    pub fn parse_alone(header: &[u8]) -> Result<Self> {
+        let (parsed, header_len) = Self::parse_inner(header, false)?;
+        if header_len != header.len() || parsed.encoded_len() != header_len {
+            return Err(KeyBlockError::InconsistentHeader);
+        }
+        Ok(parsed)
+    }
+
+    fn parse_inner(block: &[u8], whole_block: bool) -> Result<(Self, usize)> {
         if block.len() < FIXED_LEN {
             return Err(KeyBlockError::BadLength);
         }
@@ -180,7 +187,7 @@ impl Header {
             });
             at = end;
         }
-        Ok(Self {
+        let parsed = Self {
             version,
             key_usage: [block[5], block[6]],
             algorithm: block[7],
@@ -189,7 +196,8 @@ impl Header {
             exportability: block[11],
             reserved: [block[14], block[15]],
             optional_blocks,
-        })
+        };
+        Ok((parsed, at))
     }
 
     /// Length of the header with its optional blocks, in characters.

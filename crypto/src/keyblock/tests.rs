@@ -212,6 +212,17 @@ fn inconsistent_headers() {
         unwrap(&A74_KBPK, &block).unwrap_err(),
         KeyBlockError::InconsistentHeader
     );
+    // Extended length form for a short optional block.
+    let mut ext = A74_BLOCK[..16].to_vec();
+    ext[12..14].copy_from_slice(b"01");
+    ext.extend_from_slice(b"KS00021000000000");
+    ext.extend_from_slice(&A74_BLOCK[16..]);
+    let len = format!("{:04}", ext.len());
+    ext[1..5].copy_from_slice(len.as_bytes());
+    assert_eq!(
+        unwrap(&A74_KBPK, &ext).unwrap_err(),
+        KeyBlockError::InconsistentHeader
+    );
     // Header (with optional blocks) not a multiple of 16.
     block[16..20].copy_from_slice(b"KS08");
     assert_eq!(
