@@ -326,6 +326,34 @@ fn published_and_psec_blocks_import_and_exports_unwrap_in_psec() {
             ("DM6AC00E".to_owned(), mac_key)
         );
 
+        // Optional blocks (one with the extended length form) are kept and
+        // returned: psec adds its padding block, hsmlink keeps it as is.
+        let header = format!("D0000K0AB07E0200KS0800ABCT00020132{}", "x".repeat(296));
+        let kek: Vec<u8> = (0u8..32).map(|b| b ^ 0x3C).collect();
+        let block = psec_wrap(&kbpk_value, &header, &kek);
+        let key = import(&session, kbpk, &block).unwrap();
+        // 16 + KS (8) + CT (306) + psec's PB (6) = 336, a multiple of 16.
+        let header_len = 336;
+        let stored = session
+            .get_attributes(
+                key,
+                &[AttributeType::VendorDefined(CKA_HSMLINK_KEYBLOCK_HEADER)],
+            )
+            .unwrap();
+        assert_eq!(
+            stored,
+            [Attribute::VendorDefined((
+                AttributeType::VendorDefined(CKA_HSMLINK_KEYBLOCK_HEADER),
+                block.as_bytes()[..header_len].to_vec()
+            ))]
+        );
+        let exported = session.wrap_key(&tr31(), kbpk, key).unwrap();
+        assert_eq!(&exported[5..header_len], &block.as_bytes()[5..header_len]);
+        assert_eq!(
+            psec_unwrap(&kbpk_value, &exported),
+            ("DK0AB07E".to_owned(), kek)
+        );
+
         // hsmlink → psec: a key made on the token, header from its usage.
         let value: Vec<u8> = (0u8..24).collect();
         let own = aes_key(&session, &value, false);

@@ -22,7 +22,7 @@ impl OptionalBlock {
         if short <= 0xFF {
             short
         } else {
-            // "00", length of the length "04", four hex digits.
+            // "00", length of the length in bytes "02", four hex digits.
             2 + 2 + 2 + 4 + self.data.len()
         }
     }
@@ -33,7 +33,7 @@ impl OptionalBlock {
         if n <= 0xFF {
             out.extend_from_slice(format!("{n:02X}").as_bytes());
         } else if n <= 0xFFFF {
-            out.extend_from_slice(format!("0004{n:04X}").as_bytes());
+            out.extend_from_slice(format!("0002{n:04X}").as_bytes());
         } else {
             return Err(KeyBlockError::InconsistentHeader);
         }
@@ -164,8 +164,9 @@ impl Header {
             let (len, data_at) = if short != 0 {
                 (short, id_end + 2)
             } else {
-                // Extended length: "00", length of length (2 hex), length.
-                let ll = hex_number(
+                // Extended length: "00", length of the length in bytes
+                // (2 hex digits), the length (twice as many hex digits).
+                let ll = 2 * hex_number(
                     block
                         .get(id_end + 2..id_end + 4)
                         .ok_or(KeyBlockError::InconsistentHeader)?,

@@ -101,7 +101,7 @@ fn long_optional_block_round_trips() {
         },
     ];
     let block = wrap(&A74_KBPK, &header, &A74_KEY).unwrap();
-    assert_eq!(&block[16..26], b"CT00040132");
+    assert_eq!(&block[16..26], b"CT00020132");
     let (h, _) = unwrap(&A74_KBPK, &block).unwrap();
     assert_eq!(h, header);
 }
@@ -215,7 +215,7 @@ fn inconsistent_headers() {
     // Extended length form for a short optional block.
     let mut ext = A74_BLOCK[..16].to_vec();
     ext[12..14].copy_from_slice(b"01");
-    ext.extend_from_slice(b"KS00021000000000");
+    ext.extend_from_slice(b"KS00011000000000");
     ext.extend_from_slice(&A74_BLOCK[16..]);
     let len = format!("{:04}", ext.len());
     ext[1..5].copy_from_slice(len.as_bytes());
