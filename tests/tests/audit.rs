@@ -8,22 +8,17 @@ mod common;
 
 use std::ffi::OsString;
 
-use common::{Deployment, in_child, load_module, run_in_child};
+use common::{Deployment, in_child, load_module, pin, run_in_child};
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::Attribute;
 use cryptoki::session::UserType;
-use cryptoki::types::AuthPin;
 
 const SO_PIN: &str = "so-pin-1234";
 const FIRST_PIN: &str = "first-pin-1111";
 const USER_PIN: &str = "user-pin-5678";
 /// A wrong PIN, easy to look for in the log and the store.
 const WRONG_PIN: &str = "wrong-pin-9z9z9z";
-
-fn pin(text: &str) -> AuthPin {
-    AuthPin::new(text.into())
-}
 
 /// In the child: token, PINs, a failed then a good login, an EC key pair
 /// and one ECDSA signature; the private key's handle goes to the file

@@ -14,13 +14,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{Deployment, in_child, load_module, run_in_child};
+use common::{Deployment, hex, in_child, load_module, run_in_child, rv, unhex};
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
-use cryptoki::types::AuthPin;
+use cryptoki::session::Session;
 
 const PIN: &str = "user-pin-5678";
 const CKM_HSMLINK_TR31: u64 = 0xC853_0200;
@@ -29,33 +28,8 @@ const CKA_HSMLINK_KEY_VERSION: u64 = 0xC853_0301;
 /// Where the child finds the parent's virtual environment.
 const PYTHON_ENV: &str = "HSMLINK_TEST_PSEC_PYTHON";
 
-fn pin(text: &str) -> AuthPin {
-    AuthPin::new(text.into())
-}
-
-fn rv<T: std::fmt::Debug>(result: Result<T, Error>) -> RvError {
-    match result {
-        Err(Error::Pkcs11(rv, _)) => rv,
-        other => panic!("expected a PKCS#11 error, got {other:?}"),
-    }
-}
-
 fn user_session(pkcs11: &Pkcs11) -> Session {
-    let slot = pkcs11.get_all_slots().unwrap()[0];
-    pkcs11
-        .init_token(slot, &pin("so-pin-1234"), "keyblock")
-        .unwrap();
-    let session = pkcs11.open_rw_session(slot).unwrap();
-    session
-        .login(UserType::So, Some(&pin("so-pin-1234")))
-        .unwrap();
-    session.init_pin(&pin("first-pin")).unwrap();
-    session.logout().unwrap();
-    session
-        .login(UserType::User, Some(&pin("first-pin")))
-        .unwrap();
-    session.set_pin(&pin("first-pin"), &pin(PIN)).unwrap();
-    session
+    common::user_session(pkcs11, "keyblock", PIN)
 }
 
 fn tr31() -> Mechanism<'static> {
@@ -65,17 +39,6 @@ fn tr31() -> Mechanism<'static> {
             None,
         ),
     )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 /// A session AES key with `value`: a KBPK (wrap and unwrap) or a key to

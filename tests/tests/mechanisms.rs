@@ -7,45 +7,19 @@
 
 mod common;
 
-use common::{Deployment, in_child, load_module, run_in_child};
+use common::{Deployment, in_child, load_module, pin, run_in_child, rv, vendor};
 use cryptoki::context::Pkcs11;
-use cryptoki::error::{Error, RvError};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
-use cryptoki::types::AuthPin;
 
 const PIN: &str = "user-pin-5678";
 
-fn pin(text: &str) -> AuthPin {
-    AuthPin::new(text.into())
-}
-
-fn rv<T: std::fmt::Debug>(result: Result<T, Error>) -> RvError {
-    match result {
-        Err(Error::Pkcs11(rv, _)) => rv,
-        other => panic!("expected a PKCS#11 error, got {other:?}"),
-    }
-}
-
 /// An initialised token and a user session on it.
 fn user_session(pkcs11: &Pkcs11) -> Session {
-    let slot = pkcs11.get_all_slots().unwrap()[0];
-    pkcs11
-        .init_token(slot, &pin("so-pin-1234"), "mechanisms")
-        .unwrap();
-    let session = pkcs11.open_rw_session(slot).unwrap();
-    session
-        .login(UserType::So, Some(&pin("so-pin-1234")))
-        .unwrap();
-    session.init_pin(&pin("first-pin")).unwrap();
-    session.logout().unwrap();
-    session
-        .login(UserType::User, Some(&pin("first-pin")))
-        .unwrap();
-    session.set_pin(&pin("first-pin"), &pin(PIN)).unwrap();
-    session
+    common::user_session(pkcs11, "mechanisms", PIN)
 }
 
 fn aes_key(session: &Session, value: Option<&[u8]>) -> ObjectHandle {
@@ -335,15 +309,6 @@ fn hash_then_sign_updates_send_no_frame() {
     // C_SignInit, then C_SignFinal twice (cryptoki asks for the length
     // first): ten updates and not one frame of their own.
     assert_eq!(frames.len(), 3, "frames:\n{window}");
-}
-
-fn vendor(mechanism: u64) -> Mechanism<'static> {
-    Mechanism::VendorDefined(
-        cryptoki::mechanism::vendor_defined::VendorDefinedMechanism::new::<()>(
-            MechanismType::new_vendor_defined(mechanism).unwrap(),
-            None,
-        ),
-    )
 }
 
 /// DER length octets.

@@ -16,11 +16,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use common::{
-    Deployment, SOFTHSM_MODULE, SoftHsmDevice, in_child, load_module, run_in_child,
-    softhsm_available,
+    Deployment, SOFTHSM_MODULE, SoftHsmDevice, in_child, load_module, pin, run_in_child, rv,
+    softhsm_available, unhex,
 };
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error, RvError};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
@@ -29,22 +29,10 @@ use cryptoki::object::{
     Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass, ObjectHandle,
 };
 use cryptoki::session::{Session, UserType};
-use cryptoki::types::AuthPin;
 
 const SO_PIN: &str = "so-pin-1234";
 const USER_PIN: &str = "user-pin-5678";
 const MESSAGE: &[u8] = b"a message signed on the device, in three parts";
-
-fn pin(text: &str) -> AuthPin {
-    AuthPin::new(text.into())
-}
-
-fn rv<T: std::fmt::Debug>(result: Result<T, Error>) -> RvError {
-    match result {
-        Err(Error::Pkcs11(rv, _)) => rv,
-        other => panic!("expected a PKCS#11 error, got {other:?}"),
-    }
-}
 
 /// Where a child writes what the next one checks (handles, a signature).
 fn state_file() -> PathBuf {
@@ -67,13 +55,6 @@ fn load_state() -> BTreeMap<String, String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 fn find_one(session: &Session, template: &[Attribute]) -> ObjectHandle {

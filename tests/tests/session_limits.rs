@@ -9,28 +9,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Deployment, in_child, load_module, run_in_child};
+use common::{Deployment, in_child, load_module, pin, run_in_child, rv};
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
-use cryptoki::types::AuthPin;
 
 const SO_PIN: &str = "so-pin-1234";
 const FIRST_PIN: &str = "first-pin-1111";
 const USER_PIN: &str = "user-pin-5678";
-
-fn pin(text: &str) -> AuthPin {
-    AuthPin::new(text.into())
-}
-
-fn rv<T: std::fmt::Debug>(result: Result<T, Error>) -> RvError {
-    match result {
-        Err(Error::Pkcs11(rv, _)) => rv,
-        other => panic!("expected a PKCS#11 error, got {other:?}"),
-    }
-}
 
 /// Token ready, the user logged in; a private EC key for signatures.
 fn logged_in(pkcs11: &Pkcs11) -> (Session, ObjectHandle) {

@@ -716,3 +716,64 @@ pub fn closed_by_server(stream: &mut RawStream, limit: Duration) -> bool {
         }
     }
 }
+
+// ---- PKCS#11 helpers shared by the test files ----
+
+/// A PIN for cryptoki.
+pub fn pin(text: &str) -> cryptoki::types::AuthPin {
+    cryptoki::types::AuthPin::new(text.into())
+}
+
+/// The `CK_RV` of a call that must fail.
+pub fn rv<T: std::fmt::Debug>(
+    result: Result<T, cryptoki::error::Error>,
+) -> cryptoki::error::RvError {
+    match result {
+        Err(cryptoki::error::Error::Pkcs11(rv, _)) => rv,
+        other => panic!("expected a PKCS#11 error, got {other:?}"),
+    }
+}
+
+/// The SO PIN [`user_session`] sets.
+pub const SO_PIN: &str = "so-pin-1234";
+
+/// The first slot's token initialised as a tenant does (label, SO PIN,
+/// a user PIN set by the SO and changed by the user to `user_pin`), and a
+/// R/W session logged in as that user.
+pub fn user_session(pkcs11: &Pkcs11, label: &str, user_pin: &str) -> cryptoki::session::Session {
+    use cryptoki::session::UserType;
+    let slot = pkcs11.get_all_slots().unwrap()[0];
+    pkcs11.init_token(slot, &pin(SO_PIN), label).unwrap();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    session.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
+    session.init_pin(&pin("first-pin")).unwrap();
+    session.logout().unwrap();
+    session
+        .login(UserType::User, Some(&pin("first-pin")))
+        .unwrap();
+    session.set_pin(&pin("first-pin"), &pin(user_pin)).unwrap();
+    session
+}
+
+/// A vendor-defined mechanism without a parameter (hsmlink's 0xC853xxxx).
+pub fn vendor(mechanism: u64) -> cryptoki::mechanism::Mechanism<'static> {
+    cryptoki::mechanism::Mechanism::VendorDefined(
+        cryptoki::mechanism::vendor_defined::VendorDefinedMechanism::new::<()>(
+            cryptoki::mechanism::MechanismType::new_vendor_defined(mechanism).unwrap(),
+            None,
+        ),
+    )
+}
+
+/// Upper-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// Bytes of a hex string (either case).
+pub fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
