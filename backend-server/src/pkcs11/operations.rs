@@ -34,7 +34,7 @@ use hsmlink_protocol::{
 use zeroize::Zeroizing;
 
 use super::mechanisms::{HashThenSign, digest_info_prefix, hash_then_sign};
-use super::module::{Final, Io, check};
+use super::module::{Final, Io, Module, check};
 use super::objects::{self, Defaults};
 use super::params::CMechanism;
 use super::session_pool::DeviceSession;
@@ -371,6 +371,47 @@ fn check_allowed(facts: &KeyFacts, mechanism: u64) -> CkResult<()> {
 
 impl Pkcs11Partition {
     /// The device's form of `mechanism`.
+    /// `C_UnwrapKey` / `C_DeriveKey`: a new key (secret by default) from
+    /// the tenant's `template`, made on the device by `make` and recorded
+    /// under `handle`.
+    fn make_secret_key(
+        &self,
+        ctx: &ObjectContext,
+        handle: ObjectHandle,
+        mechanism: &Mechanism,
+        template: &[Attribute],
+        make: impl FnOnce(
+            &Module,
+            CK_SESSION_HANDLE,
+            &mut CMechanism,
+            &mut CTemplate,
+        ) -> CkResult<CK_OBJECT_HANDLE>,
+    ) -> CkResult<()> {
+        let new = objects::new_object(
+            template,
+            Defaults {
+                class: CKO_SECRET_KEY,
+                tenant_id: b"",
+            },
+        )?;
+        Self::may_hold(ctx, new.token, new.private)?;
+        let mut c_mechanism = self.c_mechanism(mechanism)?;
+        let mut c = CTemplate::new(&new.template)?;
+        let (device, generation) =
+            self.make(!new.token, |m, s| make(m, s, &mut c_mechanism, &mut c))?;
+        self.record_new(
+            ctx,
+            handle,
+            NewDeviceObject {
+                uid: new.uid,
+                device,
+                class: new.class,
+                private: new.private,
+                generation,
+            },
+        )
+    }
+
     fn c_mechanism(&self, mechanism: &Mechanism) -> CkResult<CMechanism> {
         CMechanism::new(
             self.device().vendor.to_device(mechanism.mechanism.0),
@@ -641,30 +682,9 @@ impl CryptoDriver for Pkcs11Partition {
         template: &[Attribute],
     ) -> CkResult<()> {
         let unwrapping = self.checked_key(ctx, unwrapping_key, mechanism.mechanism.0)?;
-        let new = objects::new_object(
-            template,
-            Defaults {
-                class: CKO_SECRET_KEY,
-                tenant_id: b"",
-            },
-        )?;
-        Self::may_hold(ctx, new.token, new.private)?;
-        let mut c_mechanism = self.c_mechanism(mechanism)?;
-        let mut c = CTemplate::new(&new.template)?;
-        let (device, generation) = self.make(!new.token, |m, s| {
-            m.unwrap_key(s, &mut c_mechanism, unwrapping, wrapped, &mut c)
-        })?;
-        self.record_new(
-            ctx,
-            handle,
-            NewDeviceObject {
-                uid: new.uid,
-                device,
-                class: new.class,
-                private: new.private,
-                generation,
-            },
-        )
+        self.make_secret_key(ctx, handle, mechanism, template, |m, s, c_mechanism, c| {
+            m.unwrap_key(s, c_mechanism, unwrapping, wrapped, c)
+        })
     }
 
     fn derive_key(
@@ -676,30 +696,9 @@ impl CryptoDriver for Pkcs11Partition {
         template: &[Attribute],
     ) -> CkResult<()> {
         let base = self.checked_key(ctx, base_key, mechanism.mechanism.0)?;
-        let new = objects::new_object(
-            template,
-            Defaults {
-                class: CKO_SECRET_KEY,
-                tenant_id: b"",
-            },
-        )?;
-        Self::may_hold(ctx, new.token, new.private)?;
-        let mut c_mechanism = self.c_mechanism(mechanism)?;
-        let mut c = CTemplate::new(&new.template)?;
-        let (device, generation) = self.make(!new.token, |m, s| {
-            m.derive_key(s, &mut c_mechanism, base, &mut c)
-        })?;
-        self.record_new(
-            ctx,
-            handle,
-            NewDeviceObject {
-                uid: new.uid,
-                device,
-                class: new.class,
-                private: new.private,
-                generation,
-            },
-        )
+        self.make_secret_key(ctx, handle, mechanism, template, |m, s, c_mechanism, c| {
+            m.derive_key(s, c_mechanism, base, c)
+        })
     }
 
     fn random(&self, len: usize) -> CkResult<Zeroizing<Vec<u8>>> {
