@@ -262,6 +262,24 @@ fn certificate_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CertificateRow> 
     })
 }
 
+/// A slot row's values in `SLOT_COLUMNS` order (`?1` to `?11`), the slot
+/// id already converted.
+fn slot_values<'a>(r: &'a SlotRow, slot: &'a i64) -> [&'a dyn rusqlite::ToSql; 11] {
+    [
+        &r.partition,
+        &r.tenant,
+        slot,
+        &r.driver,
+        &r.serial,
+        &r.algorithms,
+        &r.device,
+        &r.state,
+        &r.source,
+        &r.created_at,
+        &r.changed_at,
+    ]
+}
+
 fn slot_id(id: u64) -> Result<i64, StoreError> {
     i64::try_from(id).map_err(|_| StoreError(format!("slot id {id} out of range")))
 }
@@ -526,50 +544,28 @@ impl Store for SqliteStore {
     }
 
     fn insert_slot(&self, r: &SlotRow) -> Result<(), StoreError> {
+        let slot = slot_id(r.slot_id)?;
         self.conn()
             .execute(
                 &format!(
                     "INSERT INTO registry_slots ({SLOT_COLUMNS}) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                 ),
-                params![
-                    r.partition,
-                    r.tenant,
-                    slot_id(r.slot_id)?,
-                    r.driver,
-                    r.serial,
-                    r.algorithms,
-                    r.device,
-                    r.state,
-                    r.source,
-                    r.created_at,
-                    r.changed_at
-                ],
+                &slot_values(r, &slot)[..],
             )
             .map_err(err)?;
         Ok(())
     }
 
     fn update_slot(&self, r: &SlotRow) -> Result<(), StoreError> {
+        let slot = slot_id(r.slot_id)?;
         let n = self
             .conn()
             .execute(
                 "UPDATE registry_slots SET tenant = ?2, slot_id = ?3, driver = ?4, serial = ?5, \
                  algorithms = ?6, device = ?7, state = ?8, source = ?9, created_at = ?10, \
                  changed_at = ?11 WHERE partition = ?1",
-                params![
-                    r.partition,
-                    r.tenant,
-                    slot_id(r.slot_id)?,
-                    r.driver,
-                    r.serial,
-                    r.algorithms,
-                    r.device,
-                    r.state,
-                    r.source,
-                    r.created_at,
-                    r.changed_at
-                ],
+                &slot_values(r, &slot)[..],
             )
             .map_err(err)?;
         if n == 1 {
