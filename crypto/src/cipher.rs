@@ -245,7 +245,8 @@ macro_rules! with_cipher {
                 $body
             }
             (BlockAlg::Sm4, 16) => {
-                type $C = sm4::Sm4;
+                // T-tables, 8 blocks interleaved: see sm4_fast.rs.
+                type $C = crate::sm4_fast::Sm4;
                 $body
             }
             _ => Err(CryptoError::KeySizeRange),

@@ -3,9 +3,11 @@
 //! Pure functions and small state machines over bytes, free of PKCS#11
 //! sessions, handles and attributes. The server's `soft` driver maps
 //! mechanisms and their parameters onto these calls and each
-//! [`CryptoError`] onto its `CKR_*` code. No primitive is written here:
-//! every one comes from a RustCrypto (or dalek) crate; this crate chooses,
-//! checks parameters, buffers for multi-part operations and encodes.
+//! [`CryptoError`] onto its `CKR_*` code. One primitive is written here,
+//! for speed: SM4 by T-tables ([`sm4_fast`], checked against the `sm4`
+//! crate); every other comes from a RustCrypto (or dalek) crate; this crate
+//! chooses, checks parameters, buffers for multi-part operations and
+//! encodes.
 #![forbid(unsafe_code)]
 
 pub mod cipher;
@@ -19,5 +21,6 @@ pub mod rng;
 pub mod rsa;
 pub mod sm2;
 pub mod sm2_exchange;
+pub mod sm4_fast;
 
 pub use error::{CryptoError, Result};

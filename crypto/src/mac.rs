@@ -58,7 +58,7 @@ enum State {
     CmacAes128(cmac::Cmac<aes::Aes128>),
     CmacAes192(cmac::Cmac<aes::Aes192>),
     CmacAes256(cmac::Cmac<aes::Aes256>),
-    CmacSm4(cmac::Cmac<sm4::Sm4>),
+    CmacSm4(cmac::Cmac<crate::sm4_fast::Sm4>),
 }
 
 macro_rules! each_state {
