@@ -95,7 +95,7 @@ bench() {
     while [ "$1" != "--" ]; do envs+=("$1"); shift; done
     shift
     echo "== $name: $*" >&2
-    env "${envs[@]}" "$BENCH" run --module "$module" --token-label "$LABEL" --pin "$pin" \
+    env "${envs[@]}" "$BENCH" run --module "$module" --token-label "$LABEL" --user-pin "$pin" \
         --duration "$DURATION" --warmup "$WARMUP" --peer "$name" --json "$@" | tee -a "$RESULTS" |
         "$BENCH" table - >&2
 }

@@ -12,6 +12,8 @@ use crate::runner::{Measurement, percentile};
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Latency {
     pub p50: f64,
+    #[serde(default)]
+    pub p90: f64,
     pub p99: f64,
     pub max: f64,
     pub mean: f64,
@@ -31,7 +33,10 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     pub threads: usize,
-    /// Measured window (seconds), warm-up excluded.
+    /// Sessions the threads shared (each thread uses its own in turn).
+    #[serde(default)]
+    pub sessions: usize,
+    /// Measured window (seconds) of the median run, warm-up excluded.
     pub duration_s: f64,
     pub warmup_s: f64,
     pub bytes_per_op: usize,
@@ -45,7 +50,26 @@ pub struct Record {
     pub errors: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
+    /// Operations per second of the median run (by ops/s).
     pub ops_per_s: f64,
+    /// Operations per second of every run, in order; the record's other
+    /// numbers are the median run's.
+    #[serde(default)]
+    pub runs_ops_per_s: Vec<f64>,
+    /// Requests the module sent per operation, counted by `--count-cmd`
+    /// around a probe of single-threaded operations (None: not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_trips_per_op: Option<f64>,
+    /// How `round_trips_per_op` was counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_trips_source: Option<String>,
+    /// Resident memory (VmRSS) the module added to this process: loading,
+    /// C_Initialize, login and opening every session, in KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_rss_kib: Option<i64>,
+    /// The server's (`--server-pid`) VmRSS growth per session opened, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_rss_per_session_b: Option<f64>,
     /// Input bytes per second, in 10^6 bytes (bulk operations; 0 otherwise).
     pub mb_per_s: f64,
     /// Input bits per second, in 10^6 bits (bulk operations; 0 otherwise).
@@ -60,6 +84,8 @@ pub struct Context {
     pub module: String,
     pub library: String,
     pub warmup_s: f64,
+    pub client_rss_kib: Option<i64>,
+    pub server_rss_per_session_b: Option<f64>,
 }
 
 /// The facts of one operation, for a record.
@@ -70,6 +96,8 @@ pub struct OpFacts<'a> {
     pub bytes_per_op: usize,
     pub chunk: Option<usize>,
     pub calls_per_op: usize,
+    pub round_trips_per_op: Option<f64>,
+    pub round_trips_source: Option<&'a str>,
 }
 
 impl Record {
@@ -82,6 +110,7 @@ impl Record {
             status: status.to_string(),
             detail: None,
             threads,
+            sessions: threads,
             duration_s: 0.0,
             warmup_s: context.warmup_s,
             bytes_per_op: facts.bytes_per_op,
@@ -92,6 +121,11 @@ impl Record {
             errors: 0,
             first_error: None,
             ops_per_s: 0.0,
+            runs_ops_per_s: Vec::new(),
+            round_trips_per_op: facts.round_trips_per_op,
+            round_trips_source: facts.round_trips_source.map(str::to_string),
+            client_rss_kib: context.client_rss_kib,
+            server_rss_per_session_b: context.server_rss_per_session_b,
             mb_per_s: 0.0,
             mbit_per_s: 0.0,
             latency_us: Latency::default(),
@@ -111,30 +145,46 @@ impl Record {
         record
     }
 
+    /// The median of `runs` (by ops/s; the lower middle one of an even
+    /// count), with every run's ops/s.
     pub fn measured(
         context: &Context,
         facts: OpFacts<'_>,
         threads: usize,
-        m: &Measurement,
+        sessions: usize,
+        runs: &[Measurement],
     ) -> Record {
+        let rate = |m: &Measurement| {
+            let secs = m.window.as_secs_f64();
+            if secs > 0.0 { m.ops as f64 / secs } else { 0.0 }
+        };
+        let mut order: Vec<usize> = (0..runs.len()).collect();
+        order.sort_by(|&a, &b| rate(&runs[a]).total_cmp(&rate(&runs[b])));
         let mut record = Record::empty(context, facts, threads, "ok");
+        record.sessions = sessions;
+        record.runs_ops_per_s = runs.iter().map(rate).collect();
+        let Some(m) = order
+            .get(runs.len().saturating_sub(1) / 2)
+            .map(|&i| &runs[i])
+        else {
+            return record;
+        };
         let secs = m.window.as_secs_f64();
         record.duration_s = secs;
         record.ops = m.ops;
-        record.errors = m.errors;
-        record.first_error = m.first_error.clone();
-        if secs > 0.0 {
-            record.ops_per_s = m.ops as f64 / secs;
-            if facts.bulk {
-                let bytes = m.ops as f64 * facts.bytes_per_op as f64;
-                record.mb_per_s = bytes / secs / 1e6;
-                record.mbit_per_s = bytes * 8.0 / secs / 1e6;
-            }
+        record.errors = runs.iter().map(|r| r.errors).sum();
+        record.first_error = runs.iter().find_map(|r| r.first_error.clone());
+        record.ops_per_s = rate(m);
+        if facts.bulk && secs > 0.0 {
+            let bytes = m.ops as f64 * facts.bytes_per_op as f64;
+            record.mb_per_s = bytes / secs / 1e6;
+            record.mbit_per_s = bytes * 8.0 / secs / 1e6;
         }
         let us = |ns: u64| ns as f64 / 1e3;
         let n = m.latencies_ns.len();
         record.latency_us = Latency {
             p50: us(percentile(&m.latencies_ns, 0.50)),
+            p90: us(percentile(&m.latencies_ns, 0.90)),
             p99: us(percentile(&m.latencies_ns, 0.99)),
             max: us(m.latencies_ns.last().copied().unwrap_or(0)),
             mean: if n == 0 {
@@ -148,7 +198,10 @@ impl Record {
 
     /// The human-readable line(s).
     pub fn text(&self) -> String {
-        let head = format!("{:<18} {:>3} thr", self.op, self.threads);
+        let mut head = format!("{:<18} {:>3} thr", self.op, self.threads);
+        if self.sessions > self.threads {
+            let _ = write!(head, " {:>4} ses", self.sessions);
+        }
         match self.status.as_str() {
             "ok" => {
                 let mut line = format!("{head}  {:>10.1} ops/s", self.ops_per_s);
@@ -161,8 +214,9 @@ impl Record {
                 }
                 let _ = write!(
                     line,
-                    "  p50 {} p99 {} max {}  ops {} errors {}  [{} B/op, {} calls/op",
+                    "  p50 {} p90 {} p99 {} max {}  ops {} errors {}  [{} B/op, {} calls/op",
                     ms(self.latency_us.p50),
+                    ms(self.latency_us.p90),
                     ms(self.latency_us.p99),
                     ms(self.latency_us.max),
                     self.ops,
@@ -172,6 +226,17 @@ impl Record {
                 );
                 if let Some(chunk) = self.chunk {
                     let _ = write!(line, ", {chunk} B/update");
+                }
+                if let Some(rt) = self.round_trips_per_op {
+                    let _ = write!(line, ", {rt:.2} round trips/op");
+                }
+                if self.runs_ops_per_s.len() > 1 {
+                    let runs: Vec<String> = self
+                        .runs_ops_per_s
+                        .iter()
+                        .map(|r| format!("{r:.0}"))
+                        .collect();
+                    let _ = write!(line, ", runs {}", runs.join("/"));
                 }
                 line.push(']');
                 if let Some(e) = &self.first_error {
@@ -202,6 +267,10 @@ fn cell(record: &Record) -> String {
             } else {
                 format!("{:.0}", record.ops_per_s)
             };
+            let _ = write!(text, ", p99 {}", ms(record.latency_us.p99));
+            if let Some(rt) = record.round_trips_per_op {
+                let _ = write!(text, ", {rt:.1} RT");
+            }
             if record.errors > 0 {
                 let _ = write!(text, " [{} errors]", record.errors);
             }
@@ -211,12 +280,12 @@ fn cell(record: &Record) -> String {
     }
 }
 
-/// A Markdown table: one row per (operation, threads, bytes per op), one
-/// column of ops/s per peer, and the ratio `baseline / peer` of ops/s for
+/// A Markdown table: one row per (operation, threads, sessions, bytes per
+/// op), one column of ops/s (p99, round trips) per peer, and the ratio `baseline / peer` of ops/s for
 /// every other peer. Peers and rows keep their order of first appearance.
 pub fn table(records: &[Record], baseline: Option<&str>) -> String {
     let mut peers: Vec<&str> = Vec::new();
-    let mut rows: Vec<(String, usize, usize, Option<usize>)> = Vec::new();
+    let mut rows: Vec<(String, usize, usize, usize, Option<usize>)> = Vec::new();
     let mut cells: BTreeMap<(usize, usize), &Record> = BTreeMap::new();
     for record in records {
         let peer = match peers.iter().position(|p| *p == record.peer) {
@@ -229,6 +298,7 @@ pub fn table(records: &[Record], baseline: Option<&str>) -> String {
         let key = (
             record.op.clone(),
             record.threads,
+            record.sessions.max(record.threads),
             record.bytes_per_op,
             record.chunk,
         );
@@ -261,7 +331,12 @@ pub fn table(records: &[Record], baseline: Option<&str>) -> String {
     out.push('\n');
     out.push_str(&rule);
     out.push('\n');
-    for (r, (op, threads, bytes, chunk)) in rows.iter().enumerate() {
+    for (r, (op, threads, sessions, bytes, chunk)) in rows.iter().enumerate() {
+        let threads = if sessions > threads {
+            format!("{threads} ({sessions} sessions)")
+        } else {
+            threads.to_string()
+        };
         let size = match chunk {
             Some(chunk) => format!("{} / {}", human_bytes(*bytes), human_bytes(*chunk)),
             None => human_bytes(*bytes),
@@ -289,7 +364,9 @@ pub fn table(records: &[Record], baseline: Option<&str>) -> String {
 }
 
 fn human_bytes(bytes: usize) -> String {
-    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+    if bytes == 0 {
+        "-".into()
+    } else if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
     } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
         format!("{} KiB", bytes >> 10)
@@ -308,6 +385,8 @@ mod tests {
             module: "m.so".into(),
             library: "lib".into(),
             warmup_s: 0.5,
+            client_rss_kib: None,
+            server_rss_per_session_b: None,
         };
         let facts = OpFacts {
             op,
@@ -315,6 +394,8 @@ mod tests {
             bytes_per_op: 32,
             chunk: None,
             calls_per_op: 3,
+            round_trips_per_op: None,
+            round_trips_source: None,
         };
         let mut r = Record::not_run(&context, facts, 1, status, String::new());
         r.ops_per_s = ops_per_s;
@@ -331,11 +412,11 @@ mod tests {
         ];
         let text = table(&records, Some("hsmlink"));
         assert!(
-            text.contains("| sign-ecdsa-p256 | 1 | 32 B | 1000 | 4000 | 0.25 |"),
+            text.contains("| sign-ecdsa-p256 | 1 | 32 B | 1000, p99 0us | 4000, p99 0us | 0.25 |"),
             "{text}"
         );
         assert!(
-            text.contains("| sign-sm2 | 1 | 32 B | 900 | unsupported | - |"),
+            text.contains("| sign-sm2 | 1 | 32 B | 900, p99 0us | unsupported | - |"),
             "{text}"
         );
     }

@@ -1,5 +1,6 @@
-//! Threads, one session each, looping one prepared operation until the
-//! deadline; latencies of the measured window only.
+//! Threads, each with its share of the sessions (used in turn), looping
+//! one prepared operation until the deadline; latencies of the measured
+//! window only.
 
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -32,23 +33,30 @@ struct ThreadResult {
     latencies_ns: Vec<u64>,
 }
 
-/// Runs `prepared` on every session of `sessions` (one thread each): all
-/// threads start together, warm up for `warmup`, then start operations
-/// until `duration` has passed; an operation started before the deadline
-/// is waited for and counted.
+/// Runs `prepared` on `threads` threads that share `sessions` out (thread
+/// i takes sessions i, i + threads, ... and uses them in turn): all start
+/// together, warm up for `warmup`, then start operations until `duration`
+/// has passed; an operation started before the deadline is waited for and
+/// counted.
 pub fn measure(
     prepared: &Prepared,
     sessions: &mut [Session],
+    threads: usize,
     warmup: Duration,
     duration: Duration,
 ) -> Measurement {
-    let barrier = Barrier::new(sessions.len());
+    let threads = threads.clamp(1, sessions.len().max(1));
+    let mut groups: Vec<Vec<&mut Session>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, session) in sessions.iter_mut().enumerate() {
+        groups[i % threads].push(session);
+    }
+    let barrier = Barrier::new(threads);
     let joined: Vec<Option<ThreadResult>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = sessions
-            .iter_mut()
-            .map(|session| {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|group| {
                 let barrier = &barrier;
-                scope.spawn(move || worker(prepared, session, barrier, warmup, duration))
+                scope.spawn(move || worker(prepared, group, barrier, warmup, duration))
             })
             .collect();
         handles
@@ -88,7 +96,7 @@ pub fn measure(
 
 fn worker(
     prepared: &Prepared,
-    session: &mut Session,
+    sessions: Vec<&mut Session>,
     barrier: &Barrier,
     warmup: Duration,
     duration: Duration,
@@ -106,12 +114,12 @@ fn worker(
         last_end: measure_start,
         latencies_ns: Vec::with_capacity(1024),
     };
-    loop {
+    for turn in 0usize.. {
         let started = Instant::now();
-        if started >= deadline {
+        if started >= deadline || sessions.is_empty() {
             break;
         }
-        let outcome = prepared.run(session, &mut scratch);
+        let outcome = prepared.run(sessions[turn % sessions.len()], &mut scratch);
         let ended = Instant::now();
         if let Err(e) = &outcome
             && result.first_error.is_none()
