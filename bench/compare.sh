@@ -7,7 +7,18 @@
 #   p11kit   - p11-kit's remote client (p11-kit-client.so) -> unix socket ->
 #              `p11-kit server` -> that same SoftHSMv2 token: the "network hop"
 #              peer comparable to hsmlink's TLS hop;
-# and prints a Markdown table of ops/s with the ratio hsmlink / peer.
+# and prints a Markdown table of ops/s with the ratio hsmlink / peer, and an
+# SVG plot of ops/s and p99 against threads ($OUT/plot.svg).
+#
+# Usage: bench/compare.sh [--pin]
+#   --pin        client and servers on one core: hsmlink-server and the p11-kit
+#                server start under `taskset -c 0`, hsmlink-bench runs with
+#                --pin 0 (so does PIN_CORE=1)
+#
+# For hsmlink the tool also counts round trips per operation (the server's
+# hsmlink_requests_total from `hsmlink-server admin ... metrics` before and
+# after a few single-threaded operations) and the server's resident memory
+# per session opened (--server-pid).
 #
 # Environment (defaults in brackets):
 #   DURATION     measured seconds per (op, threads) [5]
@@ -17,6 +28,13 @@
 #   BIG_THREADS  the "100 concurrent requests" run: sign-sm2 on hsmlink and
 #                sign-ecdsa-p256 on every peer with this many threads [100];
 #                empty to skip
+#   SESSIONS     sessions shared by BIG_THREADS threads in the big run [1000]
+#   RUNS         runs per measurement, the median reported [3]
+#   GMT          1: hsmlink's GM/T targets at BIG_THREADS threads (sign-sm2,
+#                verify-sm2, sm3, sm4-cbc, sm4-ctr) [1]
+#   BULK_DURATION  measured seconds of the bulk GM/T runs at BIG_THREADS [10]
+#   SCALING      1: hsmlink's server on 1 core, then 2 (taskset -a -p on the
+#                running server), sign-sm2 at BIG_THREADS [1]
 #   PEERS        which peers to measure [hsmlink softhsm p11kit]
 #   OUT          directory for results.jsonl, table.md and logs [target/bench]
 #   HSMLINK_BENCH, HSMLINK_SERVER, HSMLINK_MODULE  binaries [target/release/...]
@@ -36,6 +54,19 @@ THREADS="${THREADS:-1,16}"
 OPS="${OPS:-all}"
 BIG_THREADS="${BIG_THREADS-100}"
 PEERS="${PEERS:-hsmlink softhsm p11kit}"
+SESSIONS="${SESSIONS:-1000}"
+RUNS="${RUNS:-3}"
+GMT="${GMT:-1}"
+SCALING="${SCALING:-1}"
+PIN_CORE="${PIN_CORE:-0}"
+[ "${1:-}" = --pin ] && PIN_CORE=1
+TASKSET=()
+PIN_ARGS=()
+if [ "$PIN_CORE" = 1 ]; then
+    command -v taskset >/dev/null || { echo "compare.sh: taskset missing (util-linux)" >&2; exit 1; }
+    TASKSET=(taskset -c 0)
+    PIN_ARGS=(--pin 0)
+fi
 OUT="${OUT:-$ROOT/target/bench}"
 
 LABEL=bench
@@ -80,7 +111,7 @@ RESULTS="$OUT/results.jsonl"
     echo "# hsmlink-bench compare, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "# $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
     echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "# duration ${DURATION}s, warm-up ${WARMUP}s, threads $THREADS, ops $OPS, big run ${BIG_THREADS:-none} threads"
+    echo "# duration ${DURATION}s x $RUNS runs (median), warm-up ${WARMUP}s, threads $THREADS, ops $OPS, big run ${BIG_THREADS:-none} threads / $SESSIONS sessions, one core: $PIN_CORE"
     git -C "$ROOT" rev-parse --short HEAD 2>/dev/null | sed 's/^/# checkout at commit /' || true
     for f in "$BENCH" "$SERVER" "$MODULE" "$SOFTHSM" "$P11KIT_CLIENT"; do
         [ -e "$f" ] && echo "# $f ($(date -u -r "$f" +%Y-%m-%dT%H:%MZ))"
@@ -90,23 +121,31 @@ RESULTS="$OUT/results.jsonl"
 # bench NAME MODULE [VAR=VALUE...] -- ARGS...: one `run --json` into results.jsonl.
 bench() {
     local name="$1" module="$2"; shift 2
-    local pin="$PIN" envs=()
-    [ "$name" = hsmlink ] && pin="${PIN_HSMLINK:-$PIN}"
+    local pin="$PIN" envs=() extra=()
+    if [ "$name" = hsmlink ]; then
+        pin="${PIN_HSMLINK:-$PIN}"
+        extra=(--count-cmd "$COUNT_CMD" --server-pid "$SERVER_PID")
+    fi
     while [ "$1" != "--" ]; do envs+=("$1"); shift; done
     shift
     echo "== $name: $*" >&2
     env "${envs[@]}" "$BENCH" run --module "$module" --token-label "$LABEL" --user-pin "$pin" \
-        --duration "$DURATION" --warmup "$WARMUP" --peer "$name" --json "$@" | tee -a "$RESULTS" |
+        --duration "${BENCH_DURATION:-$DURATION}" --warmup "$WARMUP" --runs "$RUNS" --peer "$name" --json \
+        --no-progress "${PIN_ARGS[@]}" "${extra[@]}" "$@" | tee -a "$RESULTS" |
         "$BENCH" table - >&2
 }
 
 # --- hsmlink: init, server, token set up with pkcs11-tool as a tenant does.
 if want hsmlink; then
     port="$(free_port)"
+    admin_port="$(free_port)"
     "$SERVER" init --dir "$WORK/hsmlink" --listen "127.0.0.1:$port" \
-        --admin-listen "127.0.0.1:$(free_port)" >/dev/null
-    "$SERVER" run --config "$WORK/hsmlink/server.toml" >"$OUT/hsmlink-server.log" 2>&1 &
-    PIDS+=($!)
+        --admin-listen "127.0.0.1:$admin_port" >/dev/null
+    "${TASKSET[@]}" "$SERVER" run --config "$WORK/hsmlink/server.toml" >"$OUT/hsmlink-server.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=($SERVER_PID)
+    # Every PKCS#11 request the server answers, length queries included.
+    COUNT_CMD="$SERVER admin --url https://127.0.0.1:$admin_port --ca $WORK/hsmlink/ca.pem --cert $WORK/hsmlink/admin.pem --key $WORK/hsmlink/admin-key.pem metrics"
     for _ in $(seq 1 200); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
         kill -0 "${PIDS[-1]}" 2>/dev/null || { cat "$OUT/hsmlink-server.log" >&2; die "hsmlink-server died"; }
@@ -141,7 +180,7 @@ fi
 # --- p11-kit server exporting that SoftHSMv2 token on a unix socket.
 if want p11kit; then
     SOCKET="$WORK/p11kit.sock"
-    env "${SOFTHSM_ENV[@]}" p11-kit server --foreground --name "$SOCKET" \
+    env "${SOFTHSM_ENV[@]}" "${TASKSET[@]}" p11-kit server --foreground --name "$SOCKET" \
         --provider "$SOFTHSM" "pkcs11:token=$LABEL" >"$OUT/p11kit-server.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 1 100); do [ -S "$SOCKET" ] && break; sleep 0.1; done
@@ -157,12 +196,39 @@ run_all() {
     return 0
 }
 
+if want hsmlink && [ -n "$SESSIONS" ]; then
+    # On the fresh server first: its resident memory growth per session
+    # opened ($SESSIONS idle sessions), and the module's in this client.
+    BENCH_DURATION=0.2 bench hsmlink "$MODULE" "${HSMLINK_ENV[@]}" -- \
+        --op random --threads 1 --sessions "$SESSIONS" --runs 1
+fi
 run_all --op "$OPS" --threads "$THREADS"
 if [ -n "$BIG_THREADS" ]; then
-    want hsmlink && bench hsmlink "$MODULE" "${HSMLINK_ENV[@]}" -- --op sign-sm2,verify-sm2 --threads "$BIG_THREADS"
-    run_all --op sign-ecdsa-p256 --threads "$BIG_THREADS"
+    if want hsmlink && [ "$GMT" = 1 ]; then
+        # GM/T 0028-style targets: SM2 sign/verify, SM3, SM4-CBC/CTR with as
+        # many concurrent sessions as threads.
+        bench hsmlink "$MODULE" "${HSMLINK_ENV[@]}" -- \
+            --op sign-sm2,verify-sm2 --threads "$BIG_THREADS"
+        # 100 threads x 1 MiB take seconds per operation: a longer window.
+        BENCH_DURATION="${BULK_DURATION:-10}" bench hsmlink "$MODULE" "${HSMLINK_ENV[@]}" -- \
+            --op sm3,sm4-cbc,sm4-cbc-decrypt,sm4-ctr --threads "$BIG_THREADS"
+    fi
+    # Many sessions over many threads: every peer, no error expected.
+    run_all --op sign-ecdsa-p256 --threads "$BIG_THREADS" --sessions "$SESSIONS"
+    if want hsmlink && [ "$SCALING" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+        # 1 vs 2 server cores: the running server's threads re-pinned.
+        for cores in 0 0,1; do
+            taskset -a -p -c "$cores" "$SERVER_PID" >/dev/null
+            name="hsmlink-cpu$cores"
+            env "${HSMLINK_ENV[@]}" "$BENCH" run --module "$MODULE" --token-label "$LABEL" \
+                --user-pin "${PIN_HSMLINK:-$PIN}" --duration "$DURATION" --warmup "$WARMUP" \
+                --runs "$RUNS" --peer "${name/,/+}" --json --no-progress \
+                --op sign-sm2 --threads "$BIG_THREADS" | tee -a "$RESULTS" | "$BENCH" table - >&2
+        done
+    fi
 fi
 
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine.txt"
 "$BENCH" table --baseline hsmlink "$RESULTS" | tee "$OUT/table.md"
-echo "results: $RESULTS, table: $OUT/table.md" >&2
+"$BENCH" plot "$RESULTS" --out "$OUT/plot.svg" --title "hsmlink-bench compare ($(date -u +%Y-%m-%d))"
+echo "results: $RESULTS, table: $OUT/table.md, plot: $OUT/plot.svg" >&2

@@ -174,6 +174,13 @@ impl Record {
         record.ops = m.ops;
         record.errors = runs.iter().map(|r| r.errors).sum();
         record.first_error = runs.iter().find_map(|r| r.first_error.clone());
+        if m.ops == 0 && record.first_error.is_none() {
+            // Every operation started in the warm-up and ended after the
+            // deadline: say so rather than report a silent zero.
+            record.first_error = Some(
+                "no operation started and ended in the measured window: lengthen --duration".into(),
+            );
+        }
         record.ops_per_s = rate(m);
         if facts.bulk && secs > 0.0 {
             let bytes = m.ops as f64 * facts.bytes_per_op as f64;
