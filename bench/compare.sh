@@ -130,7 +130,7 @@ bench() {
     shift
     echo "== $name: $*" >&2
     env "${envs[@]}" "$BENCH" run --module "$module" --token-label "$LABEL" --user-pin "$pin" \
-        --duration "${BENCH_DURATION:-$DURATION}" --warmup "$WARMUP" --runs "$RUNS" --peer "$name" --json \
+        --duration "${BENCH_DURATION:-$DURATION}" --warmup "$WARMUP" --runs "${BENCH_RUNS:-$RUNS}" --peer "$name" --json \
         --no-progress "${PIN_ARGS[@]}" "${extra[@]}" "$@" | tee -a "$RESULTS" |
         "$BENCH" table - >&2
 }
@@ -199,8 +199,8 @@ run_all() {
 if want hsmlink && [ -n "$SESSIONS" ]; then
     # On the fresh server first: its resident memory growth per session
     # opened ($SESSIONS idle sessions), and the module's in this client.
-    BENCH_DURATION=0.2 bench hsmlink "$MODULE" "${HSMLINK_ENV[@]}" -- \
-        --op random --threads 1 --sessions "$SESSIONS" --runs 1
+    BENCH_DURATION=0.2 BENCH_RUNS=1 bench hsmlink "$MODULE" "${HSMLINK_ENV[@]}" -- \
+        --op random --threads 1 --sessions "$SESSIONS"
 fi
 run_all --op "$OPS" --threads "$THREADS"
 if [ -n "$BIG_THREADS" ]; then
