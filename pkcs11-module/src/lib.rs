@@ -6,8 +6,9 @@
 //!   pointer, catches every panic and turns results into `CK_RV`s.
 //! - `client`: the safe side, one file per chapter of the standard. It
 //!   speaks the typed values of `hsmlink-protocol`.
-//! - `state`: the global library state created by `C_Initialize`, with
-//!   `fork()` detection.
+//! - `state`: the global library state created by `C_Initialize`; after
+//!   `fork()` the child carries on with it or starts afresh.
+//! - `process`: the process id that fork detection compares.
 //! - `transport`: a blocking rustls client and a small connection pool (no
 //!   runtime, no background thread).
 //! - `config`, `log`, `error`: `client.toml`, our own tiny logger (we live
@@ -18,6 +19,7 @@ mod config;
 mod error;
 pub mod ffi;
 mod log;
+mod process;
 mod profile;
 mod state;
 mod transport;

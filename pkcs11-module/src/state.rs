@@ -1,12 +1,21 @@
 //! The global library state: `None` until `C_Initialize`, `None` again after
 //! `C_Finalize`.
 //!
-//! Fork safety: the state remembers the process id of `C_Initialize`. In a
-//! child created by `fork()` the ids differ and the library behaves as not
-//! initialised (`CKR_CRYPTOKI_NOT_INITIALIZED`) until the child calls
-//! `C_Initialize` itself. The parent's state (its TLS connections included)
-//! is then leaked with `mem::forget`: never used, never closed, so nothing
-//! is ever written on the parent's connections from the child.
+//! Fork: a child created by `fork()` inherits the state and may go on with
+//! it as its parent left it — same sessions, same login state, same object
+//! handles — or start afresh with `C_Initialize`:
+//! - Going on: the transport notices the new process id, leaves the
+//!   parent's TLS connections alone (see `transport`) and opens the child's
+//!   own, for the same application instance, so the server serves the
+//!   parent's sessions to the child too (nginx's workers use the key their
+//!   master loaded this way).
+//! - `C_Initialize` in the child answers `CKR_OK` (not
+//!   `CKR_CRYPTOKI_ALREADY_INITIALIZED`: the process never initialised) and
+//!   loads a new library, a new application instance with no session; the
+//!   inherited state is dropped without touching the parent's connections.
+//! - `C_Finalize` in the child ends the child's use: the server closes the
+//!   shared sessions only when no other process of the application (the
+//!   parent) is still connected.
 //!
 //! The lock is only held to look at or swap the `Arc`, never across network
 //! I/O, so a `fork()` taken while another thread waits on the server cannot
@@ -24,6 +33,7 @@ use crate::client::local::LocalOps;
 use crate::config::{self, Config};
 use crate::error::Error;
 use crate::log;
+use crate::process;
 use crate::profile::SmProfile;
 use crate::transport::Transport;
 
@@ -31,7 +41,7 @@ static LIBRARY: RwLock<Option<Arc<Library>>> = RwLock::new(None);
 
 /// Everything `C_Initialize` sets up.
 pub struct Library {
-    /// Process id at `C_Initialize`.
+    /// Process id at `C_Initialize`: a forked child sees another.
     pid: u32,
     pub transport: Transport,
     /// Operations done in the module (hash-then-sign), by session.
@@ -54,7 +64,7 @@ impl Library {
             log::error!("cannot draw a random application instance id: {e}");
             Error::new(CKR_GENERAL_ERROR)
         })?;
-        let pid = std::process::id();
+        let pid = process::id();
         let transport =
             Transport::new(&config, AppInstance(instance), pid).map_err(config_error)?;
         log::debug!(
@@ -76,7 +86,7 @@ impl Library {
     /// A library around `transport`, outside the global state.
     pub fn for_tests(transport: Transport) -> Self {
         Self {
-            pid: std::process::id(),
+            pid: process::id(),
             transport,
             local: LocalOps::default(),
             profile: SmProfile::default(),
@@ -89,65 +99,45 @@ fn config_error(e: config::ConfigError) -> Error {
     Error::new(CKR_GENERAL_ERROR)
 }
 
-/// The initialised library of this process, or `CKR_CRYPTOKI_NOT_INITIALIZED`
-/// (also in a forked child that has not called `C_Initialize` yet).
+/// The library of this process — in a forked child, the one inherited
+/// from the parent — or `CKR_CRYPTOKI_NOT_INITIALIZED`.
 pub fn library() -> Result<Arc<Library>, Error> {
-    match &*LIBRARY.read() {
-        Some(library) if library.pid == std::process::id() => Ok(Arc::clone(library)),
-        _ => Err(Error::new(CKR_CRYPTOKI_NOT_INITIALIZED)),
-    }
+    LIBRARY
+        .read()
+        .as_ref()
+        .map(Arc::clone)
+        .ok_or_else(|| Error::new(CKR_CRYPTOKI_NOT_INITIALIZED))
 }
 
-/// `C_Initialize`'s part: loads a new library unless this process has one.
+/// `C_Initialize`'s part: loads a new library unless this process
+/// initialised one; an inherited one is dropped (a forked child's fresh
+/// start).
 pub fn initialize() -> Result<(), Error> {
     let mut slot = LIBRARY.write();
     if let Some(library) = slot.take() {
-        if library.pid == std::process::id() {
+        if library.pid == process::id() {
             *slot = Some(library);
             return Err(Error::new(CKR_CRYPTOKI_ALREADY_INITIALIZED));
         }
-        forget_inherited(library);
+        log::debug!(
+            "process {} was forked from {}: starting afresh",
+            process::id(),
+            library.pid
+        );
+        // Dropping writes nothing on the parent's connections (see
+        // `transport`); in-flight clones elsewhere keep it alive harmlessly.
+        drop(library);
     }
     *slot = Some(Arc::new(Library::load()?));
     Ok(())
 }
 
-/// `C_Finalize`'s part: takes the library out of the global state. The
-/// caller says goodbye to the server and drops it.
+/// `C_Finalize`'s part: takes the library (its own or, in a forked child,
+/// the inherited one) out of the global state. The caller says goodbye to
+/// the server and drops it.
 pub fn finalize() -> Result<Arc<Library>, Error> {
-    let mut slot = LIBRARY.write();
-    match slot.take() {
-        Some(library) if library.pid == std::process::id() => Ok(library),
-        Some(inherited) => {
-            forget_inherited(inherited);
-            Err(Error::new(CKR_CRYPTOKI_NOT_INITIALIZED))
-        }
-        None => Err(Error::new(CKR_CRYPTOKI_NOT_INITIALIZED)),
-    }
-}
-
-/// The state of the parent process, seen in a forked child: leak it rather
-/// than run any destructor that might touch the parent's connections.
-fn forget_inherited(library: Arc<Library>) {
-    log::debug!(
-        "process {} was forked from {}: discarding the parent's connections",
-        std::process::id(),
-        library.pid
-    );
-    std::mem::forget(library);
-}
-
-/// Tests: pretend the library was initialised by another process, as a
-/// forked child sees it.
-#[cfg(test)]
-pub fn simulate_fork() {
-    let mut slot = LIBRARY.write();
-    if let Some(library) = slot.take() {
-        // Safe stand-in for the child's view: same state, other pid.
-        let Ok(mut library) = Arc::try_unwrap(library) else {
-            panic!("simulate_fork: the library is in use");
-        };
-        library.pid = library.pid.wrapping_add(1);
-        *slot = Some(Arc::new(library));
-    }
+    LIBRARY
+        .write()
+        .take()
+        .ok_or_else(|| Error::new(CKR_CRYPTOKI_NOT_INITIALIZED))
 }

@@ -486,7 +486,7 @@ fn slot_and_token_calls_over_the_network() {
 }
 
 #[test]
-fn a_forked_child_must_initialize_again() {
+fn a_forked_child_carries_on_or_starts_afresh() {
     let library = Library::lock();
     let pki = Pki::new();
     let server = FakeServer::start(&pki, Behaviour::default());
@@ -494,34 +494,35 @@ fn a_forked_child_must_initialize_again() {
     assert_eq!(library.initialize(config.clone()), CKR_OK);
     let f = functions();
     let mut count: CK_ULONG = 0;
-    // SAFETY: valid pointers.
-    unsafe {
-        assert_eq!(
-            f.C_GetSlotList.unwrap()(CK_FALSE, null_mut(), &mut count),
-            CKR_OK
-        );
-    }
-    state::simulate_fork();
-    // SAFETY: valid pointers.
-    unsafe {
-        assert_eq!(
-            f.C_GetSlotList.unwrap()(CK_FALSE, null_mut(), &mut count),
-            CKR_CRYPTOKI_NOT_INITIALIZED
-        );
-    }
+    let slot_count = |count: &mut CK_ULONG| {
+        // SAFETY: valid pointers.
+        unsafe { f.C_GetSlotList.unwrap()(CK_FALSE, null_mut(), count) }
+    };
+    assert_eq!(slot_count(&mut count), CKR_OK);
+    let requests_before = server.requests().len();
+
+    // The child goes on without C_Initialize: its own connection, the same
+    // application instance, its own process id; the parent's connection
+    // carries nothing more.
+    crate::process::simulate_fork();
+    assert_eq!(slot_count(&mut count), CKR_OK);
+    let connections = server.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(connections, 2, "the child opened its own connection");
+    let hellos = server.hellos.lock().clone();
+    assert_eq!(hellos.len(), 2);
+    assert_eq!(hellos[0].app_instance, hellos[1].app_instance);
+    assert_eq!(hellos[0].pid, std::process::id());
+    assert_eq!(hellos[1].pid, crate::process::id());
+    assert_ne!(hellos[0].pid, hellos[1].pid);
+    assert_eq!(server.requests().len(), requests_before + 1);
+
+    // C_Initialize in the child is a fresh start: CKR_OK, a new instance.
     assert_eq!(library.initialize(config), CKR_OK);
-    // SAFETY: valid pointers.
-    unsafe {
-        assert_eq!(
-            f.C_GetSlotList.unwrap()(CK_FALSE, null_mut(), &mut count),
-            CKR_OK
-        );
-    }
-    // The "child" opened its own connection; the parent's was left alone.
-    assert_eq!(
-        server.connections.load(std::sync::atomic::Ordering::SeqCst),
-        2
-    );
+    assert_eq!(slot_count(&mut count), CKR_OK);
+    let hellos = server.hellos.lock().clone();
+    assert_eq!(hellos.len(), 3);
+    assert_ne!(hellos[2].app_instance, hellos[0].app_instance);
+    assert_eq!(hellos[2].pid, crate::process::id());
 }
 
 #[test]

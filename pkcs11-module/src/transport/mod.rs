@@ -11,6 +11,14 @@
 //! Blocking rustls over `std::net`, no runtime, no background thread: every
 //! wait is bounded by `connect_timeout_ms` (connect, handshake, hello) or
 //! `io_timeout_ms` (each request).
+//!
+//! Fork: idle connections belong to the process that opened them. In a child
+//! created by `fork()` the pool finds the parent's connections and drops
+//! them without writing a byte (no request, no TLS close_notify: the parent
+//! goes on using them; closing the child's copy of a socket sends nothing
+//! while the parent holds it), then opens the child's own connections. Their
+//! hello carries the same application instance and the child's process id,
+//! so the child carries on with the parent's server-side sessions.
 
 mod connection;
 pub mod tls;
@@ -30,6 +38,7 @@ use self::connection::{Connection, Failure, Params};
 use crate::config::{Config, ConfigError, ServerAddr};
 use crate::error::Error;
 use crate::log;
+use crate::process;
 
 /// Idle connections kept beyond this are closed.
 const MAX_IDLE: usize = 8;
@@ -39,8 +48,10 @@ pub struct Transport {
     tls: Arc<ClientConfig>,
     connect_timeout: Duration,
     io_timeout: Duration,
+    /// The hello of every connection but for its process id, set when the
+    /// connection opens.
     hello: Hello,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Pool>,
     next_id: AtomicU64,
     /// Request frames written, for tests that count round trips.
     frames_sent: AtomicU64,
@@ -78,7 +89,10 @@ impl Transport {
             connect_timeout: config.connect_timeout,
             io_timeout: config.io_timeout,
             hello: Hello::new(client, app_instance, pid),
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(Pool {
+                pid,
+                connections: Vec::new(),
+            }),
             // 0 is the hello's request id.
             next_id: AtomicU64::new(1),
             frames_sent: AtomicU64::new(0),
@@ -100,7 +114,7 @@ impl Transport {
             }
         })?;
 
-        let idle = self.idle.lock().pop();
+        let idle = self.idle.lock().own().pop();
         if let Some(mut conn) = idle {
             self.frame_sent(function);
             match conn.round_trip(self.request_id(), &body) {
@@ -144,7 +158,7 @@ impl Transport {
     /// (never opening one just for this), that this application instance is
     /// done, then closes every idle connection. Best effort.
     pub fn finalize(&self) {
-        let idle = std::mem::take(&mut *self.idle.lock());
+        let idle = std::mem::take(self.idle.lock().own());
         let mut idle = idle.into_iter();
         if let Some(mut conn) = idle.next() {
             let outcome = codec::encode(&Request::Finalize)
@@ -180,22 +194,27 @@ impl Transport {
     }
 
     fn check_in(&self, conn: Connection) {
-        let mut idle = self.idle.lock();
+        let mut pool = self.idle.lock();
+        let idle = pool.own();
         if idle.len() < MAX_IDLE {
             idle.push(conn);
         } else {
-            drop(idle);
+            drop(pool);
             conn.close();
         }
     }
 
     /// Opens a connection to the first configured server that answers.
     fn connect(&self) -> Result<Connection, Error> {
+        let hello = Hello {
+            pid: process::id(),
+            ..self.hello.clone()
+        };
         let params = Params {
             tls: &self.tls,
             connect_timeout: self.connect_timeout,
             io_timeout: self.io_timeout,
-            hello: &self.hello,
+            hello: &hello,
         };
         for server in &self.servers {
             match Connection::open(&server.addr, server.name.clone(), &params) {
@@ -221,6 +240,35 @@ impl Transport {
             }
         }
         Err(Error::unreachable())
+    }
+}
+
+/// The idle connections of the process that opened them.
+struct Pool {
+    pid: u32,
+    connections: Vec<Connection>,
+}
+
+impl Pool {
+    /// The idle connections of the calling process. In a forked child the
+    /// parent's are dropped first: their sockets close in the child only,
+    /// without a byte written (dropping a connection sends nothing; only
+    /// [`Connection::close`] does).
+    fn own(&mut self) -> &mut Vec<Connection> {
+        let pid = process::id();
+        if self.pid != pid {
+            let inherited = std::mem::take(&mut self.connections);
+            if !inherited.is_empty() {
+                log::debug!(
+                    "process {pid} was forked from {}: leaving its {} connection(s) to it",
+                    self.pid,
+                    inherited.len()
+                );
+            }
+            drop(inherited);
+            self.pid = pid;
+        }
+        &mut self.connections
     }
 }
 
