@@ -12,6 +12,14 @@
 //! stayed at zero for the grace period the application is gone, and its
 //! sessions close ([`Sessions::reap`]).
 //!
+//! After `fork()` two processes may share one application instance: a child
+//! that goes on with its parent's module state connects with the same
+//! instance and its own process id. Connections are therefore counted per
+//! process, and `C_Finalize` from one process closes the sessions only when
+//! no other process of the application is connected; otherwise that process
+//! just leaves ([`Sessions::finalize`]). A parent that exits while its child
+//! lives is simply one process fewer.
+//!
 //! Login state has two limits ([`LoginLimits`], `[security]
 //! login_idle_timeout_s` and `login_max_lifetime_s`): it ends after the idle
 //! limit without a call on any of the application's sessions of that token,
@@ -148,7 +156,8 @@ struct App {
     sessions: BTreeMap<u64, Session>,
     next_handle: u64,
     logins: HashMap<SlotId, Login>,
-    connections: usize,
+    /// Open connections per process id (from the hello).
+    connections: HashMap<u32, usize>,
     /// When the last connection went away.
     idle_since: Option<Instant>,
 }
@@ -347,7 +356,7 @@ impl Sessions {
             sessions: BTreeMap::new(),
             next_handle: 1,
             logins: HashMap::new(),
-            connections: 0,
+            connections: HashMap::new(),
             idle_since: None,
         })
     }
@@ -446,22 +455,33 @@ impl Sessions {
         closed
     }
 
-    /// `C_Finalize`: every session of the application closes, its login
-    /// state ends. Its connections stay counted.
-    pub fn finalize(&self, key: &AppKey) -> Vec<Closed> {
+    /// `C_Finalize` from process `pid`: every session of the application
+    /// closes and its login state ends — unless another process of the
+    /// application (a forked parent or child) is still connected, in which
+    /// case `pid` just leaves and nothing closes (`None`). Connections stay
+    /// counted.
+    pub fn finalize(&self, key: &AppKey, pid: u32) -> Option<Vec<Closed>> {
         let mut apps = self.lock();
         let Some(app) = apps.get_mut(key) else {
-            return Vec::new();
+            return Some(Vec::new());
         };
+        if app
+            .connections
+            .iter()
+            .any(|(&other, &n)| other != pid && n > 0)
+        {
+            return None;
+        }
         app.logins.clear();
-        std::mem::take(&mut app.sessions)
+        let closed = std::mem::take(&mut app.sessions)
             .into_values()
             .map(|s| Closed {
                 tenant: key.tenant.clone(),
                 slot: s.slot,
                 session: s.id,
             })
-            .collect()
+            .collect();
+        Some(closed)
     }
 
     pub fn set_login(&self, key: &AppKey, slot: SlotId, who: Option<UserKind>) {
@@ -699,20 +719,25 @@ impl Sessions {
         f(session)
     }
 
-    /// A connection of the application is up.
-    pub fn connection_opened(&self, key: &AppKey) {
+    /// A connection of the application, from process `pid`, is up.
+    pub fn connection_opened(&self, key: &AppKey, pid: u32) {
         let mut apps = self.lock();
         let app = self.app(&mut apps, key);
-        app.connections += 1;
+        *app.connections.entry(pid).or_insert(0) += 1;
         app.idle_since = None;
     }
 
-    /// A connection of the application is gone.
-    pub fn connection_closed(&self, key: &AppKey, now: Instant) {
+    /// A connection of the application, from process `pid`, is gone.
+    pub fn connection_closed(&self, key: &AppKey, pid: u32, now: Instant) {
         let mut apps = self.lock();
         if let Some(app) = apps.get_mut(key) {
-            app.connections = app.connections.saturating_sub(1);
-            if app.connections == 0 {
+            if let Some(n) = app.connections.get_mut(&pid) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    app.connections.remove(&pid);
+                }
+            }
+            if app.connections.is_empty() {
                 app.idle_since = Some(now);
             }
         }
@@ -724,7 +749,7 @@ impl Sessions {
         let mut apps = self.lock();
         let mut closed = Vec::new();
         apps.retain(|key, app| {
-            let gone = app.connections == 0
+            let gone = app.connections.is_empty()
                 && app
                     .idle_since
                     .is_some_and(|t| now.saturating_duration_since(t) >= grace);
@@ -789,21 +814,44 @@ mod tests {
     fn idle_applications_are_reaped_after_the_grace_period() {
         let s = Sessions::new();
         let k = key(1);
-        s.connection_opened(&k);
+        s.connection_opened(&k, 1);
         let h = s.open(&k, SlotId(0), true).unwrap();
         s.set_login(&k, SlotId(0), Some(UserKind::User));
         let t0 = Instant::now();
         let grace = Duration::from_secs(60);
         assert!(s.reap(t0 + grace * 2, grace).is_empty(), "connected");
-        s.connection_closed(&k, t0);
+        s.connection_closed(&k, 1, t0);
         assert!(s.reap(t0 + grace / 2, grace).is_empty(), "within grace");
         // Back within the grace period: nothing is lost.
-        s.connection_opened(&k);
+        s.connection_opened(&k, 1);
         assert!(s.reap(t0 + grace * 2, grace).is_empty());
-        s.connection_closed(&k, t0);
+        s.connection_closed(&k, 1, t0);
         let closed = s.reap(t0 + grace, grace);
         assert_eq!(closed.len(), 1);
         assert!(s.view(&k, h).is_err());
         assert_eq!(s.counts(&k, SlotId(0)), (0, 0));
+    }
+
+    #[test]
+    fn a_forked_process_shares_the_sessions_until_the_last_one_finalizes() {
+        let (parent, child) = (100, 101);
+        let s = Sessions::new();
+        let k = key(1);
+        s.connection_opened(&k, parent);
+        let h = s.open(&k, SlotId(0), true).unwrap();
+        s.set_login(&k, SlotId(0), Some(UserKind::User));
+        s.connection_opened(&k, child);
+        // The child finalizes while the parent is connected: nothing closes.
+        assert_eq!(s.finalize(&k, child), None);
+        assert_eq!(s.view(&k, h).unwrap().login, Some(UserKind::User));
+        // The parent exits without C_Finalize; the child goes on alone.
+        s.connection_closed(&k, parent, Instant::now());
+        let grace = Duration::from_secs(60);
+        assert!(s.reap(Instant::now() + grace * 2, grace).is_empty());
+        assert_eq!(s.view(&k, h).unwrap().login, Some(UserKind::User));
+        // The last process to finalize closes everything.
+        let closed = s.finalize(&k, child).expect("no other process");
+        assert_eq!(closed.len(), 1);
+        assert!(s.view(&k, h).is_err());
     }
 }

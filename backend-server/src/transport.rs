@@ -214,7 +214,7 @@ pub(crate) async fn serve(
     );
     // Sessions outlive connections; the application's connection count
     // tells the session layer when the application is gone.
-    let _counted = ConnectionCount::new(shared.state.clone(), ctx.app_key());
+    let _counted = ConnectionCount::new(shared.state.clone(), ctx.app_key(), ctx.pid);
     live.metrics
         .connections_accepted
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -371,12 +371,13 @@ async fn serve_requests(
 struct ConnectionCount {
     state: Arc<ServerState>,
     key: AppKey,
+    pid: u32,
 }
 
 impl ConnectionCount {
-    fn new(state: Arc<ServerState>, key: AppKey) -> Self {
-        state.sessions.connection_opened(&key);
-        Self { state, key }
+    fn new(state: Arc<ServerState>, key: AppKey, pid: u32) -> Self {
+        state.sessions.connection_opened(&key, pid);
+        Self { state, key, pid }
     }
 }
 
@@ -384,7 +385,7 @@ impl Drop for ConnectionCount {
     fn drop(&mut self) {
         self.state
             .sessions
-            .connection_closed(&self.key, std::time::Instant::now());
+            .connection_closed(&self.key, self.pid, std::time::Instant::now());
     }
 }
 

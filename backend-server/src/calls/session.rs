@@ -50,10 +50,18 @@ pub fn close_all(state: &ServerState, ctx: &ClientContext, slot: SlotId) -> CkRe
     Ok(ResponseBody::Empty)
 }
 
-/// `C_Finalize` (5.4.1) as the server sees it: the application is done.
+/// `C_Finalize` (5.4.1) as the server sees it: the application's process
+/// is done. The sessions close unless another process of the application
+/// instance (forked from it, or its parent) is still connected.
 pub fn finalize(state: &ServerState, ctx: &ClientContext) -> ResponseBody {
-    let closed = state.sessions.finalize(&ctx.app_key());
-    state.sessions_closed(&closed);
+    match state.sessions.finalize(&ctx.app_key(), ctx.pid) {
+        Some(closed) => state.sessions_closed(&closed),
+        None => tracing::debug!(
+            tenant = %ctx.tenant(),
+            pid = ctx.pid,
+            "C_Finalize: another process of the application is connected; its sessions stay"
+        ),
+    }
     ResponseBody::Empty
 }
 

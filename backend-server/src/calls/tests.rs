@@ -459,7 +459,7 @@ fn init_token_wipes_objects_and_needs_no_sessions() {
     let h = open(s, &c, 0, true).unwrap();
     assert!(find(s, &c, h, vec![]).is_empty());
     // And after a restart too.
-    drop(f.state.sessions.finalize(&c.app_key()));
+    drop(f.state.sessions.finalize(&c.app_key(), c.pid));
     let restarted = f.reopen();
     let h = open(&restarted, &c, 0, true).unwrap();
     assert!(find(&restarted, &c, h, vec![]).is_empty());
