@@ -2,14 +2,15 @@
 # nginx serves HTTPS with its private keys inside hsmlink: an EC and an RSA
 # key on the token, named by PKCS#11 URI through libp11's engine
 # (ssl_certificate_key "engine:pkcs11:<URI>"), certificates made on the
-# token by `openssl req -x509`. curl then completes 200 requests in a row
-# and 100 more 20 at a time, every one a new TLS handshake, all 200 OK.
-#
-# nginx loads the key in its master process and forks its workers after:
-# every handshake signature is made by a worker, through the module across
-# fork (libp11 calls C_Initialize again in the child; the module discards
-# the parent's connections and opens its own). The server's debug log shows
-# one C_Sign per handshake: the script counts them.
+# token by `openssl req -x509`. Two process models, each with both keys:
+# - nginx's default: a master process and one worker. The master loads the
+#   keys through the module and forks the worker; every handshake signature
+#   is made by the worker, through the module across fork().
+# - `master_process off`: one process loads the keys and serves.
+# In each, curl completes 200 requests in a row and 100 more 20 at a time,
+# every one a new TLS handshake, all 200 OK, for the EC and the RSA key.
+# The server's debug log and the audit log show one C_Sign per handshake:
+# the script counts them.
 source "$(dirname "$0")/lib.sh"
 for tool in nginx curl openssl pkcs11-tool; do
     command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install nginx-light curl openssl opensc" >&2; exit 1; }
@@ -35,17 +36,42 @@ for k in ec rsa; do
 done
 echo "ok - certificates signed on the token"
 
-EC_PORT="$(free_port)"
-RSA_PORT="$(free_port)"
-[ "$EC_PORT" != "$RSA_PORT" ] || RSA_PORT="$(free_port)"
 N="$WORK/nginx"
-mkdir -p "$N/logs"
 # Workers get only the environment named by `env`; as root, nginx would run
 # them as nobody, who cannot read the tenant's key files.
 USER_LINE=""; [ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
-cat >"$N/nginx.conf" <<EOF
+
+get() { # PORT CA: one request on a new connection; prints the HTTP status
+    curl -sS --max-time 20 --cacert "$2" -o /dev/null -w '%{http_code}\n' "https://localhost:$1/"
+}
+export -f get
+export WORK
+
+signatures() { grep -c 'function="C_Sign" rv=0x0' "$WORK/server.log" || true; }
+# The audit log's records of successful C_Sign calls (one per key use).
+audited() {
+    "$HSMLINK_SERVER" audit export --config "$WORK/deploy/server.toml" >"$WORK/audit.jsonl"
+    grep '"op":"C_Sign"' "$WORK/audit.jsonl" | grep -c '"rv_name":"CKR_OK"' || true
+}
+
+# serve MODEL: starts nginx with the process model MODEL ("master": the
+# default master process and one worker; "single": master_process off),
+# drives it with both keys, stops it.
+serve() {
+    local model="$1" process_lines
+    case "$model" in
+        master) process_lines="master_process on; worker_processes 1;" ;;
+        single) process_lines="master_process off;" ;;
+    esac
+    local ec_port rsa_port
+    ec_port="$(free_port)"
+    rsa_port="$(free_port)"
+    [ "$ec_port" != "$rsa_port" ] || rsa_port="$(free_port)"
+    rm -rf "$N"
+    mkdir -p "$N/logs"
+    cat >"$N/nginx.conf" <<EOF
 $USER_LINE
-worker_processes 2;
+$process_lines
 daemon off;
 pid $N/nginx.pid;
 error_log $N/logs/error.log notice;
@@ -63,14 +89,14 @@ http {
     ssl_session_cache off;
     ssl_session_tickets off;
     server {
-        listen 127.0.0.1:$EC_PORT ssl;
+        listen 127.0.0.1:$ec_port ssl;
         server_name localhost;
         ssl_certificate $WORK/web-ec.pem;
         ssl_certificate_key "engine:pkcs11:$EC_KEY";
         location / { return 200 "hello from a key in hsmlink\n"; }
     }
     server {
-        listen 127.0.0.1:$RSA_PORT ssl;
+        listen 127.0.0.1:$rsa_port ssl;
         server_name localhost;
         ssl_certificate $WORK/web-rsa.pem;
         ssl_certificate_key "engine:pkcs11:$RSA_KEY";
@@ -78,71 +104,72 @@ http {
     }
 }
 EOF
-nginx -t -e "$N/logs/error.log" -p "$N" -c "$N/nginx.conf" >"$WORK/nginx-t.txt" 2>&1 \
-    || { cat "$WORK/nginx-t.txt" >&2; echo "not ok - nginx -t" >&2; exit 1; }
-echo "ok - nginx -t loads both keys through the engine"
-nginx -e "$N/logs/error.log" -p "$N" -c "$N/nginx.conf" >"$WORK/nginx.out" 2>&1 &
-CLEANUP_PIDS+=($!)
+    nginx -t -e "$N/logs/error.log" -p "$N" -c "$N/nginx.conf" >"$WORK/nginx-t.txt" 2>&1 \
+        || { cat "$WORK/nginx-t.txt" >&2; echo "not ok - $model: nginx -t" >&2; exit 1; }
+    nginx -e "$N/logs/error.log" -p "$N" -c "$N/nginx.conf" >"$WORK/nginx-$model.out" 2>&1 &
+    local nginx_pid=$!
+    CLEANUP_PIDS+=("$nginx_pid")
 
-get() { # PORT CA: one request on a new connection; prints the HTTP status
-    curl -sS --max-time 20 --cacert "$2" -o /dev/null -w '%{http_code}\n' "https://localhost:$1/"
+    for _ in $(seq 1 100); do
+        get "$ec_port" "$WORK/web-ec.pem" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    curl -sS --cacert "$WORK/web-ec.pem" "https://localhost:$ec_port/" >"$WORK/body.txt"
+    expect "$model: HTTPS answer with the EC key" 'hello from a key in hsmlink' "$WORK/body.txt"
+    curl -sS --cacert "$WORK/web-rsa.pem" "https://localhost:$rsa_port/" >"$WORK/body-rsa.txt"
+    expect "$model: HTTPS answer with the RSA key" 'hello from a key in hsmlink' "$WORK/body-rsa.txt"
+    local k port
+    for k in ec rsa; do
+        port="$ec_port"; [ "$k" = rsa ] && port="$rsa_port"
+        curl -sSv --cacert "$WORK/web-$k.pem" -o /dev/null "https://localhost:$port/" >"$WORK/$k-13.txt" 2>&1
+        expect "$model, $k key: TLS 1.3" 'SSL connection using TLSv1\.3' "$WORK/$k-13.txt"
+        curl -sSv --tlsv1.2 --tls-max 1.2 --cacert "$WORK/web-$k.pem" -o /dev/null "https://localhost:$port/" >"$WORK/$k-12.txt" 2>&1
+        expect "$model, $k key: TLS 1.2" 'SSL connection using TLSv1\.2 / ECDHE-(ECDSA|RSA)' "$WORK/$k-12.txt"
+    done
+
+    local before audited_before ok signed audited_signed
+    before="$(signatures)"
+    audited_before="$(audited)"
+    for k in ec rsa; do
+        port="$ec_port"; [ "$k" = rsa ] && port="$rsa_port"
+        for _ in $(seq 1 200); do get "$port" "$WORK/web-$k.pem"; done >"$WORK/serial.txt" 2>&1
+        ok="$(grep -cx 200 "$WORK/serial.txt" || true)"
+        [ "$ok" -eq 200 ] || { sort "$WORK/serial.txt" | uniq -c >&2; echo "not ok - $model, $k key: $ok of 200 requests in a row answered 200" >&2; exit 1; }
+        echo "ok - $model, $k key: 200 requests in a row, all 200 OK"
+        export port k
+        seq 1 100 | xargs -P 20 -I{} bash -c 'get "$port" "$WORK/web-$k.pem"' >"$WORK/parallel.txt" 2>&1 || true
+        ok="$(grep -cx 200 "$WORK/parallel.txt" || true)"
+        [ "$ok" -eq 100 ] || { sort "$WORK/parallel.txt" | uniq -c >&2; echo "not ok - $model, $k key: $ok of 100 parallel requests answered 200" >&2; exit 1; }
+        echo "ok - $model, $k key: 100 requests 20 at a time, all 200 OK"
+    done
+
+    # One signature per handshake: 600 handshakes, no session resumption
+    # (every curl is a new process; nginx keeps no session cache nor tickets).
+    signed=$(( $(signatures) - before ))
+    [ "$signed" -eq 600 ] || { echo "not ok - $model: the server made $signed signatures for 600 handshakes" >&2; exit 1; }
+    echo "ok - $model: the server's log shows $signed signatures for 600 handshakes"
+    audited_signed=$(( $(audited) - audited_before ))
+    [ "$audited_signed" -eq 600 ] || { echo "not ok - $model: the audit log has $audited_signed signatures for 600 handshakes" >&2; exit 1; }
+    grep '"op":"C_Sign"' "$WORK/audit.jsonl" | tail -n1 >"$WORK/last-sign.json"
+    expect "$model: an audited signature names the key, mechanism, source and result" \
+        '"key":[0-9]+.*"mechanism_name":"CKM_(ECDSA|RSA_PKCS[A-Z_]*)".*"source":"127\.0\.0\.1:' "$WORK/last-sign.json"
+
+    if [ "$model" = master ]; then
+        # One worker, forked by the master, made every signature above.
+        local workers
+        workers="$(grep -Ec 'start worker process [0-9]+' "$N/logs/error.log" || true)"
+        [ "$workers" -eq 1 ] || { cat "$N/logs/error.log" >&2; echo "not ok - $workers workers started, expected 1" >&2; exit 1; }
+        [ -n "$(pgrep -P "$nginx_pid" || true)" ] || { echo "not ok - the master has no worker child" >&2; exit 1; }
+        echo "ok - master: one worker process, a child of the master"
+    fi
+    if grep -Eq '\[(alert|crit|emerg)\]' "$N/logs/error.log"; then
+        cat "$N/logs/error.log" >&2; echo "not ok - $model: nginx logged errors" >&2; exit 1
+    fi
+    kill -TERM "$nginx_pid"
+    wait "$nginx_pid" 2>/dev/null || true
+    echo "ok - $model: no alerts in nginx's log; stopped"
 }
-for _ in $(seq 1 100); do
-    get "$EC_PORT" "$WORK/web-ec.pem" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-curl -sS --cacert "$WORK/web-ec.pem" "https://localhost:$EC_PORT/" >"$WORK/body.txt"
-expect "HTTPS answer with the EC key" 'hello from a key in hsmlink' "$WORK/body.txt"
-curl -sS --cacert "$WORK/web-rsa.pem" "https://localhost:$RSA_PORT/" >"$WORK/body-rsa.txt"
-expect "HTTPS answer with the RSA key" 'hello from a key in hsmlink' "$WORK/body-rsa.txt"
-for k in ec rsa; do
-    port="$EC_PORT"; [ "$k" = rsa ] && port="$RSA_PORT"
-    curl -sSv --cacert "$WORK/web-$k.pem" -o /dev/null "https://localhost:$port/" >"$WORK/$k-13.txt" 2>&1
-    expect "$k key: TLS 1.3" 'SSL connection using TLSv1\.3' "$WORK/$k-13.txt"
-    curl -sSv --tlsv1.2 --tls-max 1.2 --cacert "$WORK/web-$k.pem" -o /dev/null "https://localhost:$port/" >"$WORK/$k-12.txt" 2>&1
-    expect "$k key: TLS 1.2" 'SSL connection using TLSv1\.2 / ECDHE-(ECDSA|RSA)' "$WORK/$k-12.txt"
-done
 
-signatures() { grep -c 'function="C_Sign" rv=0x0' "$WORK/server.log" || true; }
-# The audit log's records of successful C_Sign calls (one per key use).
-audited() {
-    "$HSMLINK_SERVER" audit export --config "$WORK/deploy/server.toml" >"$WORK/audit.jsonl"
-    grep '"op":"C_Sign"' "$WORK/audit.jsonl" | grep -c '"rv_name":"CKR_OK"' || true
-}
-before="$(signatures)"
-audited_before="$(audited)"
-
-for _ in $(seq 1 200); do get "$EC_PORT" "$WORK/web-ec.pem"; done >"$WORK/serial.txt" 2>&1
-ok="$(grep -cx 200 "$WORK/serial.txt" || true)"
-[ "$ok" -eq 200 ] || { sort "$WORK/serial.txt" | uniq -c >&2; echo "not ok - $ok of 200 requests in a row answered 200" >&2; exit 1; }
-echo "ok - 200 requests in a row, all 200 OK"
-
-export -f get
-export EC_PORT RSA_PORT WORK
-seq 1 100 | xargs -P 20 -I{} bash -c 'if [ $(({} % 2)) -eq 0 ]; then get "$EC_PORT" "$WORK/web-ec.pem"; else get "$RSA_PORT" "$WORK/web-rsa.pem"; fi' \
-    >"$WORK/parallel.txt" 2>&1 || true
-ok="$(grep -cx 200 "$WORK/parallel.txt" || true)"
-[ "$ok" -eq 100 ] || { sort "$WORK/parallel.txt" | uniq -c >&2; echo "not ok - $ok of 100 parallel requests answered 200" >&2; exit 1; }
-echo "ok - 100 requests 20 at a time (EC and RSA), all 200 OK"
-
-after="$(signatures)"
-signed=$((after - before))
-# One signature per handshake: 300 handshakes, no session resumption
-# (every curl is a new process; nginx keeps no session cache nor tickets).
-[ "$signed" -eq 300 ] || { echo "not ok - the server made $signed signatures for 300 handshakes" >&2; exit 1; }
-echo "ok - the server's log shows $signed signatures for 300 handshakes"
-audited_signed=$(( $(audited) - audited_before ))
-[ "$audited_signed" -eq 300 ] || { echo "not ok - the audit log has $audited_signed signatures for 300 handshakes" >&2; exit 1; }
-grep '"op":"C_Sign"' "$WORK/audit.jsonl" | tail -n1 >"$WORK/last-sign.json"
-expect "an audited signature names the key, mechanism, source and result" \
-    '"key":[0-9]+.*"mechanism_name":"CKM_(ECDSA|RSA_PKCS[A-Z_]*)".*"source":"127\.0\.0\.1:' "$WORK/last-sign.json"
-echo "ok - the audit log holds the 300 signatures"
-
-# The workers, not the master, signed: every worker is a child of the master.
-workers="$(grep -c 'start worker process' "$N/logs/error.log" || true)"
-[ "$workers" -ge 2 ] || { cat "$N/logs/error.log" >&2; echo "not ok - no workers started" >&2; exit 1; }
-if grep -Eq '\[(alert|crit|emerg)\]' "$N/logs/error.log"; then
-    cat "$N/logs/error.log" >&2; echo "not ok - nginx logged errors" >&2; exit 1
-fi
-echo "ok - $workers workers, no alerts in nginx's log"
+serve master
+serve single
 echo "nginx: all ok"
