@@ -38,6 +38,7 @@ pub mod identity;
 pub mod init;
 pub mod logging;
 pub mod metering;
+pub mod metering_series;
 pub mod names;
 pub mod partition_state;
 pub mod pkcs11;

@@ -77,6 +77,9 @@ pub struct Metering {
     pending: Mutex<HashMap<MeterKey, Counts>>,
     /// The store, for reports (`None`: in-memory counters only).
     store: Option<PathBuf>,
+    /// Per-minute, per-partition calls, errors and latency (the console's
+    /// charts), flushed with these counters.
+    series: crate::metering_series::Series,
 }
 
 impl Metering {
@@ -84,7 +87,13 @@ impl Metering {
         Self {
             pending: Mutex::new(HashMap::new()),
             store,
+            series: crate::metering_series::Series::default(),
         }
+    }
+
+    /// The per-minute series (see [`crate::metering_series`]).
+    pub fn series(&self) -> &crate::metering_series::Series {
+        &self.series
     }
 
     /// Counts one call.

@@ -355,6 +355,15 @@ pub fn finish(
         return fail_closed(response, failed);
     };
     let duration_us = u64::try_from(plan.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    // The console's charts: every planned call, failures too, per partition.
+    let partition = plan.slot.and_then(|s| partition_of(state, ctx.tenant(), s));
+    state.metering().series().add(
+        ctx.tenant().as_str(),
+        partition.as_deref(),
+        plan.ts_ms,
+        duration_us,
+        response.rv.0 != 0,
+    );
     let bytes_out = match &response.body {
         ResponseBody::Output(hsmlink_protocol::Output::Data(d)) | ResponseBody::Random(d) => {
             d.len() as u64
@@ -387,7 +396,7 @@ pub fn finish(
         ts_ms: plan.ts_ms,
         op: plan.op.to_owned(),
         slot: plan.slot.map(|s| s.0),
-        partition: plan.slot.and_then(|s| partition_of(state, ctx.tenant(), s)),
+        partition,
         mechanism: plan.mechanism,
         mechanism_name: plan.mechanism.map(mechanism_name),
         key: plan.key,

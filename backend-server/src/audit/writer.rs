@@ -267,17 +267,20 @@ impl Writer {
 
     fn flush_metering(&mut self) {
         let rows = self.metering.take();
-        if rows.is_empty() {
+        let minutes = self.metering.series().take();
+        if rows.is_empty() && minutes.is_empty() {
             return;
         }
         let result = (|| -> rusqlite::Result<()> {
             let tx = self.conn.transaction()?;
             crate::metering::write(&tx, &rows)?;
+            crate::metering_series::write(&tx, &minutes, super::record::now_ms())?;
             tx.commit()
         })();
         if let Err(e) = result {
             warn!("metering: write failed, kept for the next flush: {e}");
             self.metering.restore(rows);
+            self.metering.series().restore(minutes);
         }
     }
 

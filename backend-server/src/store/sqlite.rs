@@ -129,6 +129,19 @@ const MIGRATIONS: &[&str] = &[
         bytes_out INTEGER NOT NULL,
         PRIMARY KEY (tenant, hour_ms, operation, mechanism)
     ) STRICT;",
+    // 5: metering per minute and partition (calls, errors, latency) for the
+    // web console's charts (crate::metering_series).
+    "CREATE TABLE IF NOT EXISTS metering_minutes (
+        tenant TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        minute_ms INTEGER NOT NULL,
+        calls INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        latency_us_sum INTEGER NOT NULL,
+        latency_us_max INTEGER NOT NULL,
+        PRIMARY KEY (tenant, partition, minute_ms)
+    ) STRICT;
+    CREATE INDEX IF NOT EXISTS metering_minutes_minute ON metering_minutes (minute_ms);",
 ];
 
 /// The key ring's schema (its own file, its own version).
