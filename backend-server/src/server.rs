@@ -114,6 +114,11 @@ impl Server {
         &self.shared.state
     }
 
+    /// The per-source PIN throttle (the admin listener's crypto API shares it).
+    pub fn login_throttle(&self) -> &Arc<crate::ratelimit::LoginThrottle> {
+        &self.shared.throttle
+    }
+
     /// Accepts and serves connections until `shutdown` completes, then shuts
     /// down gracefully and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {

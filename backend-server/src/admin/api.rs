@@ -147,6 +147,20 @@ pub async fn handle(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
+    // A tenant certificate revoked while its keep-alive connection stays
+    // open: refused from the next request on (console, crypto API, report).
+    let role = match role {
+        Role::Tenant(identity) if ctx.state.registry.live().is_revoked(&identity.fingerprint) => {
+            Role::Nobody
+        }
+        role => role,
+    };
+    if path == "/console" || path.starts_with("/console/") {
+        return console_request(ctx, role, peer, request, started).await;
+    }
+    if path.starts_with("/v1/crypto/") {
+        return crypto_request(ctx, role, peer, request, started).await;
+    }
     let reply = match route(&method, &path) {
         Err(status) => Reply::error(status, format!("no route {method} {path}")),
         Ok((index, params)) => {
@@ -213,6 +227,191 @@ pub async fn handle(
         "admin request"
     );
     respond(reply)
+}
+
+/// The body, at most [`MAX_BODY`] bytes.
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, Reply> {
+    match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(_) => Err(Reply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body unreadable or larger than 1 MiB",
+        )),
+    }
+}
+
+fn header(request: &Request<Incoming>, name: hyper::header::HeaderName) -> Option<String> {
+    request
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn log_request(
+    ctx: &AdminContext,
+    peer: SocketAddr,
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    started: Instant,
+) {
+    ctx.state
+        .registry
+        .live()
+        .metrics
+        .admin_request(status.as_u16());
+    info!(
+        %peer,
+        method = %method,
+        path,
+        status = status.as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "admin request"
+    );
+}
+
+/// `/console...`: the web console ([`super::console`]).
+async fn console_request(
+    ctx: Arc<AdminContext>,
+    role: Role,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    started: Instant,
+) -> Response<Full<Bytes>> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let host = header(&request, hyper::header::HOST);
+    let origin = header(&request, hyper::header::ORIGIN);
+    let referer = header(&request, hyper::header::REFERER);
+    let body = match read_body(request).await {
+        Ok(body) => body,
+        Err(reply) => return respond(reply),
+    };
+    let console = super::console::ConsoleRequest {
+        method: method.clone(),
+        path: path.clone(),
+        query,
+        host,
+        origin,
+        referer,
+        body,
+    };
+    let for_page = ctx.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        super::console::handle(&for_page, &role, peer, &console)
+    })
+    .await
+    .unwrap_or_else(|_| super::console::Page {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        content_type: "text/plain; charset=utf-8",
+        body: "handler failed\n".to_owned(),
+        location: None,
+    });
+    log_request(&ctx, peer, &method, &path, page.status, started);
+    let mut response = Response::new(Full::new(Bytes::from(page.body)));
+    *response.status_mut() = page.status;
+    let headers = response.headers_mut();
+    let mut set = |name: hyper::header::HeaderName, value: &str| {
+        if let Ok(value) = hyper::header::HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    set(hyper::header::CONTENT_TYPE, page.content_type);
+    set(hyper::header::CONTENT_SECURITY_POLICY, super::console::CSP);
+    set(hyper::header::X_FRAME_OPTIONS, "DENY");
+    set(hyper::header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(hyper::header::CACHE_CONTROL, "no-store");
+    set(hyper::header::REFERRER_POLICY, "same-origin");
+    if let Some(location) = &page.location {
+        set(hyper::header::LOCATION, location);
+    }
+    response
+}
+
+/// `/v1/crypto/...`: the JSON crypto API ([`super::crypto_api`]), for
+/// tenant certificates only: the provider uses no key.
+async fn crypto_request(
+    ctx: Arc<AdminContext>,
+    role: Role,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    started: Instant,
+) -> Response<Full<Bytes>> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let known = super::crypto_api::CRYPTO_ROUTES
+        .iter()
+        .any(|(_, p)| *p == path.trim_end_matches('/'));
+    let bearer = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| zeroize::Zeroizing::new(t.trim().to_owned()));
+    let reply = match (&role, known, method == Method::POST) {
+        (_, false, _) => Reply::error(StatusCode::NOT_FOUND, format!("no route {method} {path}")),
+        (_, true, false) => {
+            Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} takes POST"))
+        }
+        (Role::Tenant(identity), true, true) => match read_body(request).await {
+            Err(reply) => reply,
+            Ok(body) => {
+                let identity = identity.clone();
+                let for_call = ctx.clone();
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    // Vec::from(Bytes) takes the buffer without a copy when
+                    // it is the only reference: the PIN is then wiped once.
+                    super::crypto_api::handle(
+                        &for_call,
+                        &identity,
+                        peer,
+                        &path,
+                        bearer,
+                        Vec::from(body),
+                    )
+                })
+                .await
+                .unwrap_or_else(|_| {
+                    Reply::error(StatusCode::INTERNAL_SERVER_ERROR, "handler failed")
+                })
+            }
+        },
+        _ => Reply::error(
+            StatusCode::FORBIDDEN,
+            "the crypto API is for tenant certificates: the provider uses no key",
+        ),
+    };
+    log_request(&ctx, peer, &method, &path, reply.status, started);
+    respond(reply)
+}
+
+/// Runs one admin route's handler for the console's actions, on the
+/// calling (blocking) thread: audited as the API call is.
+pub(super) fn run_admin_call(
+    ctx: Arc<AdminContext>,
+    role: Role,
+    peer: SocketAddr,
+    method: &str,
+    pattern: &str,
+    params: Vec<String>,
+    body: Bytes,
+) -> Reply {
+    let call = Call {
+        ctx,
+        role,
+        peer,
+        params,
+        query: String::new(),
+        body,
+        started: Instant::now(),
+    };
+    match Method::from_bytes(method.as_bytes()) {
+        Ok(method) => admin_call(&call, &method, pattern),
+        Err(_) => Reply::error(StatusCode::METHOD_NOT_ALLOWED, "bad method"),
+    }
 }
 
 fn respond(reply: Reply) -> Response<Full<Bytes>> {
@@ -544,6 +743,11 @@ fn revoke(call: &Call) -> Handled {
 }
 
 fn partition_json(call: &Call, s: &SlotRow) -> Value {
+    partition_value(&call.ctx, s)
+}
+
+/// A partition as the API shows it, with the state the registry serves.
+pub(super) fn partition_value(ctx: &AdminContext, s: &SlotRow) -> Value {
     let mut value = json!({
         "name": s.partition,
         "tenant": s.tenant,
@@ -561,7 +765,7 @@ fn partition_json(call: &Call, s: &SlotRow) -> Value {
     if s.state != PartitionState::Terminated.as_str()
         && let Ok(name) = PartitionName::parse(&s.partition)
     {
-        let registry = &call.ctx.state.registry;
+        let registry = &ctx.state.registry;
         let live = TenantName::parse(&s.tenant)
             .ok()
             .and_then(|t| registry.any_tenant(&t))
@@ -835,7 +1039,7 @@ pub fn rfc3339(unix: i64) -> String {
 }
 
 /// `%XX` and `+` in a query value.
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let hex = |b: u8| (b as char).to_digit(16);
     let mut out = Vec::with_capacity(bytes.len());
@@ -891,6 +1095,7 @@ mod tests {
         documented.sort();
         let mut served: Vec<(String, String)> = ROUTES
             .iter()
+            .chain(super::super::crypto_api::CRYPTO_ROUTES)
             .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
             .collect();
         served.sort();
@@ -906,8 +1111,9 @@ mod tests {
                 "{route:?} is documented but not served"
             );
         }
-        // Nothing that logs in, or uses or exports a key.
-        for (_, p) in &served {
+        // Nothing of the provider's logs in, or uses or exports a key: only
+        // the crypto API does, and it refuses provider certificates.
+        for (_, p) in ROUTES {
             for word in ["login", "pin", "key", "sign", "crypt", "wrap"] {
                 assert!(!p.contains(word), "{p}");
             }

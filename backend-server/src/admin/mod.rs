@@ -20,6 +20,8 @@ pub mod api;
 pub mod backup;
 pub mod certs;
 pub mod client;
+pub mod console;
+pub mod crypto_api;
 pub mod metrics;
 pub mod report;
 
@@ -68,6 +70,13 @@ pub struct AdminContext {
     pub store_path: std::path::PathBuf,
     /// For the tenant report.
     pub settings: ReportSettings,
+    /// The crypto API's login tokens.
+    pub tokens: crypto_api::Tokens,
+    /// The per-source PIN throttle, shared with the tenant listener when
+    /// the server runs both ([`AdminServer::with_login_throttle`]).
+    pub throttle: Arc<crate::ratelimit::LoginThrottle>,
+    /// The console's CSRF key, drawn at start.
+    pub console_key: zeroize::Zeroizing<[u8; 32]>,
 }
 
 /// Configuration the tenant report shows.
@@ -133,7 +142,16 @@ impl AdminServer {
             ))
         })?;
         let limits = config.security.login_limits();
+        let mut console_key = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(&mut *console_key).map_err(|e| {
+            ServerError::Io(io::Error::other(format!(
+                "no randomness for the console: {e}"
+            )))
+        })?;
         let ctx = AdminContext {
+            tokens: crypto_api::Tokens::default(),
+            throttle: crate::ratelimit::LoginThrottle::new(config.security.login_throttle()),
+            console_key,
             state,
             tenant_ca_pem,
             tenant_ca_key: admin.tenant_ca_key.clone(),
@@ -165,6 +183,15 @@ impl AdminServer {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Uses the tenant listener's PIN throttle for the crypto API, so a
+    /// source's wrong PINs count the same on both ports.
+    pub fn with_login_throttle(mut self, throttle: Arc<crate::ratelimit::LoginThrottle>) -> Self {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.throttle = throttle;
+        }
+        self
     }
 
     /// Serves until `stop` becomes true, then lets the requests under way
@@ -290,7 +317,9 @@ pub fn run_until_signalled(config: &Config) -> Result<(), ServerError> {
         let (stop, stopped) = watch::channel(false);
         let admin = match &config.admin {
             Some(admin) => {
-                let admin = AdminServer::bind(config, admin, server.state().clone()).await?;
+                let admin = AdminServer::bind(config, admin, server.state().clone())
+                    .await?
+                    .with_login_throttle(server.login_throttle().clone());
                 Some(tokio::spawn(admin.run(stopped)))
             }
             None => None,

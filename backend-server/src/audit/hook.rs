@@ -331,6 +331,8 @@ fn base_record(ctx: &ClientContext) -> Record {
         subject: Some(ctx.identity.subject.clone()),
         source: Some(ctx.peer.to_string()),
         app: Some(hex(&ctx.app_instance.0)),
+        via: (ctx.connection == crate::admin::crypto_api::HTTP_API_CONNECTION)
+            .then(|| crate::admin::crypto_api::VIA.to_owned()),
         ..Record::default()
     }
 }

@@ -82,6 +82,11 @@ pub struct Record {
     pub ts_ms: i64,
     /// Canonical encoding version ([`FORMAT_VERSION`]).
     pub v: u32,
+    /// How the call arrived if not over the module's wire: `http-api` (the
+    /// JSON crypto API of the admin listener). Absent otherwise, so records
+    /// of the wire encode as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 impl Record {
@@ -236,6 +241,7 @@ mod tests {
             tenant: Some("demo".to_owned()),
             ts_ms: 1,
             v: FORMAT_VERSION,
+            via: Some("http-api".to_owned()),
         }
     }
 
@@ -259,7 +265,7 @@ mod tests {
         };
         assert_eq!(positions, sorted, "{text}");
         positions.dedup();
-        assert_eq!(positions.len(), 23);
+        assert_eq!(positions.len(), 24);
         assert_eq!(Record::parse_canonical(&body), Some(r));
         // Not canonical: whitespace, or a key out of order.
         let spaced = text.replacen(",", ", ", 1);
