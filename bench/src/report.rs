@@ -370,7 +370,7 @@ pub fn table(records: &[Record], baseline: Option<&str>) -> String {
     out
 }
 
-fn human_bytes(bytes: usize) -> String {
+pub fn human_bytes(bytes: usize) -> String {
     if bytes == 0 {
         "-".into()
     } else if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {

@@ -1,6 +1,6 @@
-//! An SVG plot of throughput and p99 latency against concurrency (threads),
-//! one line per (peer, operation, size), from the records of one or more
-//! runs.
+//! An SVG plot of throughput and p99 latency against concurrency (threads,
+//! log2 axis), one line per (peer, operation, size), from the records of one
+//! or more runs; both y axes log10.
 //!
 //! Written by hand rather than with `plotters`: two panels of polylines,
 //! axes and a legend are ~150 lines of string formatting, the output is
@@ -34,8 +34,8 @@ pub fn plot(records: &[Record], title: &str) -> String {
     let mut by_name: BTreeMap<String, BTreeMap<usize, (f64, f64)>> = BTreeMap::new();
     for r in records.iter().filter(|r| r.status == "ok") {
         let mut name = format!("{} {}", r.peer, r.op);
-        if r.bulk || r.bytes_per_op != 32 {
-            let _ = write!(name, " {} B", r.bytes_per_op);
+        if r.bytes_per_op > 0 && (r.bulk || r.bytes_per_op != 32) {
+            let _ = write!(name, " {}", crate::report::human_bytes(r.bytes_per_op));
         }
         if !by_name.contains_key(&name) {
             order.push(name.clone());
@@ -91,9 +91,10 @@ pub fn plot(records: &[Record], title: &str) -> String {
         let x = WIDTH - RIGHT + 20.0;
         let _ = writeln!(
             out,
-            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="2"{}/><text x="{}" y="{}">{}</text>"#,
             x + 24.0,
             COLORS[i % COLORS.len()],
+            dash(i),
             x + 30.0,
             y + 4.0,
             escape(s)
@@ -104,7 +105,7 @@ pub fn plot(records: &[Record], title: &str) -> String {
 }
 
 /// One panel at `top`: axes, grid, ticks and a polyline per series; x is
-/// log2 of the thread count, y linear from 0.
+/// log2 of the thread count, y log10.
 fn panel(out: &mut String, top: f64, label: &str, threads: &[usize], series: &[Series]) {
     let (x0, x1) = (LEFT, WIDTH - RIGHT);
     let (y0, y1) = (top + PANEL_H, top);
@@ -117,29 +118,37 @@ fn panel(out: &mut String, top: f64, label: &str, threads: &[usize], series: &[S
             (x0 + x1) / 2.0
         }
     };
-    let max = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1))
-        .fold(0.0f64, f64::max);
-    let (step, top_value) = nice_scale(max);
-    let y_of = |v: f64| y0 - v / top_value * (y0 - y1);
+    // y: log10, whole decades, so that 1M ops/s (a session opened) and
+    // 500 ops/s (an SM2 signature) share one panel; values <= 0 are left out.
+    let values = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .filter(|v| *v > 0.0)
+    };
+    let lo_dec = values().fold(f64::INFINITY, f64::min).log10().floor();
+    let hi_dec = values().fold(0.0f64, f64::max).log10().ceil();
+    let (lo_dec, hi_dec) = if lo_dec.is_finite() && hi_dec.is_finite() {
+        (lo_dec, hi_dec.max(lo_dec + 1.0))
+    } else {
+        (0.0, 1.0)
+    };
+    let y_of = |v: f64| y0 - (v.log10() - lo_dec) / (hi_dec - lo_dec) * (y0 - y1);
 
     let _ = writeln!(
         out,
         r#"<rect x="{x0}" y="{y1}" width="{}" height="{PANEL_H}" fill="none" stroke="black"/>"#,
         x1 - x0
     );
-    let mut v = 0.0;
-    while v <= top_value * 1.0001 {
-        let y = y_of(v);
+    for decade in (lo_dec as i32)..=(hi_dec as i32) {
+        let y = y_of(10f64.powi(decade));
         let _ = writeln!(
             out,
             r##"<line x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
             x0 - 6.0,
             y + 4.0,
-            short(v)
+            decade_label(decade)
         );
-        v += step;
     }
     for &t in threads {
         let x = x_of(t);
@@ -160,14 +169,16 @@ fn panel(out: &mut String, top: f64, label: &str, threads: &[usize], series: &[S
     );
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        let dash = dash(i);
         let points: Vec<String> = s
             .points
             .iter()
+            .filter(|p| p.1 > 0.0)
             .map(|&(t, v)| format!("{:.1},{:.1}", x_of(t), y_of(v)))
             .collect();
         let _ = writeln!(
             out,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"/>"#,
             points.join(" ")
         );
         for p in &points {
@@ -177,32 +188,22 @@ fn panel(out: &mut String, top: f64, label: &str, threads: &[usize], series: &[S
     }
 }
 
-/// A tick step of 1, 2 or 5 times a power of ten giving about five ticks,
-/// and the axis top (a multiple of the step at or above `max`).
-fn nice_scale(max: f64) -> (f64, f64) {
-    if max.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
-        return (1.0, 1.0);
+/// Lines past the tenth reuse the colours, dashed.
+fn dash(series: usize) -> &'static str {
+    if series >= COLORS.len() {
+        r#" stroke-dasharray="6 3""#
+    } else {
+        ""
     }
-    let rough = max / 5.0;
-    let power = 10f64.powf(rough.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * power)
-        .find(|s| *s >= rough)
-        .unwrap_or(10.0 * power);
-    (step, (max / step).ceil() * step)
 }
 
-/// A tick label: 12000 -> "12k", 0.25 -> "0.25".
-fn short(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{}M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{}k", v / 1e3)
-    } else if v >= 10.0 || v == 0.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
+/// The label of the tick at 10^`decade`: 1M, 10k, 100, 0.01, ...
+fn decade_label(decade: i32) -> String {
+    match decade {
+        d if d >= 6 => format!("{}M", 10u64.pow((d - 6).unsigned_abs())),
+        d if d >= 3 => format!("{}k", 10u64.pow((d - 3).unsigned_abs())),
+        d if d >= 0 => 10u64.pow(d.unsigned_abs()).to_string(),
+        d => format!("0.{}1", "0".repeat((-d - 1).unsigned_abs() as usize)),
     }
 }
 
@@ -218,10 +219,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scales_are_round() {
-        assert_eq!(nice_scale(0.0), (1.0, 1.0));
-        assert_eq!(nice_scale(9300.0), (2000.0, 10000.0));
-        assert_eq!(nice_scale(0.42), (0.1, 0.5));
+    fn tick_labels_are_short() {
+        assert_eq!(decade_label(7), "10M");
+        assert_eq!(decade_label(3), "1k");
+        assert_eq!(decade_label(2), "100");
+        assert_eq!(decade_label(0), "1");
+        assert_eq!(decade_label(-2), "0.01");
     }
 
     #[test]
