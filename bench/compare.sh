@@ -35,6 +35,8 @@
 #   BULK_DURATION  measured seconds of the bulk GM/T runs at BIG_THREADS [10]
 #   SCALING      1: hsmlink's server on 1 core, then 2 (taskset -a -p on the
 #                running server), sign-sm2 at BIG_THREADS [1]
+#   BENCH_ARGS   more options for every `run`, e.g. "--single-part" or
+#                "--chunk 262144 --size 4096,1048576" []
 #   PEERS        which peers to measure [hsmlink softhsm p11kit]
 #   OUT          directory for results.jsonl, table.md and logs [target/bench]
 #   HSMLINK_BENCH, HSMLINK_SERVER, HSMLINK_MODULE  binaries [target/release/...]
@@ -54,6 +56,7 @@ THREADS="${THREADS:-1,16}"
 OPS="${OPS:-all}"
 BIG_THREADS="${BIG_THREADS-100}"
 PEERS="${PEERS:-hsmlink softhsm p11kit}"
+BENCH_ARGS="${BENCH_ARGS:-}"
 SESSIONS="${SESSIONS:-1000}"
 RUNS="${RUNS:-3}"
 GMT="${GMT:-1}"
@@ -131,7 +134,7 @@ bench() {
     echo "== $name: $*" >&2
     env "${envs[@]}" "$BENCH" run --module "$module" --token-label "$LABEL" --user-pin "$pin" \
         --duration "${BENCH_DURATION:-$DURATION}" --warmup "$WARMUP" --runs "${BENCH_RUNS:-$RUNS}" --peer "$name" --json \
-        --no-progress "${PIN_ARGS[@]}" "${extra[@]}" "$@" | tee -a "$RESULTS" |
+        --no-progress "${PIN_ARGS[@]}" "${extra[@]}" $BENCH_ARGS "$@" | tee -a "$RESULTS" |
         "$BENCH" table - >&2
 }
 
