@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::counter::Counter;
 use crate::ops::{NotRun, OpName, Prepared, Sizes};
-use crate::peer::{count_round_trips, open_peer, pin_to, specs};
+use crate::peer::{Peer, count_round_trips, open_peer, pin_to, specs};
 use crate::report::{self, OpFacts, Record};
 use crate::runner::{self, Measurement};
 use crate::{BenchError, RunArgs, seconds};
@@ -138,41 +138,15 @@ pub fn run(args: &RunArgs) -> Result<(), BenchError> {
                 }
                 let mut rates = Vec::new();
                 for (i, peer) in peers.iter().enumerate() {
-                    let record = match &prepared[i] {
-                        Ok(p) => {
-                            let facts = OpFacts {
-                                op: op.name(),
-                                bulk: op.bulk(),
-                                bytes_per_op: p.bytes_per_op(),
-                                chunk: p.chunk(),
-                                calls_per_op: p.calls_per_op(),
-                                round_trips_per_op: rts[i],
-                                round_trips_source: None,
-                            };
-                            let source = peer.counter.as_ref().map(Counter::source);
-                            let mut record =
-                                Record::measured(&peer.context, facts, threads, sessions, &runs[i]);
-                            record.round_trips_source = source.filter(|_| rts[i].is_some());
-                            record
-                        }
-                        Err(not_run) => {
-                            let (status, detail) = match not_run {
-                                NotRun::Unsupported(d) => ("unsupported", d.clone()),
-                                NotRun::Failed(d) => ("failed", d.clone()),
-                            };
-                            let (bytes_per_op, chunk) = op.sizes(sizes);
-                            let facts = OpFacts {
-                                op: op.name(),
-                                bulk: op.bulk(),
-                                bytes_per_op,
-                                chunk: (op.bulk() && !sizes.single_part).then_some(chunk),
-                                calls_per_op: 0,
-                                round_trips_per_op: None,
-                                round_trips_source: None,
-                            };
-                            Record::not_run(&peer.context, facts, threads, status, detail)
-                        }
-                    };
+                    let record = record_of(
+                        peer,
+                        op,
+                        sizes,
+                        &prepared[i],
+                        rts[i],
+                        (threads, sessions),
+                        &runs[i],
+                    );
                     rates.push(
                         (record.status == "ok")
                             .then_some((record.ops_per_s, record.latency_us.p99)),
@@ -226,4 +200,53 @@ pub fn run(args: &RunArgs) -> Result<(), BenchError> {
         peer.close()?;
     }
     Ok(())
+}
+
+/// The record of one peer for one (operation, size, threads): the median of
+/// its runs, or why it did not run.
+fn record_of(
+    peer: &Peer,
+    op: OpName,
+    sizes: Sizes,
+    prepared: &Result<Prepared, NotRun>,
+    round_trips: Option<f64>,
+    (threads, sessions): (usize, usize),
+    runs: &[Measurement],
+) -> Record {
+    match prepared {
+        Ok(p) => {
+            let source = peer
+                .counter
+                .as_ref()
+                .filter(|_| round_trips.is_some())
+                .map(Counter::source);
+            let facts = OpFacts {
+                op: op.name(),
+                bulk: op.bulk(),
+                bytes_per_op: p.bytes_per_op(),
+                chunk: p.chunk(),
+                calls_per_op: p.calls_per_op(),
+                round_trips_per_op: round_trips,
+                round_trips_source: source.as_deref(),
+            };
+            Record::measured(&peer.context, facts, threads, sessions, runs)
+        }
+        Err(not_run) => {
+            let (status, detail) = match not_run {
+                NotRun::Unsupported(d) => ("unsupported", d.clone()),
+                NotRun::Failed(d) => ("failed", d.clone()),
+            };
+            let (bytes_per_op, chunk) = op.sizes(sizes);
+            let facts = OpFacts {
+                op: op.name(),
+                bulk: op.bulk(),
+                bytes_per_op,
+                chunk: (op.bulk() && !sizes.single_part).then_some(chunk),
+                calls_per_op: 0,
+                round_trips_per_op: None,
+                round_trips_source: None,
+            };
+            Record::not_run(&peer.context, facts, threads, status, detail)
+        }
+    }
 }
