@@ -2,10 +2,10 @@
 //!
 //! Why here and not a crate: the `sm4` crate (RustCrypto, scalar: a byte
 //! S-box, then the linear transform L with four rotations, one block at a
-//! time) sits near GM/T 0028's 650 Mbit/s floor, and no well-kept SIMD or
-//! AES-NI SM4 crate was found (gmcrypto-core is bitsliced and
-//! constant-time but far slower; libsm and smcrypto are scalar like
-//! `sm4`). This is the classic software speed-up, in safe Rust:
+//! time) sits near the 650 Mbit/s SM4 floor of our GM/T targets, and no
+//! well-kept SIMD or AES-NI SM4 crate was found (gmcrypto-core is
+//! bitsliced and constant-time but far slower; libsm and smcrypto are
+//! scalar like `sm4`). This is the classic software speed-up, in safe Rust:
 //! - four 1 KiB tables `T_k[a] = L(S(a) << (24 - 8k))` fold the S-box and
 //!   L into four loads and three XORs per round;
 //! - [`Sm4`] announces 8 parallel blocks to the `cipher` traits, so CTR,
