@@ -20,6 +20,7 @@
 
 pub mod attribute;
 pub mod attribute_kind;
+pub mod begin;
 pub mod codec;
 pub mod frame;
 pub mod hello;
@@ -34,6 +35,7 @@ pub mod vendor;
 mod testing;
 
 pub use attribute::{Attribute, AttributeResult, AttributeValue};
+pub use begin::OpCall;
 pub use codec::CodecError;
 pub use frame::{FrameError, FrameHeader, FrameKind};
 pub use hello::{Hello, HelloReply};

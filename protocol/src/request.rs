@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::attribute::Attribute;
+use crate::begin::OpCall;
 use crate::mechanism::Mechanism;
 use crate::response::OutputSpec;
 use crate::secret::Secret;
@@ -346,6 +347,20 @@ pub enum Request {
         digest: Secret,
         signature: Vec<u8>,
     },
+
+    // ---- Appended: one round trip per operation ----
+    /// A `C_*Init` the module deferred, with the single-part call that
+    /// needs it (see [`crate::begin`]). The server runs
+    /// `call.init(session, mechanism, key)`, then the call, and answers:
+    /// the init's `CK_RV` with an empty body if the init failed (nothing
+    /// else ran), else the call's `CK_RV` with `ResponseBody::Begun`.
+    Begin {
+        session: SessionHandle,
+        mechanism: Mechanism,
+        /// The operation's key; `None` for digesting.
+        key: Option<ObjectHandle>,
+        call: OpCall,
+    },
 }
 
 impl Request {
@@ -418,6 +433,7 @@ impl Request {
             Self::GenerateRandom { .. } => "C_GenerateRandom",
             Self::SignDigest { .. } => "C_Sign",
             Self::VerifyDigest { .. } => "C_Verify",
+            Self::Begin { call, .. } => call.function_name(),
         }
     }
 }

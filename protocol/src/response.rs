@@ -82,6 +82,10 @@ pub enum ResponseBody {
     /// key: SM2's Z (GM/T 0009, from the user id and the public key). The
     /// module hashes `prefix || message`.
     HashPrefix(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Answer to `Request::Begin` whose init succeeded: the operation was
+    /// started, then the call ran; the response's `CK_RV` is the call's,
+    /// and this its output (`None` for a verification or an error).
+    Begun(Option<Output>),
 }
 
 impl ResponseBody {
@@ -104,6 +108,7 @@ impl ResponseBody {
             Self::Output(_) => "Output",
             Self::Random(_) => "Random",
             Self::HashPrefix(_) => "HashPrefix",
+            Self::Begun(_) => "Begun",
         }
     }
 }

@@ -207,6 +207,26 @@ fn golden_bytes() {
             .unwrap(),
             "2a 02 02 0102 01 40",
         ),
+        (
+            codec::encode(&Request::Begin {
+                session: SessionHandle(2),
+                mechanism: Mechanism::new(0x1041, MechanismParams::None), // CKM_ECDSA
+                key: Some(ObjectHandle(5)),
+                call: crate::OpCall::Sign {
+                    data: Secret::from_slice(&[1, 2]),
+                    out: OutputSpec::Capacity(64),
+                },
+            })
+            .unwrap(),
+            "42 02 fb4110 00 01 05 03 02 0102 01 40",
+        ),
+        (
+            codec::encode(&Response::ok(ResponseBody::Begun(Some(Output::Data(
+                Secret::from_slice(&[9]),
+            )))))
+            .unwrap(),
+            "00 10 01 01 01 09",
+        ),
     ];
     for (bytes, expected) in cases {
         let expected: String = expected.split_whitespace().collect();
