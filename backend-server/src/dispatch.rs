@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cryptoki_sys::{
-    CK_RV, CKR_DEVICE_REMOVED, CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKR_PIN_EXPIRED,
-    CKR_SESSION_HANDLE_INVALID, CKR_SLOT_ID_INVALID, CKR_TOKEN_NOT_PRESENT,
+    CK_RV, CKR_ARGUMENTS_BAD, CKR_DEVICE_REMOVED, CKR_FUNCTION_NOT_SUPPORTED,
+    CKR_MECHANISM_INVALID, CKR_PIN_EXPIRED, CKR_SESSION_HANDLE_INVALID, CKR_SLOT_ID_INVALID,
+    CKR_TOKEN_NOT_PRESENT,
 };
 use hsmlink_protocol::{
-    AppInstance, MechanismInfo, MechanismType, Request, Response, ResponseBody, SessionHandle,
-    SlotId,
+    AppInstance, Mechanism, MechanismInfo, MechanismType, ObjectHandle, OpCall, Request, Response,
+    ResponseBody, SessionHandle, SlotId,
 };
 use time::OffsetDateTime;
 use tracing::debug;
@@ -237,9 +238,51 @@ impl ClientContext {
 /// Answers one request for `ctx`'s tenant. May block (store, PIN hashing):
 /// the transport runs it on a blocking thread.
 pub fn handle(state: &ServerState, ctx: &ClientContext, request: Request) -> Response {
+    if let Request::Begin {
+        session,
+        mechanism,
+        key,
+        call,
+    } = request
+    {
+        return begin(state, ctx, session, mechanism, key, call);
+    }
     let plan = crate::audit::hook::plan(state, ctx, &request);
     let response = handle_call(state, ctx, request);
     crate::audit::hook::finish(state, ctx, plan, response)
+}
+
+/// `Request::Begin`: the init the module deferred, then its call, each
+/// through [`handle`] as if they had come in two frames, so the audit log
+/// and metering see exactly what they would have seen (a failed init
+/// recorded as `C_*Init`, the call with its operation's mechanism and key).
+/// Neither inner request is a `Begin`: this recurses once at most.
+fn begin(
+    state: &ServerState,
+    ctx: &ClientContext,
+    session: SessionHandle,
+    mechanism: Mechanism,
+    key: Option<ObjectHandle>,
+    call: OpCall,
+) -> Response {
+    let Some(init) = call.init(session, mechanism, key) else {
+        return error(CKR_ARGUMENTS_BAD);
+    };
+    let initialized = handle(state, ctx, init);
+    if !initialized.rv.is_ok() {
+        return error(initialized.rv.0);
+    }
+    // An SM2 Z (HashPrefix) is not needed: the call carries the whole
+    // message or the module's digest.
+    let response = handle(state, ctx, call.into_request(session));
+    let output = match response.body {
+        ResponseBody::Output(output) => Some(output),
+        _ => None,
+    };
+    Response {
+        rv: response.rv,
+        body: ResponseBody::Begun(output),
+    }
 }
 
 /// [`handle`] without the audit log and metering.

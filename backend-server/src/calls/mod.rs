@@ -15,6 +15,8 @@ pub mod random;
 pub mod session;
 
 #[cfg(test)]
+mod begin_tests;
+#[cfg(test)]
 mod crypto_tests;
 #[cfg(test)]
 mod tests;
