@@ -234,7 +234,39 @@ pub fn demo_handler(request: &Request) -> Response {
         | Request::GetMechanismList { .. }
         | Request::GetMechanismInfo { .. } => Response::error(0x3), // CKR_SLOT_ID_INVALID
         Request::Finalize => Response::ok(ResponseBody::Empty),
+        Request::Begin {
+            session,
+            mechanism,
+            key,
+            call,
+        } => demo_begin(*session, mechanism, *key, call),
         _ => demo_crypto(request).unwrap_or_else(|| demo_sessions_and_objects(request)),
+    }
+}
+
+/// `Begin` as hsmlink-server answers it: the init, then the call.
+fn demo_begin(
+    session: hsmlink_protocol::SessionHandle,
+    mechanism: &hsmlink_protocol::Mechanism,
+    key: Option<hsmlink_protocol::ObjectHandle>,
+    call: &hsmlink_protocol::OpCall,
+) -> Response {
+    use hsmlink_protocol::*;
+    let Some(init) = call.init(session, mechanism.clone(), key) else {
+        return Response::error(0x7); // CKR_ARGUMENTS_BAD
+    };
+    let initialized = demo_handler(&init);
+    if !initialized.rv.is_ok() {
+        return Response::error(initialized.rv.0);
+    }
+    let response = demo_handler(&call.clone().into_request(session));
+    let output = match response.body {
+        ResponseBody::Output(output) => Some(output),
+        _ => None,
+    };
+    Response {
+        rv: response.rv,
+        body: ResponseBody::Begun(output),
     }
 }
 

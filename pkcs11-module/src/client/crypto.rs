@@ -1,6 +1,9 @@
 //! Encryption (5.8), decryption (5.10), message digesting (5.12) and the
-//! dual-function calls (5.17): forwarded to the server, one request per
-//! call, outputs by the size-query convention of [`super::output`].
+//! dual-function calls (5.17): forwarded to the server, outputs by the
+//! size-query convention of [`super::output`]. The inits are deferred
+//! ([`super::deferred`]): `C_EncryptInit` + length query + `C_Encrypt` is
+//! one frame; calls that cannot carry an init (updates, finals,
+//! `C_DigestKey`, the dual functions) send it alone first.
 //!
 //! The dual functions `C_SignEncryptUpdate` and `C_DecryptVerifyUpdate`
 //! meet the local hash of hash-then-sign mechanisms: when the session's
@@ -9,26 +12,24 @@
 //! (`DecryptUpdate`) and the plaintext is hashed here.
 
 use cryptoki_sys::{CKR_DATA_LEN_RANGE, CKR_ENCRYPTED_DATA_LEN_RANGE};
-use hsmlink_protocol::{Mechanism, ObjectHandle, Output, OutputSpec, Request, SessionHandle};
+use hsmlink_protocol::{
+    Mechanism, ObjectHandle, OpCall, Output, OutputSpec, Request, SessionHandle,
+};
 
-use super::local::Kind;
+use super::deferred::{self, UNLIMITED, flush};
+use super::local::{Kind, Step};
 use super::{empty, output, secret};
 use crate::error::Error;
 use crate::state::Library;
 
-/// `C_EncryptInit` (5.8.1).
+/// `C_EncryptInit` (5.8.1): deferred.
 pub fn encrypt_init(
     library: &Library,
     session: SessionHandle,
     mechanism: Mechanism,
     key: ObjectHandle,
 ) -> Result<(), Error> {
-    let request = Request::EncryptInit {
-        session,
-        mechanism,
-        key,
-    };
-    empty(library, "C_EncryptInit", &request)
+    deferred::init(library, session, Kind::Encrypt, mechanism, key)
 }
 
 /// `C_Encrypt` (5.8.2).
@@ -38,6 +39,23 @@ pub fn encrypt(
     data: &[u8],
     out: OutputSpec,
 ) -> Result<Output, Error> {
+    let deferred = deferred::output(
+        library,
+        session,
+        Kind::Encrypt,
+        Step::Single,
+        data,
+        out,
+        |_| {
+            Ok(OpCall::Encrypt {
+                data: secret(data, CKR_DATA_LEN_RANGE)?,
+                out: UNLIMITED,
+            })
+        },
+    );
+    if let Some(result) = deferred {
+        return result;
+    }
     let data = secret(data, CKR_DATA_LEN_RANGE)?;
     output(library, &Request::Encrypt { session, data, out }, out)
 }
@@ -50,6 +68,7 @@ pub fn encrypt_update(
     out: OutputSpec,
 ) -> Result<Output, Error> {
     let data = secret(data, CKR_DATA_LEN_RANGE)?;
+    flush(library, session, Kind::Encrypt)?;
     output(library, &Request::EncryptUpdate { session, data, out }, out)
 }
 
@@ -59,22 +78,18 @@ pub fn encrypt_final(
     session: SessionHandle,
     out: OutputSpec,
 ) -> Result<Output, Error> {
+    flush(library, session, Kind::Encrypt)?;
     output(library, &Request::EncryptFinal { session, out }, out)
 }
 
-/// `C_DecryptInit` (5.10.1).
+/// `C_DecryptInit` (5.10.1): deferred.
 pub fn decrypt_init(
     library: &Library,
     session: SessionHandle,
     mechanism: Mechanism,
     key: ObjectHandle,
 ) -> Result<(), Error> {
-    let request = Request::DecryptInit {
-        session,
-        mechanism,
-        key,
-    };
-    empty(library, "C_DecryptInit", &request)
+    deferred::init(library, session, Kind::Decrypt, mechanism, key)
 }
 
 /// `C_Decrypt` (5.10.2).
@@ -84,6 +99,23 @@ pub fn decrypt(
     data: &[u8],
     out: OutputSpec,
 ) -> Result<Output, Error> {
+    let deferred = deferred::output(
+        library,
+        session,
+        Kind::Decrypt,
+        Step::Single,
+        data,
+        out,
+        |_| {
+            Ok(OpCall::Decrypt {
+                data: secret(data, CKR_ENCRYPTED_DATA_LEN_RANGE)?,
+                out: UNLIMITED,
+            })
+        },
+    );
+    if let Some(result) = deferred {
+        return result;
+    }
     let data = secret(data, CKR_ENCRYPTED_DATA_LEN_RANGE)?;
     output(library, &Request::Decrypt { session, data, out }, out)
 }
@@ -96,6 +128,7 @@ pub fn decrypt_update(
     out: OutputSpec,
 ) -> Result<Output, Error> {
     let data = secret(data, CKR_ENCRYPTED_DATA_LEN_RANGE)?;
+    flush(library, session, Kind::Decrypt)?;
     output(library, &Request::DecryptUpdate { session, data, out }, out)
 }
 
@@ -105,20 +138,18 @@ pub fn decrypt_final(
     session: SessionHandle,
     out: OutputSpec,
 ) -> Result<Output, Error> {
+    flush(library, session, Kind::Decrypt)?;
     output(library, &Request::DecryptFinal { session, out }, out)
 }
 
-/// `C_DigestInit` (5.12.1).
+/// `C_DigestInit` (5.12.1): deferred.
 pub fn digest_init(
     library: &Library,
     session: SessionHandle,
     mechanism: Mechanism,
 ) -> Result<(), Error> {
-    empty(
-        library,
-        "C_DigestInit",
-        &Request::DigestInit { session, mechanism },
-    )
+    // No key: the handle is never sent.
+    deferred::init(library, session, Kind::Digest, mechanism, ObjectHandle(0))
 }
 
 /// `C_Digest` (5.12.2).
@@ -128,6 +159,23 @@ pub fn digest(
     data: &[u8],
     out: OutputSpec,
 ) -> Result<Output, Error> {
+    let deferred = deferred::output(
+        library,
+        session,
+        Kind::Digest,
+        Step::Single,
+        data,
+        out,
+        |_| {
+            Ok(OpCall::Digest {
+                data: secret(data, CKR_DATA_LEN_RANGE)?,
+                out: UNLIMITED,
+            })
+        },
+    );
+    if let Some(result) = deferred {
+        return result;
+    }
     let data = secret(data, CKR_DATA_LEN_RANGE)?;
     output(library, &Request::Digest { session, data, out }, out)
 }
@@ -135,6 +183,7 @@ pub fn digest(
 /// `C_DigestUpdate` (5.12.3).
 pub fn digest_update(library: &Library, session: SessionHandle, data: &[u8]) -> Result<(), Error> {
     let data = secret(data, CKR_DATA_LEN_RANGE)?;
+    flush(library, session, Kind::Digest)?;
     empty(
         library,
         "C_DigestUpdate",
@@ -148,6 +197,7 @@ pub fn digest_key(
     session: SessionHandle,
     key: ObjectHandle,
 ) -> Result<(), Error> {
+    flush(library, session, Kind::Digest)?;
     empty(library, "C_DigestKey", &Request::DigestKey { session, key })
 }
 
@@ -157,6 +207,7 @@ pub fn digest_final(
     session: SessionHandle,
     out: OutputSpec,
 ) -> Result<Output, Error> {
+    flush(library, session, Kind::Digest)?;
     output(library, &Request::DigestFinal { session, out }, out)
 }
 
@@ -168,6 +219,8 @@ pub fn digest_encrypt_update(
     out: OutputSpec,
 ) -> Result<Output, Error> {
     let data = secret(data, CKR_DATA_LEN_RANGE)?;
+    flush(library, session, Kind::Digest)?;
+    flush(library, session, Kind::Encrypt)?;
     output(
         library,
         &Request::DigestEncryptUpdate { session, data, out },
@@ -183,6 +236,8 @@ pub fn decrypt_digest_update(
     out: OutputSpec,
 ) -> Result<Output, Error> {
     let data = secret(data, CKR_ENCRYPTED_DATA_LEN_RANGE)?;
+    flush(library, session, Kind::Decrypt)?;
+    flush(library, session, Kind::Digest)?;
     output(
         library,
         &Request::DecryptDigestUpdate { session, data, out },
@@ -200,7 +255,10 @@ pub fn sign_encrypt_update(
     data: &[u8],
     out: OutputSpec,
 ) -> Result<Output, Error> {
-    if library.local.active(session, Kind::Sign) {
+    if !library.local.hashing(session, Kind::Sign) {
+        flush(library, session, Kind::Sign)?;
+    }
+    if library.local.hashing(session, Kind::Sign) {
         let output = encrypt_update(library, session, data, out)?;
         if let Output::Data(_) = output {
             super::signing::hash_part(library, session, Kind::Sign, data);
@@ -208,6 +266,7 @@ pub fn sign_encrypt_update(
         return Ok(output);
     }
     let data = secret(data, CKR_DATA_LEN_RANGE)?;
+    flush(library, session, Kind::Encrypt)?;
     output(
         library,
         &Request::SignEncryptUpdate { session, data, out },
@@ -223,7 +282,10 @@ pub fn decrypt_verify_update(
     data: &[u8],
     out: OutputSpec,
 ) -> Result<Output, Error> {
-    if library.local.active(session, Kind::Verify) {
+    if !library.local.hashing(session, Kind::Verify) {
+        flush(library, session, Kind::Verify)?;
+    }
+    if library.local.hashing(session, Kind::Verify) {
         let output = decrypt_update(library, session, data, out)?;
         if let Output::Data(plain) = &output {
             super::signing::hash_part(library, session, Kind::Verify, plain.as_bytes());
@@ -231,6 +293,7 @@ pub fn decrypt_verify_update(
         return Ok(output);
     }
     let data = secret(data, CKR_ENCRYPTED_DATA_LEN_RANGE)?;
+    flush(library, session, Kind::Decrypt)?;
     output(
         library,
         &Request::DecryptVerifyUpdate { session, data, out },

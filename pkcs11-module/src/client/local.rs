@@ -1,12 +1,13 @@
-//! Work done in the module: the hash of hash-then-sign mechanisms.
+//! The module's part of an operation (see [`super::deferred`]): an init
+//! not sent yet, the hash of a hash-then-sign mechanism, an output kept
+//! for the call that will take it.
 //!
 //! For `CKM_SHA*_RSA_PKCS(_PSS)`, `CKM_ECDSA_SHA*` and SM2-with-SM3 the
-//! server is told about the operation at `C_SignInit`/`C_VerifyInit` (with
-//! the original mechanism: it checks the key, its usage flags and
-//! `CKA_ALLOWED_MECHANISMS`), the module hashes the message itself, and only
-//! the digest travels. A local operation exists exactly while the server's
-//! operation is active, and is keyed by session handle; it is dropped (and
-//! its hash state wiped: the hashers zeroize on drop) when the operation
+//! server checks the operation at its init (with the original mechanism:
+//! the key, its usage flags and `CKA_ALLOWED_MECHANISMS`), the module
+//! hashes the message itself, and only the digest travels. A local
+//! operation is keyed by session handle and kind; it is dropped (its hash
+//! state and kept output wiped: both zeroize on drop) when the operation
 //! ends, on `C_CloseSession`, `C_CloseAllSessions` for its slot,
 //! `C_SessionCancel` of its kind, and `C_Finalize`.
 
@@ -19,7 +20,7 @@ use cryptoki_sys::{
     CKM_SHA512_RSA_PKCS, CKM_SHA512_RSA_PKCS_PSS,
 };
 use hsmlink_protocol::vendor::CKM_HSMLINK_SM2_SM3;
-use hsmlink_protocol::{MechanismType, Secret, SessionHandle, SlotId};
+use hsmlink_protocol::{Mechanism, MechanismType, ObjectHandle, Secret, SessionHandle, SlotId};
 use parking_lot::Mutex;
 use sha2::Digest;
 
@@ -115,7 +116,7 @@ impl std::fmt::Debug for Hasher {
     }
 }
 
-/// One local hash-then-sign (or verify) operation.
+/// The hash of a hash-then-sign (or verify) operation, computed here.
 #[derive(Debug)]
 pub struct LocalHash {
     pub hasher: Hasher,
@@ -124,31 +125,116 @@ pub struct LocalHash {
     pub updated: bool,
 }
 
-/// Which local operation.
+impl LocalHash {
+    pub fn new(hasher: Hasher) -> Self {
+        Self {
+            hasher,
+            updated: false,
+        }
+    }
+}
+
+/// A `C_*Init` accepted here and not sent yet.
+#[derive(Clone, Debug)]
+pub struct DeferredInit {
+    pub mechanism: Mechanism,
+    /// Not sent for digesting.
+    pub key: ObjectHandle,
+}
+
+/// Which call produced a kept output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Single,
+    Final,
+}
+
+/// An output the server computed for a length query or a buffer too
+/// small, kept for the call that takes it: that call must be the same
+/// step with the same input (compared by SHA-256, so the input itself is
+/// not kept).
+pub struct Kept {
+    pub step: Step,
+    pub input: [u8; 32],
+    pub output: Secret,
+}
+
+impl Kept {
+    pub fn fingerprint(data: &[u8]) -> [u8; 32] {
+        sha2::Sha256::digest(data).into()
+    }
+
+    pub fn matches(&self, step: Step, data: &[u8]) -> bool {
+        self.step == step && self.input == Self::fingerprint(data)
+    }
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kept")
+            .field("step", &self.step)
+            .field("len", &self.output.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The module's part of one operation. It exists while any part is set.
+#[derive(Debug, Default)]
+pub struct LocalOp {
+    /// The init, while the server has not started the operation: it goes
+    /// with the first call that needs the server.
+    pub init: Option<DeferredInit>,
+    /// The hash of a hash-then-sign mechanism (for SM2-with-SM3 only once
+    /// the server sent Z, that is after the init went alone).
+    pub hash: Option<LocalHash>,
+    pub kept: Option<Kept>,
+}
+
+impl LocalOp {
+    fn is_empty(&self) -> bool {
+        self.init.is_none() && self.hash.is_none() && self.kept.is_none()
+    }
+}
+
+/// Which operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Sign,
     Verify,
+    Encrypt,
+    Decrypt,
+    Digest,
 }
 
 #[derive(Debug, Default)]
 struct SessionState {
     /// The slot, when the session was opened through this library.
     slot: Option<SlotId>,
-    sign: Option<LocalHash>,
-    verify: Option<LocalHash>,
+    sign: Option<LocalOp>,
+    verify: Option<LocalOp>,
+    encrypt: Option<LocalOp>,
+    decrypt: Option<LocalOp>,
+    digest: Option<LocalOp>,
 }
 
 impl SessionState {
-    fn op(&mut self, kind: Kind) -> &mut Option<LocalHash> {
+    fn op(&mut self, kind: Kind) -> &mut Option<LocalOp> {
         match kind {
             Kind::Sign => &mut self.sign,
             Kind::Verify => &mut self.verify,
+            Kind::Encrypt => &mut self.encrypt,
+            Kind::Decrypt => &mut self.decrypt,
+            Kind::Digest => &mut self.digest,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.slot.is_none() && self.sign.is_none() && self.verify.is_none()
+        self.slot.is_none()
+            && self.sign.is_none()
+            && self.verify.is_none()
+            && self.encrypt.is_none()
+            && self.decrypt.is_none()
+            && self.digest.is_none()
     }
 }
 
@@ -185,20 +271,15 @@ impl LocalOps {
         drop(all);
     }
 
-    /// Starts (or restarts) a local operation.
-    pub fn start(&self, session: SessionHandle, kind: Kind, hasher: Hasher) {
-        let op = LocalHash {
-            hasher,
-            updated: false,
-        };
-        let previous = self
-            .sessions
-            .lock()
-            .entry(session)
-            .or_default()
-            .op(kind)
-            .replace(op);
-        drop(previous);
+    /// Starts an operation, unless one is there: `false` then.
+    pub fn start(&self, session: SessionHandle, kind: Kind, op: LocalOp) -> bool {
+        let mut sessions = self.sessions.lock();
+        let slot = sessions.entry(session).or_default().op(kind);
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(op);
+        true
     }
 
     /// Ends a local operation, if there is one.
@@ -216,25 +297,32 @@ impl LocalOps {
     }
 
     /// Is there a local operation?
+    #[cfg(test)]
     pub fn active(&self, session: SessionHandle, kind: Kind) -> bool {
         self.with(session, kind, |_| ()).is_some()
     }
 
-    /// Takes the local operation out of the map, to hash outside the lock;
-    /// [`LocalOps::put_back`] returns it.
-    pub fn take(&self, session: SessionHandle, kind: Kind) -> Option<LocalHash> {
+    /// Is the operation's hash computed here?
+    pub fn hashing(&self, session: SessionHandle, kind: Kind) -> bool {
+        self.with(session, kind, |op| op.hash.is_some()) == Some(true)
+    }
+
+    /// Takes the local operation out of the map, to work on it outside the
+    /// lock; [`LocalOps::put_back`] returns it.
+    pub fn take(&self, session: SessionHandle, kind: Kind) -> Option<LocalOp> {
         self.sessions
             .lock()
             .get_mut(&session)
             .and_then(|state| state.op(kind).take())
     }
 
-    /// Returns an operation taken with [`LocalOps::take`], unless the
-    /// session was closed (or the operation restarted) meanwhile: then it is
-    /// dropped.
-    pub fn put_back(&self, session: SessionHandle, kind: Kind, op: LocalHash) {
+    /// Returns an operation taken with [`LocalOps::take`] (an empty one
+    /// ends it), unless the session was closed (or the operation started
+    /// again) meanwhile: then it is dropped.
+    pub fn put_back(&self, session: SessionHandle, kind: Kind, op: LocalOp) {
         let mut sessions = self.sessions.lock();
-        if let Some(slot) = sessions.get_mut(&session).map(|state| state.op(kind))
+        if !op.is_empty()
+            && let Some(slot) = sessions.get_mut(&session).map(|state| state.op(kind))
             && slot.is_none()
         {
             *slot = Some(op);
@@ -249,7 +337,7 @@ impl LocalOps {
         &self,
         session: SessionHandle,
         kind: Kind,
-        f: impl FnOnce(&mut LocalHash) -> R,
+        f: impl FnOnce(&mut LocalOp) -> R,
     ) -> Option<R> {
         let mut sessions = self.sessions.lock();
         sessions

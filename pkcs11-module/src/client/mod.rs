@@ -6,6 +6,7 @@
 //! request calls for is a broken peer, reported as `CKR_DEVICE_ERROR`.
 
 pub mod crypto;
+mod deferred;
 pub mod general;
 pub mod keys;
 pub mod local;

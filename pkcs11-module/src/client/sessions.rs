@@ -4,7 +4,10 @@
 //!
 //! PINs arrive here as [`Secret`]s (wiped on drop) and are never logged.
 
-use cryptoki_sys::{CKF_SERIAL_SESSION, CKF_SIGN, CKF_VERIFY, CKR_SESSION_PARALLEL_NOT_SUPPORTED};
+use cryptoki_sys::{
+    CKF_DECRYPT, CKF_DIGEST, CKF_ENCRYPT, CKF_SERIAL_SESSION, CKF_SIGN, CKF_VERIFY,
+    CKR_SESSION_PARALLEL_NOT_SUPPORTED, CKU_CONTEXT_SPECIFIC,
+};
 use hsmlink_protocol::{
     Request, ResponseBody, Secret, SessionHandle, SessionInfo, SlotId, UserType,
 };
@@ -73,21 +76,25 @@ pub fn session_info(library: &Library, session: SessionHandle) -> Result<Session
 }
 
 /// `C_SessionCancel` (5.6.5): `flags` names the operations to cancel.
-/// Once the server has cancelled them, the local parts of a signature
-/// (`CKF_SIGN`) or verification (`CKF_VERIFY`) end too.
+/// Once the server has cancelled them, the local parts of the operations
+/// named end too (a deferred init, a local hash, a kept output).
 pub fn session_cancel(library: &Library, session: SessionHandle, flags: u64) -> Result<(), Error> {
     empty(
         library,
         "C_SessionCancel",
         &Request::SessionCancel { session, flags },
     )?;
-    #[allow(clippy::useless_conversion)] // CK_FLAGS is u32 on some targets
-    let (sign, verify) = (u64::from(CKF_SIGN), u64::from(CKF_VERIFY));
-    if flags & sign != 0 {
-        library.local.end(session, Kind::Sign);
-    }
-    if flags & verify != 0 {
-        library.local.end(session, Kind::Verify);
+    for (flag, kind) in [
+        (CKF_SIGN, Kind::Sign),
+        (CKF_VERIFY, Kind::Verify),
+        (CKF_ENCRYPT, Kind::Encrypt),
+        (CKF_DECRYPT, Kind::Decrypt),
+        (CKF_DIGEST, Kind::Digest),
+    ] {
+        #[allow(clippy::useless_conversion)] // CK_FLAGS is u32 on some targets
+        if flags & u64::from(flag) != 0 {
+            library.local.end(session, kind);
+        }
     }
     Ok(())
 }
@@ -99,6 +106,7 @@ pub fn login(
     user_type: UserType,
     pin: Secret,
 ) -> Result<(), Error> {
+    before_login(library, session, user_type)?;
     empty(
         library,
         "C_Login",
@@ -119,6 +127,7 @@ pub fn login_user(
     pin: Secret,
     username: Vec<u8>,
 ) -> Result<(), Error> {
+    before_login(library, session, user_type)?;
     empty(
         library,
         "C_LoginUser",
@@ -129,6 +138,30 @@ pub fn login_user(
             username,
         },
     )
+}
+
+/// A context-specific login authenticates the operation just initialised:
+/// the server must hold it, so the session's deferred inits go first (an
+/// init's failure is the login's error).
+fn before_login(
+    library: &Library,
+    session: SessionHandle,
+    user_type: UserType,
+) -> Result<(), Error> {
+    #[allow(clippy::useless_conversion)] // CK_USER_TYPE is u32 on some targets
+    if user_type.0 != u64::from(CKU_CONTEXT_SPECIFIC) {
+        return Ok(());
+    }
+    for kind in [
+        Kind::Sign,
+        Kind::Verify,
+        Kind::Encrypt,
+        Kind::Decrypt,
+        Kind::Digest,
+    ] {
+        super::deferred::flush(library, session, kind)?;
+    }
+    Ok(())
 }
 
 /// `C_Logout` (5.6.10).

@@ -1,10 +1,16 @@
 //! Signing and MACing (5.13) and verifying (5.15), with the hash of
 //! hash-then-sign mechanisms computed in the module (see [`super::local`]).
 //!
-//! For those mechanisms:
-//! - `C_SignInit`/`C_VerifyInit` go to the server with the original
-//!   mechanism; on success a local hash starts, seeded with the server's
-//!   `HashPrefix` (SM2's Z) if it sent one;
+//! `C_SignInit`/`C_VerifyInit` are deferred ([`super::deferred`]): they go
+//! to the server with the call that finishes a single-part operation (or
+//! a hash computed here), one frame for Init, length query and call.
+//!
+//! For the hash-then-sign mechanisms:
+//! - the init goes with the original mechanism; a local hash starts at
+//!   once, but for SM2-with-SM3, whose hash starts with the server's Z:
+//!   its single-part `C_Sign` sends the message with the init, its
+//!   `C_SignUpdate` sends the init alone and hashes from the `HashPrefix`
+//!   of the reply on;
 //! - `C_SignUpdate`/`C_VerifyUpdate` hash locally and send nothing;
 //! - `C_Sign`/`C_SignFinal` send `SignDigest`, `C_Verify`/`C_VerifyFinal`
 //!   `VerifyDigest`. A length query or `CKR_BUFFER_TOO_SMALL` keeps the
@@ -16,94 +22,42 @@
 //!
 //! Everything else is forwarded as it is.
 
-use cryptoki_sys::{CKR_DATA_LEN_RANGE, CKR_OPERATION_ACTIVE, CKR_SIGNATURE_LEN_RANGE};
+use cryptoki_sys::{
+    CKR_DATA_LEN_RANGE, CKR_GENERAL_ERROR, CKR_OPERATION_ACTIVE, CKR_SIGNATURE_LEN_RANGE,
+};
 use hsmlink_protocol::{
-    Mechanism, ObjectHandle, Output, OutputSpec, Request, ResponseBody, Secret, SessionHandle,
+    Mechanism, ObjectHandle, OpCall, Output, OutputSpec, Request, Secret, SessionHandle,
 };
 
-use super::local::{HashAlg, Hasher, Kind};
-use super::{call, check_len, empty, output, secret, unexpected};
+use super::deferred::{self, UNLIMITED};
+use super::local::{Kind, LocalOp, Step};
+use super::{check_len, empty, output, secret};
 use crate::error::Error;
-use crate::log;
 use crate::state::Library;
 
-/// An SM2 Z value is an SM3 digest; a longer "prefix" is a broken peer.
-const MAX_PREFIX: usize = 64;
-
-/// `C_SignInit` (5.13.1).
+/// `C_SignInit` (5.13.1): deferred.
 pub fn sign_init(
     library: &Library,
     session: SessionHandle,
     mechanism: Mechanism,
     key: ObjectHandle,
 ) -> Result<(), Error> {
-    let hash = HashAlg::of(mechanism.mechanism);
-    let request = Request::SignInit {
-        session,
-        mechanism,
-        key,
-    };
-    init(library, session, Kind::Sign, hash, "C_SignInit", &request)
+    deferred::init(library, session, Kind::Sign, mechanism, key)
 }
 
-/// `C_VerifyInit` (5.15.1).
+/// `C_VerifyInit` (5.15.1): deferred.
 pub fn verify_init(
     library: &Library,
     session: SessionHandle,
     mechanism: Mechanism,
     key: ObjectHandle,
 ) -> Result<(), Error> {
-    let hash = HashAlg::of(mechanism.mechanism);
-    let request = Request::VerifyInit {
-        session,
-        mechanism,
-        key,
-    };
-    init(
-        library,
-        session,
-        Kind::Verify,
-        hash,
-        "C_VerifyInit",
-        &request,
-    )
+    deferred::init(library, session, Kind::Verify, mechanism, key)
 }
 
-/// Sends an init; on success, starts the local hash of a hash-then-sign
-/// mechanism (or makes sure no stale one is left).
-fn init(
-    library: &Library,
-    session: SessionHandle,
-    kind: Kind,
-    hash: Option<HashAlg>,
-    function: &str,
-    request: &Request,
-) -> Result<(), Error> {
-    let body = call(library, request)?;
-    let hasher = match (hash, body) {
-        (None, ResponseBody::Empty) => None,
-        (Some(alg), ResponseBody::Empty) if alg != HashAlg::Sm3 => Some(Hasher::new(alg)),
-        (Some(HashAlg::Sm3), ResponseBody::HashPrefix(prefix)) if prefix.len() <= MAX_PREFIX => {
-            let mut hasher = Hasher::new(HashAlg::Sm3);
-            hasher.update(&prefix);
-            Some(hasher)
-        }
-        (_, other) => {
-            // The server's operation is active; ours cannot be. Say so in
-            // the log: the application only sees CKR_DEVICE_ERROR.
-            log::error!("{function}: cannot hash locally with this answer");
-            return Err(unexpected(function, &other));
-        }
-    };
-    match hasher {
-        Some(hasher) => library.local.start(session, kind, hasher),
-        None => library.local.end(session, kind),
-    }
-    Ok(())
-}
-
-/// Hashes `data` into the local operation, if there is one: `false` if
-/// there is none. The hash runs outside the lock.
+/// Hashes `data` into the local hash, if there is one: `false` if there
+/// is none. A kept output goes (the input changed). The hash runs outside
+/// the lock.
 pub(super) fn hash_part(
     library: &Library,
     session: SessionHandle,
@@ -113,29 +67,91 @@ pub(super) fn hash_part(
     let Some(mut op) = library.local.take(session, kind) else {
         return false;
     };
-    op.hasher.update(data);
-    op.updated = true;
+    let hashed = match op.hash.as_mut() {
+        Some(hash) => {
+            hash.hasher.update(data);
+            hash.updated = true;
+            op.kept = None;
+            true
+        }
+        None => false,
+    };
     library.local.put_back(session, kind, op);
-    true
+    hashed
 }
 
-/// The digest of the local operation's data so far followed by `data`
-/// (`C_Sign`, `C_Verify`), the local state unchanged; `None` without a
-/// local operation.
+/// `C_SignUpdate`/`C_VerifyUpdate` (and the dual functions) hash locally
+/// when they can; otherwise the server needs the operation: a deferred
+/// init goes now (after which SM2-with-SM3 hashes locally too).
+fn update_locally(
+    library: &Library,
+    session: SessionHandle,
+    kind: Kind,
+    data: &[u8],
+) -> Result<bool, Error> {
+    if hash_part(library, session, kind, data) {
+        return Ok(true);
+    }
+    deferred::flush(library, session, kind)?;
+    Ok(hash_part(library, session, kind, data))
+}
+
+/// `C_Sign`/`C_Verify` after an update: `CKR_OPERATION_ACTIVE`, and the
+/// operation goes on (the server, which never saw the updates, cannot
+/// tell; this answer keeps both sides in step).
+fn refuse_single_after_update(
+    library: &Library,
+    session: SessionHandle,
+    kind: Kind,
+) -> Result<(), Error> {
+    let updated = library.local.with(session, kind, |op| {
+        op.hash.as_ref().is_some_and(|hash| hash.updated)
+    });
+    if updated == Some(true) {
+        return Err(Error::new(CKR_OPERATION_ACTIVE));
+    }
+    Ok(())
+}
+
+/// The digest of the local hash so far followed by `data`, the hash
+/// unchanged; `None` without a local hash.
+fn digest_of(op: &LocalOp, data: &[u8]) -> Option<Secret> {
+    let mut hasher = op.hash.as_ref()?.hasher.clone();
+    hasher.update(data);
+    Some(hasher.digest())
+}
+
+/// The digest of the session's local hash followed by `data`; `None`
+/// without one.
 fn digest_with(
     library: &Library,
     session: SessionHandle,
     kind: Kind,
     data: &[u8],
-) -> Option<Result<Secret, Error>> {
-    let (updated, mut hasher) = library
+) -> Option<Secret> {
+    library
         .local
-        .with(session, kind, |op| (op.updated, op.hasher.clone()))?;
-    if updated {
-        return Some(Err(Error::new(CKR_OPERATION_ACTIVE)));
+        .with(session, kind, |op| digest_of(op, data))
+        .flatten()
+}
+
+/// A final call of a deferred operation without a local hash (`C_SignInit`
+/// then `C_SignFinal` of a MAC, say) is the server's: the init goes first.
+fn flush_unless_hashing(
+    library: &Library,
+    session: SessionHandle,
+    kind: Kind,
+) -> Result<(), Error> {
+    if library.local.hashing(session, kind) {
+        return Ok(());
     }
-    hasher.update(data);
-    Some(Ok(hasher.digest()))
+    deferred::flush(library, session, kind)
+}
+
+/// A final call after [`flush_unless_hashing`]: only a local hash may
+/// still have a deferred init.
+fn final_digest(op: &LocalOp) -> Result<Secret, Error> {
+    digest_of(op, &[]).ok_or(Error::new(CKR_GENERAL_ERROR))
 }
 
 /// `SignDigest`; the local operation survives a length answer only.
@@ -184,8 +200,25 @@ pub fn sign(
     data: &[u8],
     out: OutputSpec,
 ) -> Result<Output, Error> {
+    refuse_single_after_update(library, session, Kind::Sign)?;
+    let step = Step::Single;
+    let deferred = deferred::output(library, session, Kind::Sign, step, data, out, |op| {
+        Ok(match digest_of(op, data) {
+            Some(digest) => OpCall::SignDigest {
+                digest,
+                out: UNLIMITED,
+            },
+            None => OpCall::Sign {
+                data: secret(data, CKR_DATA_LEN_RANGE)?,
+                out: UNLIMITED,
+            },
+        })
+    });
+    if let Some(result) = deferred {
+        return result;
+    }
     if let Some(digest) = digest_with(library, session, Kind::Sign, data) {
-        return sign_digest(library, session, digest?, out);
+        return sign_digest(library, session, digest, out);
     }
     let data = secret(data, CKR_DATA_LEN_RANGE)?;
     output(library, &Request::Sign { session, data, out }, out)
@@ -193,7 +226,7 @@ pub fn sign(
 
 /// `C_SignUpdate` (5.13.3): no frame for a hash-then-sign mechanism.
 pub fn sign_update(library: &Library, session: SessionHandle, data: &[u8]) -> Result<(), Error> {
-    if hash_part(library, session, Kind::Sign, data) {
+    if update_locally(library, session, Kind::Sign, data)? {
         return Ok(());
     }
     let data = secret(data, CKR_DATA_LEN_RANGE)?;
@@ -210,10 +243,17 @@ pub fn sign_final(
     session: SessionHandle,
     out: OutputSpec,
 ) -> Result<Output, Error> {
-    if let Some(digest) = library
-        .local
-        .with(session, Kind::Sign, |op| op.hasher.digest())
-    {
+    flush_unless_hashing(library, session, Kind::Sign)?;
+    let deferred = deferred::output(library, session, Kind::Sign, Step::Final, &[], out, |op| {
+        Ok(OpCall::SignDigest {
+            digest: final_digest(op)?,
+            out: UNLIMITED,
+        })
+    });
+    if let Some(result) = deferred {
+        return result;
+    }
+    if let Some(digest) = digest_with(library, session, Kind::Sign, &[]) {
         return sign_digest(library, session, digest, out);
     }
     output(library, &Request::SignFinal { session, out }, out)
@@ -253,8 +293,24 @@ pub fn verify(
     signature: &[u8],
 ) -> Result<(), Error> {
     let signature = signature_bytes(signature)?;
+    refuse_single_after_update(library, session, Kind::Verify)?;
+    let deferred = deferred::verify(library, session, |op| {
+        Ok(match digest_of(op, data) {
+            Some(digest) => OpCall::VerifyDigest {
+                digest,
+                signature: signature.clone(),
+            },
+            None => OpCall::Verify {
+                data: secret(data, CKR_DATA_LEN_RANGE)?,
+                signature: signature.clone(),
+            },
+        })
+    });
+    if let Some(result) = deferred {
+        return result;
+    }
     if let Some(digest) = digest_with(library, session, Kind::Verify, data) {
-        return verify_digest(library, session, digest?, signature);
+        return verify_digest(library, session, digest, signature);
     }
     let data = secret(data, CKR_DATA_LEN_RANGE)?;
     let request = Request::Verify {
@@ -267,7 +323,7 @@ pub fn verify(
 
 /// `C_VerifyUpdate` (5.15.3): no frame for a hash-then-sign mechanism.
 pub fn verify_update(library: &Library, session: SessionHandle, data: &[u8]) -> Result<(), Error> {
-    if hash_part(library, session, Kind::Verify, data) {
+    if update_locally(library, session, Kind::Verify, data)? {
         return Ok(());
     }
     let data = secret(data, CKR_DATA_LEN_RANGE)?;
@@ -285,10 +341,17 @@ pub fn verify_final(
     signature: &[u8],
 ) -> Result<(), Error> {
     let signature = signature_bytes(signature)?;
-    if let Some(digest) = library
-        .local
-        .with(session, Kind::Verify, |op| op.hasher.digest())
-    {
+    flush_unless_hashing(library, session, Kind::Verify)?;
+    let deferred = deferred::verify(library, session, |op| {
+        Ok(OpCall::VerifyDigest {
+            digest: final_digest(op)?,
+            signature: signature.clone(),
+        })
+    });
+    if let Some(result) = deferred {
+        return result;
+    }
+    if let Some(digest) = digest_with(library, session, Kind::Verify, &[]) {
         return verify_digest(library, session, digest, signature);
     }
     empty(

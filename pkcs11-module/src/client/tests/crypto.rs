@@ -6,8 +6,8 @@
 use cryptoki_sys::*;
 use hsmlink_protocol::vendor::CKM_HSMLINK_SM2_SM3;
 use hsmlink_protocol::{
-    Mechanism, MechanismParams, ObjectHandle, Output, OutputSpec, Request, Response, ResponseBody,
-    Rv, Secret, SessionHandle, SlotId,
+    Mechanism, MechanismParams, ObjectHandle, OpCall, Output, OutputSpec, Request, Response,
+    ResponseBody, Rv, Secret, SessionHandle, SlotId,
 };
 use sha2::Digest;
 
@@ -52,7 +52,8 @@ fn outputs_follow_the_size_query_convention() {
     let (_pki, server, library) = start(demo_handler);
     crypto::encrypt_init(&library, S, mech(CKM_AES_ECB), KEY).unwrap();
     let plain = [7u8; 32];
-    // Length query, too small, then the data: three frames, one each.
+    // Length query, too small, then the data: one frame with the init, the
+    // output kept here for the calls after the length query.
     assert_eq!(
         crypto::encrypt(&library, S, &plain, OutputSpec::LengthQuery).unwrap(),
         Output::Length(32)
@@ -66,21 +67,27 @@ fn outputs_follow_the_size_query_convention() {
         plain
     );
     let sent = server.requests();
-    assert_eq!(sent.len(), 4);
+    assert_eq!(sent.len(), 1);
     assert!(matches!(
-        sent[1],
-        Request::Encrypt {
-            out: OutputSpec::LengthQuery,
+        &sent[0],
+        Request::Begin {
+            key: Some(KEY),
+            call: OpCall::Encrypt {
+                out: OutputSpec::Capacity(u64::MAX),
+                ..
+            },
             ..
         }
     ));
-    assert!(matches!(
-        sent[2],
-        Request::Encrypt {
-            out: OutputSpec::Capacity(31),
-            ..
-        }
-    ));
+    // Without an init here, the server's size-query convention.
+    assert_eq!(
+        crypto::encrypt(&library, S, &plain, OutputSpec::LengthQuery).unwrap(),
+        Output::Length(32)
+    );
+    assert_eq!(
+        crypto::encrypt(&library, S, &plain, OutputSpec::Capacity(31)).unwrap(),
+        Output::Length(32)
+    );
     // Any other error is the error.
     assert_eq!(
         rv(crypto::encrypt(
@@ -235,7 +242,7 @@ fn sign_update_of_a_hash_then_sign_mechanism_sends_nothing() {
     assert!(library.local.active(S, Kind::Sign));
     let signature = data(signing::sign_final(&library, S, OutputSpec::Capacity(256)).unwrap());
     assert_eq!(signature, expected, "the server got sha256 of the updates");
-    assert_eq!(library.transport.frames_sent(), frames + 3);
+    assert_eq!(library.transport.frames_sent(), frames + 1);
     let sent = server.requests();
     assert!(
         sent.iter()
@@ -243,7 +250,8 @@ fn sign_update_of_a_hash_then_sign_mechanism_sends_nothing() {
     );
     assert!(matches!(
         sent.last(),
-        Some(Request::SignDigest { digest, .. }) if digest.as_bytes() == expected
+        Some(Request::Begin { call: OpCall::SignDigest { digest, .. }, .. })
+            if digest.as_bytes() == expected
     ));
     // The operation is over here too: C_SignFinal now goes to the server.
     assert!(!library.local.active(S, Kind::Sign));
@@ -283,7 +291,8 @@ fn single_part_hash_then_sign() {
     // The original mechanism reached the server with the init.
     assert!(server.requests().iter().any(|r| matches!(
         r,
-        Request::SignInit { mechanism, .. } if mechanism.mechanism.0 == u64::from(CKM_ECDSA_SHA224 as u32)
+        Request::Begin { mechanism, call: OpCall::SignDigest { .. }, .. }
+            if mechanism.mechanism.0 == u64::from(CKM_ECDSA_SHA224 as u32)
     )));
     // C_Sign after C_SignUpdate: refused, the operation goes on.
     signing::sign_init(&library, S, mech(CKM_SHA256_RSA_PKCS), KEY).unwrap();
@@ -307,9 +316,11 @@ fn single_part_hash_then_sign() {
 fn any_other_error_ends_the_local_operation() {
     fn refuse_digests(request: &Request) -> Response {
         match request {
-            Request::SignDigest { .. } => {
-                Response::error(u64::from(CKR_KEY_FUNCTION_NOT_PERMITTED as u32))
-            }
+            Request::SignDigest { .. }
+            | Request::Begin {
+                call: OpCall::SignDigest { .. },
+                ..
+            } => Response::error(u64::from(CKR_KEY_FUNCTION_NOT_PERMITTED as u32)),
             _ => demo_handler(request),
         }
     }
@@ -372,7 +383,7 @@ fn verify_of_a_hash_then_sign_mechanism() {
     signing::verify_final(&library, S, &digest).unwrap();
     assert!(matches!(
         server.requests().last(),
-        Some(Request::VerifyDigest { digest: d, signature, .. })
+        Some(Request::Begin { call: OpCall::VerifyDigest { digest: d, signature }, .. })
             if d.as_bytes() == digest && *signature == digest
     ));
     signing::verify_init(&library, S, mech(CKM_ECDSA_SHA256), KEY).unwrap();
@@ -389,7 +400,7 @@ fn verify_of_a_hash_then_sign_mechanism() {
 fn other_mechanisms_are_forwarded() {
     let (_pki, server, library) = start(demo_handler);
     signing::sign_init(&library, S, mech(CKM_SHA256_HMAC), KEY).unwrap();
-    assert!(!library.local.active(S, Kind::Sign));
+    assert!(!library.local.hashing(S, Kind::Sign));
     signing::sign_update(&library, S, b"part").unwrap();
     assert!(matches!(
         server.requests().last(),
