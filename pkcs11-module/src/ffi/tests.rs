@@ -958,3 +958,4 @@ fn get_attribute_value_over_the_network() {
 }
 
 mod crypto;
+mod round_trips;
