@@ -250,15 +250,14 @@ fn deliver(
     session: SessionHandle,
     kind: Kind,
     mut op: LocalOp,
-    kept: Kept,
+    mut kept: Kept,
     out: OutputSpec,
 ) -> Output {
     let len = kept.output.len() as u64;
     match out {
         OutputSpec::Capacity(capacity) if capacity >= len => {
-            let Kept { output, .. } = kept;
             drop(op);
-            Output::Data(output)
+            Output::Data(std::mem::take(&mut kept.output))
         }
         OutputSpec::Capacity(_) | OutputSpec::LengthQuery => {
             op.kept = Some(kept);

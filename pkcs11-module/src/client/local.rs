@@ -23,6 +23,7 @@ use hsmlink_protocol::vendor::CKM_HSMLINK_SM2_SM3;
 use hsmlink_protocol::{Mechanism, MechanismType, ObjectHandle, Secret, SessionHandle, SlotId};
 use parking_lot::Mutex;
 use sha2::Digest;
+use zeroize::ZeroizeOnDrop;
 
 /// The hash a hash-then-sign mechanism starts with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,8 +153,10 @@ pub enum Step {
 /// An output the server computed for a length query or a buffer too
 /// small, kept for the call that takes it: that call must be the same
 /// step with the same input (compared by SHA-256, so the input itself is
-/// not kept).
+/// not kept). Both are wiped when dropped.
+#[derive(ZeroizeOnDrop)]
 pub struct Kept {
+    #[zeroize(skip)]
     pub step: Step,
     pub input: [u8; 32],
     pub output: Secret,
