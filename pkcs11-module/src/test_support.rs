@@ -212,11 +212,9 @@ pub fn demo_handler(request: &Request) -> Response {
             }))
         }
         Request::GetMechanismList { slot } if slot.0 == 0 => {
-            Response::ok(ResponseBody::MechanismList(vec![
-                MechanismType(0x1),
-                MechanismType(0x1041),
-                MechanismType(0x250),
-            ]))
+            Response::ok(ResponseBody::MechanismList(
+                DEMO_MECHANISMS.iter().map(|&m| MechanismType(m)).collect(),
+            ))
         }
         Request::GetMechanismInfo { slot, mechanism } if slot.0 == 0 => {
             if mechanism.0 == 0x1 {
@@ -269,6 +267,30 @@ fn demo_begin(
         body: ResponseBody::Begun(output),
     }
 }
+
+/// The demo token's mechanism list: `CKM_RSA_PKCS`, `CKM_ECDSA`,
+/// `CKM_SHA256` first, then those the module's tests initialise (the
+/// module refuses others at init with `CKR_MECHANISM_INVALID`).
+pub const DEMO_MECHANISMS: &[u64] = &[
+    0x1,    // CKM_RSA_PKCS
+    0x1041, // CKM_ECDSA
+    0x250,  // CKM_SHA256
+    0x3,    // CKM_RSA_X_509
+    0x6,    // CKM_SHA1_RSA_PKCS
+    0x40,   // CKM_SHA256_RSA_PKCS
+    0x43,   // CKM_SHA256_RSA_PKCS_PSS
+    0x44,   // CKM_SHA384_RSA_PKCS_PSS
+    0x1043, // CKM_ECDSA_SHA224
+    0x1044, // CKM_ECDSA_SHA256
+    0x1046, // CKM_ECDSA_SHA512
+    0x251,  // CKM_SHA256_HMAC
+    0x1081, // CKM_AES_ECB
+    0x1082, // CKM_AES_CBC
+    0x1085, // CKM_AES_CBC_PAD
+    0x1087, // CKM_AES_GCM
+    hsmlink_protocol::vendor::CKM_HSMLINK_SM2_SM3,
+    hsmlink_protocol::vendor::CKM_HSMLINK_SM3,
+];
 
 /// The Z value the demo server hands out for SM2-with-SM3.
 pub const DEMO_Z: [u8; 32] = [0x5A; 32];

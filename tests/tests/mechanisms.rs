@@ -277,6 +277,10 @@ fn hash_then_sign_updates_send_no_frame() {
         let pkcs11 = load_module();
         let session = user_session(&pkcs11);
         let (public, private) = ec_pair(&session);
+        // As applications start (else the first init in the slot fetches
+        // the token's mechanism list, once).
+        let slot = pkcs11.get_slots_with_token().unwrap()[0];
+        pkcs11.get_mechanism_list(slot).unwrap();
         eprintln!("--- begin");
         session.sign_init(&Mechanism::EcdsaSha256, private).unwrap();
         for _ in 0..10 {

@@ -69,6 +69,10 @@ fn sign_and_verify(
 fn child() {
     let pkcs11 = load_module();
     let session = common::user_session(&pkcs11, "round-trips", PIN);
+    // As applications start: the module learns the token's mechanisms
+    // (else the first init in the slot fetches them, once).
+    let slot = pkcs11.get_slots_with_token().unwrap()[0];
+    assert!(!pkcs11.get_mechanism_list(slot).unwrap().is_empty());
 
     let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
     let ec = pair(

@@ -28,10 +28,10 @@
 //! deferred operation performs the key operation (audited then, once);
 //! the call that takes the output sends nothing.
 
-use cryptoki_sys::{CKR_OPERATION_ACTIVE, CKR_USER_NOT_LOGGED_IN};
+use cryptoki_sys::{CKR_MECHANISM_INVALID, CKR_OPERATION_ACTIVE, CKR_USER_NOT_LOGGED_IN};
 use hsmlink_protocol::{
-    Mechanism, ObjectHandle, OpCall, Output, OutputSpec, Request, Response, ResponseBody,
-    SessionHandle,
+    Mechanism, MechanismType, ObjectHandle, OpCall, Output, OutputSpec, Request, Response,
+    ResponseBody, SessionHandle,
 };
 
 use super::local::{DeferredInit, HashAlg, Hasher, Kept, Kind, LocalHash, LocalOp, Step};
@@ -49,9 +49,10 @@ const MAX_PREFIX: usize = 64;
 pub(super) const UNLIMITED: OutputSpec = OutputSpec::Capacity(u64::MAX);
 
 /// `C_*Init` of `kind`: recorded here, nothing sent. `CKR_OPERATION_ACTIVE`
-/// if the module holds an operation of that kind already. The hash of a
-/// hash-then-sign mechanism starts now, but for SM2-with-SM3, whose hash
-/// starts with the server's Z.
+/// if the module holds an operation of that kind already;
+/// `CKR_MECHANISM_INVALID` for a mechanism the session's token does not
+/// list ([`check_offered`]). The hash of a hash-then-sign mechanism starts
+/// now, but for SM2-with-SM3, whose hash starts with the server's Z.
 pub(super) fn init(
     library: &Library,
     session: SessionHandle,
@@ -59,6 +60,10 @@ pub(super) fn init(
     mechanism: Mechanism,
     key: ObjectHandle,
 ) -> Result<(), Error> {
+    if library.local.active(session, kind) {
+        return Err(Error::new(CKR_OPERATION_ACTIVE));
+    }
+    check_offered(library, session, mechanism.mechanism)?;
     let hash = match kind {
         Kind::Sign | Kind::Verify => HashAlg::of(mechanism.mechanism),
         Kind::Encrypt | Kind::Decrypt | Kind::Digest => None,
@@ -74,6 +79,32 @@ pub(super) fn init(
         Ok(())
     } else {
         Err(Error::new(CKR_OPERATION_ACTIVE))
+    }
+}
+
+/// `CKR_MECHANISM_INVALID` at init for a mechanism the session's token
+/// does not list: applications probe with `C_DigestInit` and the like
+/// (pkcs11-tool's `--test` does) and expect the answer there. The slot's
+/// list comes from `C_GetMechanismList`, the application's or one the
+/// module sends the first time it needs it, and again whenever a mechanism
+/// is missing from it (so a list that grew is seen); a list that shrank
+/// only moves the error to the call, where the server gives it. Unknown
+/// slot (a session this library did not open) or no answer: the call
+/// will tell.
+fn check_offered(
+    library: &Library,
+    session: SessionHandle,
+    mechanism: MechanismType,
+) -> Result<(), Error> {
+    let Some(slot) = library.local.slot_of(session) else {
+        return Ok(());
+    };
+    if library.local.offers(slot, mechanism) == Some(true) {
+        return Ok(());
+    }
+    match super::slots::mechanism_list(library, slot) {
+        Ok(list) if !list.contains(&mechanism) => Err(Error::new(CKR_MECHANISM_INVALID)),
+        _ => Ok(()),
     }
 }
 

@@ -11,7 +11,7 @@
 //! ends, on `C_CloseSession`, `C_CloseAllSessions` for its slot,
 //! `C_SessionCancel` of its kind, and `C_Finalize`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use cryptoki_sys::{
     CKM_ECDSA_SHA1, CKM_ECDSA_SHA224, CKM_ECDSA_SHA256, CKM_ECDSA_SHA384, CKM_ECDSA_SHA512,
@@ -241,11 +241,13 @@ impl SessionState {
     }
 }
 
-/// The local operations of every session of the library. The lock is only
-/// held to look at or change the map, never across network I/O.
+/// The local operations of every session of the library, and the
+/// mechanism lists of the slots (see [`super::deferred`]). The locks are
+/// only held to look at or change a map, never across network I/O.
 #[derive(Debug, Default)]
 pub struct LocalOps {
     sessions: Mutex<HashMap<SessionHandle, SessionState>>,
+    mechanisms: Mutex<HashMap<SlotId, HashSet<MechanismType>>>,
 }
 
 impl LocalOps {
@@ -272,6 +274,28 @@ impl LocalOps {
     pub fn clear(&self) {
         let all = std::mem::take(&mut *self.sessions.lock());
         drop(all);
+        self.mechanisms.lock().clear();
+    }
+
+    /// The slot of a session opened through this library.
+    pub fn slot_of(&self, session: SessionHandle) -> Option<SlotId> {
+        self.sessions
+            .lock()
+            .get(&session)
+            .and_then(|state| state.slot)
+    }
+
+    /// Whether the slot's token lists `mechanism`, as far as the module
+    /// knows: `None` before it has seen the slot's list.
+    pub fn offers(&self, slot: SlotId, mechanism: MechanismType) -> Option<bool> {
+        let lists = self.mechanisms.lock();
+        lists.get(&slot).map(|list| list.contains(&mechanism))
+    }
+
+    /// The slot's mechanism list, as the server just gave it.
+    pub fn set_mechanisms(&self, slot: SlotId, list: &[MechanismType]) {
+        let list = list.iter().copied().collect();
+        self.mechanisms.lock().insert(slot, list);
     }
 
     /// Starts an operation, unless one is there: `false` then.
@@ -300,7 +324,6 @@ impl LocalOps {
     }
 
     /// Is there a local operation?
-    #[cfg(test)]
     pub fn active(&self, session: SessionHandle, kind: Kind) -> bool {
         self.with(session, kind, |_| ()).is_some()
     }

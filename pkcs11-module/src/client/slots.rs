@@ -47,7 +47,11 @@ pub fn token_info(library: &Library, slot: SlotId) -> Result<TokenInfo, Error> {
 pub fn mechanism_list(library: &Library, slot: SlotId) -> Result<Vec<MechanismType>, Error> {
     let body = call(library, &Request::GetMechanismList { slot }).map_err(token_absent)?;
     match body {
-        ResponseBody::MechanismList(mechanisms) => Ok(mechanisms),
+        ResponseBody::MechanismList(mechanisms) => {
+            // Deferred inits check their mechanism against it.
+            library.local.set_mechanisms(slot, &mechanisms);
+            Ok(mechanisms)
+        }
         other => Err(unexpected("C_GetMechanismList", &other)),
     }
 }

@@ -454,13 +454,14 @@ fn slot_and_token_calls_over_the_network() {
             f.C_GetMechanismList.unwrap()(0, null_mut(), &mut count),
             CKR_OK
         );
-        assert_eq!(count, 3);
-        let mut mechanisms: [CK_MECHANISM_TYPE; 3] = [0; 3];
+        let listed = crate::test_support::DEMO_MECHANISMS.len();
+        assert_eq!(count, CK_ULONG::try_from(listed).unwrap());
+        let mut mechanisms: Vec<CK_MECHANISM_TYPE> = vec![0; listed];
         assert_eq!(
             f.C_GetMechanismList.unwrap()(0, mechanisms.as_mut_ptr(), &mut count),
             CKR_OK
         );
-        assert_eq!(mechanisms, [CKM_RSA_PKCS, CKM_ECDSA, CKM_SHA256]);
+        assert_eq!(mechanisms[..3], [CKM_RSA_PKCS, CKM_ECDSA, CKM_SHA256]);
 
         let mut info = CK_MECHANISM_INFO::default();
         assert_eq!(
@@ -602,6 +603,18 @@ fn with_session(library: &Library<'_>) -> (FakeServer, CK_SESSION_HANDLE) {
     let rv = unsafe {
         functions().C_OpenSession.unwrap()(0, CKF_SERIAL_SESSION, null_mut(), None, &mut session)
     };
+    assert_eq!(rv, CKR_OK);
+    server.requests.lock().clear();
+    (server, session)
+}
+
+/// [`with_session`] after `C_GetMechanismList`, as applications start:
+/// the module knows the token's mechanisms, deferred inits send nothing.
+fn with_listed_session(library: &Library<'_>) -> (FakeServer, CK_SESSION_HANDLE) {
+    let (server, session) = with_session(library);
+    let mut count: CK_ULONG = 0;
+    // SAFETY: valid pointers; a NULL list asks for the count.
+    let rv = unsafe { functions().C_GetMechanismList.unwrap()(0, null_mut(), &mut count) };
     assert_eq!(rv, CKR_OK);
     server.requests.lock().clear();
     (server, session)

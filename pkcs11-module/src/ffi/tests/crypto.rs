@@ -8,7 +8,7 @@ use cryptoki_sys::*;
 use hsmlink_protocol::{MechanismParams, OpCall, OutputSpec, Request};
 use sha2::Digest;
 
-use super::{Library, functions, functions_3_0, w, with_session};
+use super::{Library, functions, functions_3_0, w, with_listed_session, with_session};
 use crate::test_support::{
     DEMO_FINAL, DEMO_KEY, DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, DEMO_SESSION, DEMO_WRAPPED,
 };
@@ -28,7 +28,7 @@ fn len(bytes: &[u8]) -> CK_ULONG {
 #[test]
 fn encrypt_outputs_by_section_5_2() {
     let library = Library::lock();
-    let (server, session) = with_session(&library);
+    let (server, session) = with_listed_session(&library);
     let f = functions();
     let mut iv = [3u8; 16];
     let mut cbc = CK_MECHANISM {

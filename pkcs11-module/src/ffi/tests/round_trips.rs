@@ -3,6 +3,9 @@
 //! (NULL output buffer), the call with a buffer. Each single-part sign,
 //! verify, encrypt, decrypt, digest and random is one frame.
 //!
+//! The application has called `C_GetMechanismList` (as applications
+//! start); without it, the first init in a slot fetches the list once.
+//!
 //! The fake server echoes data (its lengths are not the real ones); the
 //! module does not need them: it keeps the output of the length query.
 //! The soft HSM's answers to `Begin` for these mechanisms are tested in
@@ -14,7 +17,7 @@ use cryptoki_sys::*;
 use hsmlink_protocol::vendor::{CKM_HSMLINK_SM2_SM3, CKM_HSMLINK_SM3};
 use hsmlink_protocol::{OpCall, Request};
 
-use super::{Library, functions, functions_3_0, with_session};
+use super::{Library, functions, functions_3_0, with_listed_session, with_session};
 use crate::test_support::FakeServer;
 
 const KEY: CK_OBJECT_HANDLE = 0x20;
@@ -127,7 +130,7 @@ fn last_is_begin(server: &FakeServer, mechanism: CK_MECHANISM_TYPE) -> OpCall {
 #[test]
 fn one_frame_per_single_part_operation() {
     let library = Library::lock();
-    let (server, session) = with_session(&library);
+    let (server, session) = with_listed_session(&library);
     let f = functions();
     let pss = CK_RSA_PKCS_PSS_PARAMS {
         hashAlg: CKM_SHA256,
@@ -269,7 +272,7 @@ fn one_frame_per_single_part_operation() {
 #[test]
 fn a_too_small_buffer_costs_no_frame_and_no_second_operation() {
     let library = Library::lock();
-    let (server, session) = with_session(&library);
+    let (server, session) = with_listed_session(&library);
     let f = functions();
     let mut raw = Mech::plain(CKM_ECDSA).raw();
     let mut data = [9u8; 32];
@@ -301,7 +304,7 @@ fn a_too_small_buffer_costs_no_frame_and_no_second_operation() {
 #[test]
 fn deferred_inits_keep_the_rules_of_the_standard() {
     let library = Library::lock();
-    let (server, session) = with_session(&library);
+    let (server, session) = with_listed_session(&library);
     let f = functions();
     let mut raw = Mech::plain(CKM_SHA256_HMAC).raw();
     let mut data = *b"abc";
@@ -341,5 +344,36 @@ fn deferred_inits_keep_the_rules_of_the_standard() {
         let cancel = functions_3_0().C_SessionCancel.unwrap();
         assert_eq!(cancel(session, CKF_ENCRYPT), CKR_OK);
         assert_eq!(f.C_EncryptInit.unwrap()(session, &mut raw, KEY), CKR_OK);
+    }
+}
+
+#[test]
+fn mechanisms_the_token_does_not_list_are_refused_at_init() {
+    let library = Library::lock();
+    let (server, session) = with_session(&library);
+    let f = functions();
+    let mut md5 = Mech::plain(CKM_MD5).raw();
+    let mut sha = Mech::plain(CKM_SHA256).raw();
+    // SAFETY: valid pointers.
+    unsafe {
+        // The first init in the slot fetches the token's list, once.
+        assert_eq!(
+            f.C_DigestInit.unwrap()(session, &mut md5),
+            CKR_MECHANISM_INVALID
+        );
+        assert!(matches!(
+            server.requests()[..],
+            [Request::GetMechanismList { .. }]
+        ));
+        assert_eq!(f.C_DigestInit.unwrap()(session, &mut sha), CKR_OK);
+        assert_eq!(server.requests().len(), 1, "the list is known now");
+        // A mechanism missing from the list asks again (the list may have
+        // grown), and is refused.
+        let mut hmac_md5 = Mech::plain(CKM_MD5_HMAC).raw();
+        assert_eq!(
+            f.C_SignInit.unwrap()(session, &mut hmac_md5, KEY),
+            CKR_MECHANISM_INVALID
+        );
+        assert_eq!(server.requests().len(), 2);
     }
 }
