@@ -8,13 +8,13 @@
 
 mod common;
 
-use common::{Deployment, in_child, load_module, run_in_child, rv, vendor};
+use common::{Deployment, in_child, load_module, pin, run_in_child, rv, vendor};
 use cryptoki::error::RvError;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
+use cryptoki::session::{Session, UserType};
 
 const PIN: &str = "user-pin-5678";
 const SM2_KEY_PAIR_GEN: u64 = 0xC853_0100;
@@ -175,6 +175,43 @@ fn child() {
         rv(session.sign(&Mechanism::Ecdsa, gone, &[0; 32])),
         RvError::KeyHandleInvalid
     );
+    // A key that needs a context-specific login: the login sends the
+    // deferred init first, so that it has an operation to authorise.
+    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let (public, private) = session
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::EcParams(p256),
+                Attribute::Verify(true),
+                Attribute::Token(false),
+            ],
+            &[
+                Attribute::Sign(true),
+                Attribute::Token(false),
+                Attribute::AlwaysAuthenticate(true),
+            ],
+        )
+        .unwrap();
+    let ecdsa = Mechanism::EcdsaSha256;
+    session.sign_init(&ecdsa, private).unwrap();
+    session
+        .login(UserType::ContextSpecific, Some(&pin(PIN)))
+        .unwrap();
+    session.sign_update(b"authorised").unwrap();
+    let signature = session.sign_final().unwrap();
+    session
+        .verify(&ecdsa, public, b"authorised", &signature)
+        .unwrap();
+    // Without the login, the call that carries the init says so, and the
+    // operation waits for the login.
+    session.sign_init(&ecdsa, private).unwrap();
+    assert_eq!(rv(session.sign_final()), RvError::UserNotLoggedIn);
+    session
+        .login(UserType::ContextSpecific, Some(&pin(PIN)))
+        .unwrap();
+    assert_eq!(session.sign_final().unwrap().len(), 64);
+
     // Multi-part through the server still works.
     session.encrypt_init(&cbc_pad, key).unwrap();
     let mut cipher = session.encrypt_update(&[0x55; 20]).unwrap();
