@@ -263,4 +263,3 @@ pub fn pin_to(cpu: usize) -> Result<(), BenchError> {
     sched_setaffinity(Pid::from_raw(0), &set)
         .map_err(|e| BenchError::Usage(format!("--pin {cpu}: sched_setaffinity: {e}")))
 }
-
