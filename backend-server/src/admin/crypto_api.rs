@@ -74,6 +74,8 @@ const DEFAULT_TTL: Duration = Duration::from_secs(300);
 const MAX_TTL: Duration = Duration::from_secs(3600);
 /// Largest `random` length.
 const MAX_RANDOM: u64 = 65536;
+/// Live tokens per certificate at most: each holds a logged-in session.
+const MAX_TOKENS_PER_CERT: usize = 64;
 
 /// The live login tokens, by SHA-256 of the token.
 #[derive(Debug, Default)]
@@ -95,8 +97,9 @@ impl Tokens {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Removes the expired tokens; their applications are finalized.
-    fn sweep(&self, state: &ServerState, now: Instant) {
+    /// Removes the expired tokens; their applications are finalized (at
+    /// every API request, and every 30 s by the admin listener).
+    pub fn sweep(&self, state: &ServerState, now: Instant) {
         let expired: Vec<TokenEntry> = {
             let mut map = self.lock();
             let gone: Vec<[u8; 32]> = map
@@ -638,8 +641,21 @@ fn serve(
         }
         None => None,
     };
-    if route == "/v1/crypto/login" && token_entry.is_some() {
-        return Err(ApiError::bad("login takes the PIN, not a token"));
+    if route == "/v1/crypto/login" {
+        if token_entry.is_some() {
+            return Err(ApiError::bad("login takes the PIN, not a token"));
+        }
+        let live = tokens
+            .lock()
+            .values()
+            .filter(|e| e.cert == identity.fingerprint)
+            .count();
+        if live >= MAX_TOKENS_PER_CERT {
+            return Err(ApiError::new(
+                CKR_SESSION_COUNT,
+                format!("{live} tokens of this certificate are live: log out of one first"),
+            ));
+        }
     }
     let app = match &token_entry {
         Some(e) => e.app,

@@ -202,9 +202,18 @@ impl AdminServer {
         }
         let mut connections = JoinSet::new();
         let for_connections = stop.clone();
+        // Expired crypto API tokens end even when no request comes.
+        let mut sweep = tokio::time::interval(Duration::from_secs(30));
         loop {
             tokio::select! {
                 () = async { let _ = stop.wait_for(|s| *s).await; } => break,
+                _ = sweep.tick() => {
+                    let ctx = self.ctx.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        ctx.tokens.sweep(&ctx.state, std::time::Instant::now());
+                    })
+                    .await;
+                }
                 accepted = self.listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         let acceptor = self.acceptor.clone();
