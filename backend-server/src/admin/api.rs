@@ -2,7 +2,9 @@
 //! document `docs/openapi.json` must match — a test checks both ways) and
 //! one handler per route. JSON in and out; errors are
 //! `{"error": "..."}` with a 4xx/5xx status. Handlers that touch the store
-//! run on blocking threads.
+//! run on blocking threads. `/console` ([`super::console`]) and
+//! `/v1/crypto/` ([`super::crypto_api`], its own table in the same OpenAPI
+//! document) are routed first.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -208,7 +210,8 @@ pub async fn handle(
                 ),
                 _ => Reply::error(
                     StatusCode::FORBIDDEN,
-                    "this certificate may only fetch its tenant's report (GET /v1/tenant/report)",
+                    "a tenant certificate may fetch its report (GET /v1/tenant/report), use the crypto API \
+                     (POST /v1/crypto/...) and the console (/console), nothing else",
                 ),
             }
         }

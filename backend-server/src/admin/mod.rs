@@ -6,12 +6,19 @@
 //!   its own, never the tenant CA) may call every route but the tenant
 //!   report;
 //! - a tenant certificate (the tenant CA's, not revoked) may call
-//!   `GET /v1/tenant/report` only, and gets its own tenant's report;
+//!   `GET /v1/tenant/report` (its own tenant's report), the JSON crypto API
+//!   `POST /v1/crypto/...` ([`crypto_api`], its own keys, with its user PIN
+//!   or a login token) and the web console's pages scoped to its tenant
+//!   ([`console`]), and nothing else;
 //! - anything else fails the handshake.
 //!
-//! The API has no call that logs in to a partition, sets or reads a PIN,
-//! or uses or exports a key: the provider can allocate, suspend, resume and
-//! terminate partitions, and nothing else touches them.
+//! The web console (`/console`) shows the provider everything and lets it
+//! suspend, resume, terminate and revoke, through the API's own handlers.
+//!
+//! No provider route logs in to a partition, sets or reads a PIN, or uses
+//! or exports a key: the provider can allocate, suspend, resume and
+//! terminate partitions, and nothing else touches them. The crypto API
+//! refuses provider certificates (403).
 //!
 //! Every change (and every audit export) is recorded in the audit log
 //! ([`crate::audit::Audit::record_admin`]) before the reply.
@@ -53,7 +60,8 @@ pub enum Role {
         subject: String,
         fingerprint: Fingerprint,
     },
-    /// A tenant (certificate of the tenant CA): the report only.
+    /// A tenant (certificate of the tenant CA): its report, the crypto
+    /// API, its console pages.
     Tenant(PeerIdentity),
     /// A tenant-CA certificate that names no tenant.
     Nobody,
