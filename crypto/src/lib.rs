@@ -19,6 +19,7 @@ pub mod keywrap;
 pub mod mac;
 pub mod rng;
 pub mod rsa;
+pub mod selftest;
 pub mod sm2;
 pub mod sm2_exchange;
 pub mod sm4_fast;
