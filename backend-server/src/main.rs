@@ -162,6 +162,8 @@ fn run_init(options: InitOptions) -> Result<(), String> {
 fn run_server(path: &std::path::Path) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     logging::init(&config.server.log_level)?;
+    // Before any cryptography runs (tests of the error path only).
+    hsmlink_server::soft::selftests::apply_break_switch()?;
     hsmlink_server::admin::run_until_signalled(&config).map_err(|e| match e {
         // These name a key of the configuration: say which file.
         ServerError::Tls(_) | ServerError::Bind { .. } | ServerError::State(_) => {

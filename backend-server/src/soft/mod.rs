@@ -7,6 +7,7 @@ pub mod mechanisms;
 pub mod operations;
 pub mod partition;
 pub mod pins;
+pub mod selftests;
 
 /// `CK_TOKEN_INFO.model` of a soft-driver token.
 pub const MODEL: &str = "soft";

@@ -28,8 +28,11 @@ use crate::partition_state::{self, PinRules};
 use crate::soft::keys::{
     Algorithms, KeyError, MasterKey, PartitionKek, RootKey, fill_random, wrapped_under_kek,
 };
+use crate::soft::operations::route;
 use crate::soft::pins::PinHashParams;
+use crate::soft::selftests::{Health, tests_for};
 use crate::store::{ObjectRecord, PartitionRecord, Store};
+use hsmlink_crypto::selftest::{SelfTest, SelfTestFailed};
 
 /// The `[security]` rules a partition applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +58,8 @@ pub struct SoftPartition {
     store: Arc<dyn Store>,
     root: RootKey,
     policy: SecurityPolicy,
+    /// The self-tests' error state (`super::selftests`).
+    health: Health,
     inner: Mutex<Inner>,
 }
 
@@ -86,6 +91,28 @@ impl SoftObject {
 }
 
 impl SoftPartition {
+    /// Runs the self-tests a mechanism rests on (once per process) and
+    /// answers `CKR_DEVICE_ERROR` if this partition is in the error state.
+    pub(crate) fn self_tests(&self, mechanism: u64) -> CkResult<()> {
+        let tests = route(mechanism).map_or(&[][..], tests_for);
+        self.health.ensure(&self.name, tests)
+    }
+
+    /// Runs `tests` (once per process), as [`Self::self_tests`].
+    pub(crate) fn self_tests_of(&self, tests: &[SelfTest]) -> CkResult<()> {
+        self.health.ensure(&self.name, tests)
+    }
+
+    /// The partition's self-test error state.
+    pub(crate) fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Records a failed self-test: the partition enters the error state.
+    pub(crate) fn self_test_failed(&self, failure: SelfTestFailed) -> Ckr {
+        self.health.failed(&self.name, failure)
+    }
+
     /// Opens the partition `name`, allocating it (with a fresh master key
     /// and key-encryption key) the first time the server sees it, and loads
     /// its token objects. A partition of an earlier version, its master
@@ -189,6 +216,7 @@ impl SoftPartition {
             store,
             root,
             policy,
+            health: Health::default(),
             inner: Mutex::new(Inner {
                 record,
                 master,

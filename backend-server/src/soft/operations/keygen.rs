@@ -6,6 +6,7 @@
 //! to the sealed part of the store like every secret attribute.
 
 use cryptoki_sys::*;
+use hsmlink_crypto::selftest::{KeyPair, SelfTestFailed, pairwise};
 use hsmlink_crypto::{CryptoError, ec, rng, rsa, sm2};
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::{Attribute, AttributeValue, Mechanism, ObjectHandle};
@@ -104,7 +105,21 @@ fn ec_params(given: Option<&[u8]>, default: &[u8]) -> Vec<u8> {
     given.unwrap_or(default).to_vec()
 }
 
-fn make_pair(family: Family, public_template: &[Attribute]) -> CkResult<Pair> {
+/// Why no pair came out of [`make_pair`].
+enum PairError {
+    Ck(Ckr),
+    /// The pairwise consistency test failed: the partition must fail.
+    Inconsistent(SelfTestFailed),
+}
+
+impl From<Ckr> for PairError {
+    fn from(e: Ckr) -> Self {
+        Self::Ck(e)
+    }
+}
+
+/// A new key pair of `family`, which passed the pairwise consistency test.
+fn make_pair(family: Family, public_template: &[Attribute]) -> Result<Pair, PairError> {
     let given = template_map(public_template)?;
     let params = bytes(given.get(&cka::CKA_EC_PARAMS));
     Ok(match family {
@@ -113,10 +128,11 @@ fn make_pair(family: Family, public_template: &[Attribute]) -> CkResult<Pair> {
                 ulong(given.get(&cka::CKA_MODULUS_BITS)).ok_or(Ckr(CKR_TEMPLATE_INCOMPLETE))?;
             let e = bytes(given.get(&cka::CKA_PUBLIC_EXPONENT));
             let bits = usize::try_from(bits).map_err(|_| Ckr(CKR_KEY_SIZE_RANGE))?;
-            let (_, c) = rsa::generate(bits, e).map_err(|e| match e {
+            let (key, c) = rsa::generate(bits, e).map_err(|e| match e {
                 CryptoError::MechanismParamInvalid => Ckr(CKR_ATTRIBUTE_VALUE_INVALID),
                 other => ck(other),
             })?;
+            pairwise(KeyPair::Rsa(&key)).map_err(PairError::Inconsistent)?;
             Pair {
                 key_type: CKK_RSA,
                 public: vec![
@@ -140,22 +156,38 @@ fn make_pair(family: Family, public_template: &[Attribute]) -> CkResult<Pair> {
             let params = params.ok_or(Ckr(CKR_TEMPLATE_INCOMPLETE))?.to_vec();
             let curve = ec::Curve::from_ec_params(&params).ok_or(Ckr(CKR_CURVE_NOT_SUPPORTED))?;
             let kp = ec::generate(curve).map_err(ck)?;
+            pairwise(KeyPair::Ec {
+                curve,
+                d: &kp.private,
+                point: &kp.public,
+            })
+            .map_err(PairError::Inconsistent)?;
             ec_pair(CKK_EC, params, &kp.public, &kp.private)
         }
         Family::EdPairGen => {
             let params = ec_params(params, ec::ED25519_NAME_PARAMS);
             if !ec::is_ed25519_params(&params) {
-                return Err(Ckr(CKR_CURVE_NOT_SUPPORTED));
+                return Err(Ckr(CKR_CURVE_NOT_SUPPORTED).into());
             }
             let kp = ec::ed25519_generate().map_err(ck)?;
+            pairwise(KeyPair::Ed25519 {
+                seed: &kp.private,
+                public: &kp.public,
+            })
+            .map_err(PairError::Inconsistent)?;
             ec_pair(CKK_EC_EDWARDS, params, &kp.public, &kp.private)
         }
         Family::Sm2PairGen => {
             let params = ec_params(params, SM2_OID_PARAMS);
             if params != SM2_OID_PARAMS {
-                return Err(Ckr(CKR_CURVE_NOT_SUPPORTED));
+                return Err(Ckr(CKR_CURVE_NOT_SUPPORTED).into());
             }
             let kp = sm2::generate().map_err(ck)?;
+            pairwise(KeyPair::Sm2 {
+                d: &kp.private[..],
+                point: &kp.public,
+            })
+            .map_err(PairError::Inconsistent)?;
             ec_pair(
                 hsmlink_protocol::vendor::CKK_HSMLINK_SM2,
                 params,
@@ -163,7 +195,7 @@ fn make_pair(family: Family, public_template: &[Attribute]) -> CkResult<Pair> {
                 &kp.private[..],
             )
         }
-        _ => return Err(Ckr(CKR_MECHANISM_INVALID)),
+        _ => return Err(Ckr(CKR_MECHANISM_INVALID).into()),
     })
 }
 
@@ -193,7 +225,10 @@ pub fn generate_key_pair(
     let family = family_for(mechanism, CKF_GENERATE_KEY_PAIR)?;
     // Check the private template's shape before the (slow) generation.
     template_map(private_template)?;
-    let pair = make_pair(family, public_template)?;
+    let pair = make_pair(family, public_template).map_err(|e| match e {
+        PairError::Ck(e) => e,
+        PairError::Inconsistent(failure) => partition.self_test_failed(failure),
+    })?;
     let origin = Origin::Generated(mechanism.mechanism.0);
     let (public_id, private_id) = (new_object_id()?, new_object_id()?);
     let public = token_made_key(

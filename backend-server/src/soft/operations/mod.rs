@@ -368,10 +368,11 @@ impl CryptoDriver for SoftPartition {
         if capabilities(family) & kind.mechanism_flag() == 0 {
             return Err(Ckr(CKR_MECHANISM_INVALID));
         }
+        self.self_tests(mechanism.mechanism.0)?;
         if let Family::Digest(alg) = family {
             no_params(mechanism)?;
             return Ok(Begun {
-                operation: Box::new(symmetric::DigestOp::new(alg)),
+                operation: self.health().guard(Box::new(symmetric::DigestOp::new(alg))),
                 hash_prefix: None,
                 needs_context_login: false,
             });
@@ -389,7 +390,7 @@ impl CryptoDriver for SoftPartition {
             && matches!(kind, OpKind::Sign | OpKind::SignRecover | OpKind::Decrypt)
             && key.flag(cka::CKA_ALWAYS_AUTHENTICATE);
         Ok(Begun {
-            operation,
+            operation: self.health().guard(operation),
             hash_prefix,
             needs_context_login,
         })
@@ -401,6 +402,7 @@ impl CryptoDriver for SoftPartition {
         operation: &mut dyn Operation,
         handle: ObjectHandle,
     ) -> CkResult<()> {
+        self.health().check()?;
         let key = self.key(ctx, handle)?;
         if key.class() != CKO_SECRET_KEY {
             return Err(Ckr(CKR_KEY_INDIGESTIBLE));
@@ -416,6 +418,7 @@ impl CryptoDriver for SoftPartition {
         mechanism: &Mechanism,
         template: &[Attribute],
     ) -> CkResult<()> {
+        self.self_tests(mechanism.mechanism.0)?;
         keygen::generate_key(self, ctx, handle, mechanism, template)
     }
 
@@ -427,6 +430,7 @@ impl CryptoDriver for SoftPartition {
         public_template: &[Attribute],
         private_template: &[Attribute],
     ) -> CkResult<()> {
+        self.self_tests(mechanism.mechanism.0)?;
         keygen::generate_key_pair(
             self,
             ctx,
@@ -444,6 +448,7 @@ impl CryptoDriver for SoftPartition {
         wrapping_key: ObjectHandle,
         key: ObjectHandle,
     ) -> CkResult<Zeroizing<Vec<u8>>> {
+        self.self_tests(mechanism.mechanism.0)?;
         keymgmt::wrap_key(self, ctx, mechanism, wrapping_key, key)
     }
 
@@ -456,6 +461,7 @@ impl CryptoDriver for SoftPartition {
         wrapped: &[u8],
         template: &[Attribute],
     ) -> CkResult<()> {
+        self.self_tests(mechanism.mechanism.0)?;
         keymgmt::unwrap_key(
             self,
             ctx,
@@ -475,10 +481,12 @@ impl CryptoDriver for SoftPartition {
         base_key: ObjectHandle,
         template: &[Attribute],
     ) -> CkResult<()> {
+        self.self_tests(mechanism.mechanism.0)?;
         keymgmt::derive_key(self, ctx, handle, mechanism, base_key, template)
     }
 
     fn random(&self, len: usize) -> CkResult<Zeroizing<Vec<u8>>> {
+        self.self_tests_of(&[hsmlink_crypto::selftest::SelfTest::Rng])?;
         hsmlink_crypto::rng::random_vec(len)
             .map(Zeroizing::new)
             .map_err(ck)
