@@ -33,6 +33,9 @@
 #   GMT          1: hsmlink's GM/T targets at BIG_THREADS threads (sign-sm2,
 #                verify-sm2, sm3, sm4-cbc, sm4-ctr) [1]
 #   BULK_DURATION  measured seconds of the bulk GM/T runs at BIG_THREADS [10]
+#   AUDIT_DURABILITY  hsmlink's [audit] durability: fsync (the server's
+#                default: one disk flush per key use, shared by concurrent
+#                calls) or os (the record in the OS before the reply) [fsync]
 #   SCALING      1: hsmlink's server on 1 core, then 2 (taskset -a -p on the
 #                running server), sign-sm2 at BIG_THREADS [1]
 #   BENCH_ARGS   more options for every `run`, e.g. "--single-part" or
@@ -144,6 +147,9 @@ if want hsmlink; then
     admin_port="$(free_port)"
     "$SERVER" init --dir "$WORK/hsmlink" --listen "127.0.0.1:$port" \
         --admin-listen "127.0.0.1:$admin_port" >/dev/null
+    if [ -n "${AUDIT_DURABILITY:-}" ]; then
+        printf '\n[audit]\ndurability = "%s"\n' "$AUDIT_DURABILITY" >>"$WORK/hsmlink/server.toml"
+    fi
     "${TASKSET[@]}" "$SERVER" run --config "$WORK/hsmlink/server.toml" >"$OUT/hsmlink-server.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=($SERVER_PID)
