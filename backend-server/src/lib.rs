@@ -44,6 +44,7 @@ pub mod partition_state;
 pub mod pkcs11;
 pub mod ratelimit;
 pub mod registry;
+pub mod secure_templates;
 pub mod server;
 pub mod sessions;
 pub mod soft;

@@ -7,6 +7,7 @@ use hsmlink_protocol::{Attribute, AttributeType, ObjectHandle, ResponseBody, Ses
 
 use crate::dispatch::{ClientContext, ServerState, bind};
 use crate::error::CkResult;
+use crate::secure_templates;
 
 /// `C_CreateObject` (5.7.1).
 pub fn create(
@@ -34,6 +35,12 @@ pub fn copy(
 ) -> CkResult<ResponseBody> {
     let bound = bind(state, ctx, session)?;
     bound.require_fresh_pin()?;
+    secure_templates::check_no_widening(
+        bound.driver.as_ref(),
+        &bound.object_context(),
+        object,
+        template,
+    )?;
     let handle = state.handles.allocate(ctx.tenant())?;
     bound
         .driver
@@ -97,6 +104,12 @@ pub fn set(
 ) -> CkResult<ResponseBody> {
     let bound = bind(state, ctx, session)?;
     bound.require_fresh_pin()?;
+    secure_templates::check_no_widening(
+        bound.driver.as_ref(),
+        &bound.object_context(),
+        object,
+        template,
+    )?;
     bound
         .driver
         .set_attributes(&bound.object_context(), object, template)?;

@@ -1260,3 +1260,41 @@ fn a_restart_brings_back_token_objects_with_their_handles() {
     assert!(r.is_err());
     let _ = handle;
 }
+
+#[test]
+fn usage_attributes_are_sticky() {
+    let f = Fixture::new();
+    let c = ctx("demo", 1);
+    let s = &f.state;
+    ready_token(s, &c, 0);
+    let h = user_session(s, &c, 0);
+    let mut template = aes_key(false, &[7u8; 16]);
+    template.push(a(CKA_WRAP, Bool(true)));
+    template.push(a(CKA_DECRYPT, Bool(false)));
+    let key = create(s, &c, h, template).unwrap();
+    let set = |attr, on| {
+        f.ask(
+            &c,
+            Request::SetAttributeValue {
+                session: h,
+                object: key,
+                template: vec![a(attr, Bool(on))],
+            },
+        )
+    };
+    assert_eq!(set(CKA_DECRYPT, true), err(CKR_ATTRIBUTE_READ_ONLY));
+    assert_eq!(set(CKA_WRAP, true), ok(), "already on: no change");
+    assert_eq!(set(CKA_WRAP, false), ok());
+    assert_eq!(set(CKA_WRAP, true), err(CKR_ATTRIBUTE_READ_ONLY));
+    assert_eq!(
+        f.ask(
+            &c,
+            Request::CopyObject {
+                session: h,
+                object: key,
+                template: vec![a(CKA_DECRYPT, Bool(true))],
+            },
+        ),
+        err(CKR_ATTRIBUTE_READ_ONLY)
+    );
+}
