@@ -261,9 +261,11 @@ fn published_and_psec_blocks_import_and_exports_unwrap_in_psec() {
             rv(session.encrypt(&Mechanism::AesEcb, mac, &[0u8; 16])),
             RvError::KeyFunctionNotPermitted
         );
-        session
-            .update_attributes(mac, &[Attribute::Encrypt(true)])
-            .unwrap();
+        // Its usage cannot be widened either (secure templates).
+        assert_eq!(
+            rv(session.update_attributes(mac, &[Attribute::Encrypt(true)])),
+            RvError::AttributeReadOnly
+        );
         assert_eq!(
             rv(session.encrypt(&Mechanism::AesEcb, mac, &[0u8; 16])),
             RvError::KeyFunctionNotPermitted
