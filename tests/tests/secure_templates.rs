@@ -64,12 +64,12 @@ fn scenario() {
         Attribute::Derive(true),
     ] {
         assert_eq!(
-            rv(session.update_attributes(kek, &[widen.clone()])),
+            rv(session.update_attributes(kek, std::slice::from_ref(&widen))),
             RvError::AttributeReadOnly,
             "{widen:?}"
         );
         assert_eq!(
-            rv(session.copy_object(kek, &[widen.clone()])),
+            rv(session.copy_object(kek, std::slice::from_ref(&widen))),
             RvError::AttributeReadOnly,
             "copy with {widen:?}"
         );
