@@ -11,7 +11,6 @@ use std::ffi::OsString;
 use common::{Deployment, in_child, load_module, pin, run_in_child};
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::Attribute;
 use cryptoki::session::UserType;
 
 const SO_PIN: &str = "so-pin-1234";
@@ -41,18 +40,7 @@ fn sign_once() {
         other => panic!("wrong PIN: {other:?}"),
     }
     session.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
-    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-    let (_, private) = session
-        .generate_key_pair(
-            &Mechanism::EccKeyPairGen,
-            &[Attribute::EcParams(p256), Attribute::Token(true)],
-            &[
-                Attribute::Sign(true),
-                Attribute::Token(true),
-                Attribute::Private(true),
-            ],
-        )
-        .unwrap();
+    let private = common::p256_token_signing_key(&session);
     let signature = session.sign(&Mechanism::Ecdsa, private, &[7; 32]).unwrap();
     assert_eq!(signature.len(), 64);
     let out = std::env::var_os("AUDIT_TEST_OUT").unwrap();

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::Attribute;
 
 const USER_PIN: &str = "user-pin-1234";
 const PLAYWRIGHT: &str = "playwright-core@1.65.1";
@@ -80,18 +79,7 @@ fn tenant_application() {
     let pkcs11 = load_module();
     let session = user_session(&pkcs11, "acme", USER_PIN);
     let slot = pkcs11.get_all_slots().unwrap()[0];
-    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-    let (_, private) = session
-        .generate_key_pair(
-            &Mechanism::EccKeyPairGen,
-            &[Attribute::EcParams(p256), Attribute::Token(true)],
-            &[
-                Attribute::Sign(true),
-                Attribute::Token(true),
-                Attribute::Private(true),
-            ],
-        )
-        .unwrap();
+    let private = common::p256_token_signing_key(&session);
     for _ in 0..20 {
         session.sign(&Mechanism::Ecdsa, private, &[7; 32]).unwrap();
     }

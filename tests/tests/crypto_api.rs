@@ -24,7 +24,7 @@ fn make_keys() {
     let tenant = std::env::var("CRYPTO_API_TENANT").unwrap();
     let pkcs11 = load_module();
     let session = user_session(&pkcs11, &tenant, USER_PIN);
-    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let p256 = common::P256_PARAMS.to_vec();
     let label = format!("{tenant}-api-key");
     session
         .generate_key_pair(

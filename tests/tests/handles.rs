@@ -11,7 +11,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{Deployment, in_child, load_module, pin, rv, user_session};
@@ -77,7 +77,7 @@ fn application() {
     let signals = signal_dir();
     let pkcs11 = load_module();
     let session = user_session(&pkcs11, "handles", USER_PIN);
-    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let p256 = common::P256_PARAMS.to_vec();
     let (public, private) = session
         .generate_key_pair(
             &Mechanism::EccKeyPairGen,
@@ -154,13 +154,9 @@ fn token_key_handles_outlive_a_server_restart_and_reinitialisation() {
     let mut deployment = Deployment::start();
     let signals = deployment.path("signals");
     std::fs::create_dir_all(&signals).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut app = Command::new(exe)
-        .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
-        .env("HSMLINK_TEST_CHILD", TEST)
-        .env("HSMLINK_TEST_SIGNALS", &signals)
-        .envs(deployment.module_env())
-        .stdin(Stdio::null())
+    let mut env = deployment.module_env();
+    env.push(("HSMLINK_TEST_SIGNALS", signals.clone().into_os_string()));
+    let mut app = common::child_command(TEST, &env)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -179,11 +175,5 @@ fn token_key_handles_outlive_a_server_restart_and_reinitialisation() {
         std::fs::write(signals.join("restarted"), b"").unwrap();
     }
     let out = app.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "the application failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_child_passed(TEST, &out);
 }

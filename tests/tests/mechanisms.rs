@@ -172,7 +172,7 @@ fn aes_modes_and_the_operation_lifecycle() {
 
 fn ec_pair(session: &Session) -> (ObjectHandle, ObjectHandle) {
     // DER OID of prime256v1.
-    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let p256 = common::P256_PARAMS.to_vec();
     session
         .generate_key_pair(
             &Mechanism::EccKeyPairGen,

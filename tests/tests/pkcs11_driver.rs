@@ -276,7 +276,7 @@ fn through_hsmlink() {
     state.insert("rsa_signature".to_owned(), hex(&multi));
 
     // ---- EC P-256: ECDSA over a hash, and raw ----
-    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let p256 = common::P256_PARAMS.to_vec();
     let (ec_public, ec_private) = session
         .generate_key_pair(
             &Mechanism::EccKeyPairGen,
@@ -686,7 +686,7 @@ fn pkcs11_driver_key_management_and_objects() {
         assert_eq!(label(&session, unwrapped), "unwrapped");
 
         // ---- ECDH: both sides derive the same secret ----
-        let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+        let p256 = common::P256_PARAMS.to_vec();
         let pair = || {
             session
                 .generate_key_pair(

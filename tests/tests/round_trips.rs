@@ -74,7 +74,7 @@ fn child() {
     let slot = pkcs11.get_slots_with_token().unwrap()[0];
     assert!(!pkcs11.get_mechanism_list(slot).unwrap().is_empty());
 
-    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let p256 = common::P256_PARAMS.to_vec();
     let ec = pair(
         &session,
         &Mechanism::EccKeyPairGen,
@@ -162,7 +162,7 @@ fn child() {
     assert_eq!(session.sign_final().unwrap().len(), 64);
     assert_eq!(rv(session.sign_final()), RvError::OperationNotInitialized);
     // A key destroyed after the init: the init's code, from the call.
-    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let p256 = common::P256_PARAMS.to_vec();
     let (_, gone) = pair(
         &session,
         &Mechanism::EccKeyPairGen,
@@ -177,7 +177,7 @@ fn child() {
     );
     // A key that needs a context-specific login: the login sends the
     // deferred init first, so that it has an operation to authorise.
-    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let p256 = common::P256_PARAMS.to_vec();
     let (public, private) = session
         .generate_key_pair(
             &Mechanism::EccKeyPairGen,

@@ -25,8 +25,6 @@ const NAMES: [&str; 13] = [
     "pairwise",
 ];
 
-const P256: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-
 fn secret_key(session: &Session, mechanism: &Mechanism, len: Option<u64>) -> ObjectHandle {
     let mut template = vec![
         Attribute::Token(false),
@@ -42,7 +40,10 @@ fn secret_key(session: &Session, mechanism: &Mechanism, len: Option<u64>) -> Obj
 fn ec_pair(session: &Session) -> Result<(ObjectHandle, ObjectHandle), cryptoki::error::Error> {
     session.generate_key_pair(
         &Mechanism::EccKeyPairGen,
-        &[Attribute::EcParams(P256.to_vec()), Attribute::Token(false)],
+        &[
+            Attribute::EcParams(common::P256_PARAMS.to_vec()),
+            Attribute::Token(false),
+        ],
         &[
             Attribute::Sign(true),
             Attribute::Derive(true),

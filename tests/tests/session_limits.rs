@@ -13,7 +13,7 @@ use common::{Deployment, in_child, load_module, pin, run_in_child, rv};
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, ObjectHandle};
+use cryptoki::object::ObjectHandle;
 use cryptoki::session::{Session, SessionState, UserType};
 
 const SO_PIN: &str = "so-pin-1234";
@@ -32,18 +32,7 @@ fn logged_in(pkcs11: &Pkcs11) -> (Session, ObjectHandle) {
         .login(UserType::User, Some(&pin(FIRST_PIN)))
         .unwrap();
     session.set_pin(&pin(FIRST_PIN), &pin(USER_PIN)).unwrap();
-    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-    let (_, private) = session
-        .generate_key_pair(
-            &Mechanism::EccKeyPairGen,
-            &[Attribute::EcParams(p256), Attribute::Token(true)],
-            &[
-                Attribute::Sign(true),
-                Attribute::Token(true),
-                Attribute::Private(true),
-            ],
-        )
-        .unwrap();
+    let private = common::p256_token_signing_key(&session);
     (session, private)
 }
 

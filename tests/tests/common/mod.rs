@@ -275,9 +275,10 @@ pub fn in_child() -> bool {
     std::env::var_os("HSMLINK_TEST_CHILD").is_some()
 }
 
-/// Re-runs test `test_name` in a child process with `env`; fails with the
-/// child's output unless it passed.
-pub fn run_in_child(test_name: &str, env: &[(&str, std::ffi::OsString)]) -> String {
+/// The command that re-runs test `test_name` in a child process with `env`
+/// (stdin closed); [`run_in_child`] runs it to the end, a test that must
+/// act while the child runs spawns it.
+pub fn child_command(test_name: &str, env: &[(&str, std::ffi::OsString)]) -> Command {
     let exe = std::env::current_exe().expect("test executable path");
     let mut command = Command::new(exe);
     command
@@ -287,7 +288,12 @@ pub fn run_in_child(test_name: &str, env: &[(&str, std::ffi::OsString)]) -> Stri
     for (name, value) in env {
         command.env(name, value);
     }
-    let out = command.output().expect("re-run the test executable");
+    command
+}
+
+/// Fails with the child's output unless child test `test_name` passed;
+/// returns its stderr.
+pub fn assert_child_passed(test_name: &str, out: &std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -296,6 +302,42 @@ pub fn run_in_child(test_name: &str, env: &[(&str, std::ffi::OsString)]) -> Stri
         out.status
     );
     stderr.into_owned()
+}
+
+/// Re-runs test `test_name` in a child process with `env`; fails with the
+/// child's output unless it passed.
+pub fn run_in_child(test_name: &str, env: &[(&str, std::ffi::OsString)]) -> String {
+    let out = child_command(test_name, env)
+        .output()
+        .expect("re-run the test executable");
+    assert_child_passed(test_name, &out)
+}
+
+/// DER of the prime256v1 OID, the `CKA_EC_PARAMS` of a P-256 key.
+pub const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// A token P-256 key pair whose private key is private and signs; returns
+/// the private key.
+pub fn p256_token_signing_key(
+    session: &cryptoki::session::Session,
+) -> cryptoki::object::ObjectHandle {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::Attribute;
+    let (_, private) = session
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::EcParams(P256_PARAMS.to_vec()),
+                Attribute::Token(true),
+            ],
+            &[
+                Attribute::Sign(true),
+                Attribute::Token(true),
+                Attribute::Private(true),
+            ],
+        )
+        .unwrap();
+    private
 }
 
 /// The real .so, loaded and initialised (it reads `HSMLINK_CONF` itself).
