@@ -18,7 +18,7 @@ use cryptoki_sys::CKR_ATTRIBUTE_READ_ONLY;
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::{Attribute, AttributeResult, AttributeType, AttributeValue, ObjectHandle};
 
-use crate::driver::{ObjectContext, PartitionDriver};
+use crate::dispatch::Bound;
 use crate::error::{CkResult, Ckr};
 
 /// The sticky usage attributes.
@@ -37,9 +37,8 @@ pub const USAGE: [u64; 9] = [
 /// Refuses a `C_SetAttributeValue` or `C_CopyObject` template that turns a
 /// usage attribute of `object` on. Attributes the object does not have, and
 /// values that are not booleans, are left to the driver's own checks.
-pub fn check_no_widening(
-    driver: &dyn PartitionDriver,
-    ctx: &ObjectContext,
+pub(crate) fn check_no_widening(
+    bound: &Bound<'_>,
     object: ObjectHandle,
     template: &[Attribute],
 ) -> CkResult<()> {
@@ -51,7 +50,9 @@ pub fn check_no_widening(
     if asked_on.is_empty() {
         return Ok(());
     }
-    let current = driver.get_attributes(ctx, object, &asked_on)?;
+    let current = bound
+        .driver
+        .get_attributes(&bound.object_context(), object, &asked_on)?;
     let widens = current
         .iter()
         .any(|now| *now == AttributeResult::Value(AttributeValue::Bool(false)));

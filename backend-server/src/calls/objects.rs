@@ -35,12 +35,7 @@ pub fn copy(
 ) -> CkResult<ResponseBody> {
     let bound = bind(state, ctx, session)?;
     bound.require_fresh_pin()?;
-    secure_templates::check_no_widening(
-        bound.driver.as_ref(),
-        &bound.object_context(),
-        object,
-        template,
-    )?;
+    secure_templates::check_no_widening(&bound, object, template)?;
     let handle = state.handles.allocate(ctx.tenant())?;
     bound
         .driver
@@ -104,12 +99,7 @@ pub fn set(
 ) -> CkResult<ResponseBody> {
     let bound = bind(state, ctx, session)?;
     bound.require_fresh_pin()?;
-    secure_templates::check_no_widening(
-        bound.driver.as_ref(),
-        &bound.object_context(),
-        object,
-        template,
-    )?;
+    secure_templates::check_no_widening(&bound, object, template)?;
     bound
         .driver
         .set_attributes(&bound.object_context(), object, template)?;
