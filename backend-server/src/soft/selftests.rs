@@ -137,6 +137,8 @@ fn check(failed: &OnceLock<SelfTestFailed>) -> CkResult<()> {
 }
 
 /// An operation of a partition that may enter the error state while it runs.
+/// It forwards every method of [`Operation`] by hand: a method added to the
+/// trait later, even one with a default, must be forwarded here too.
 #[derive(Debug)]
 struct Guarded {
     inner: Box<dyn Operation>,
