@@ -1,20 +1,25 @@
 //! Message authentication codes: HMAC (RFC 2104, FIPS 198-1) over every
-//! digest of [`crate::digest`], and CMAC (NIST SP 800-38B, RFC 4493) over
-//! AES and SM4.
+//! digest of [`crate::digest`], CMAC (NIST SP 800-38B, RFC 4493) over
+//! AES, SM4 and TDES, and the TDES CBC-MAC of ISO/IEC 9797-1 MAC
+//! algorithm 1 ([`crate::tdes`]).
 //!
 //! Serves `CKM_SHA_1_HMAC`, `CKM_SHA224_HMAC` .. `CKM_SHA512_HMAC` and their
 //! `*_HMAC_GENERAL` forms, `CKM_AES_CMAC`, `CKM_AES_CMAC_GENERAL`, vendor
-//! `CKM_SM3_HMAC(_GENERAL)` and `CKM_SM4_MAC`/`CKM_SM4_CMAC`, through
+//! `CKM_SM3_HMAC(_GENERAL)` and `CKM_SM4_MAC`/`CKM_SM4_CMAC`,
+//! `CKM_DES3_CMAC(_GENERAL)` and `CKM_DES3_MAC(_GENERAL)`, through
 //! `C_Sign*`/`C_Verify*` (PKCS#11 v3.0 sections 5.13, 5.14; mechanisms in
 //! PKCS#11 Current Mechanisms v3.0 sections 2.8.1 (AES CMAC) and 2.20 (HMAC)).
 //! The `_GENERAL` forms take the output length as their parameter
 //! (`CK_MAC_GENERAL_PARAMS`): the MAC is truncated to its leftmost bytes.
+//! The plain forms give the whole MAC, except `CKM_DES3_MAC`, which gives
+//! half a block (4 bytes, PKCS#11 Current Mechanisms v3.0 section 2.32.8).
 
 use hmac::{KeyInit, Mac};
 use subtle::ConstantTimeEq;
 
 use crate::digest::DigestAlg;
 use crate::error::{CryptoError, Result};
+use crate::tdes::{self, TdesMac};
 
 /// A MAC algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,6 +30,8 @@ pub enum MacAlg {
     CmacAes,
     /// CMAC over SM4 (16-byte key).
     CmacSm4,
+    /// CMAC or ISO 9797-1 CBC-MAC over TDES (16 or 24-byte key).
+    Tdes(tdes::MacKind),
 }
 
 impl MacAlg {
@@ -33,6 +40,16 @@ impl MacAlg {
         match self {
             Self::Hmac(d) => d.output_len(),
             Self::CmacAes | Self::CmacSm4 => 16,
+            Self::Tdes(_) => tdes::BLOCK_LEN,
+        }
+    }
+
+    /// Length of the MAC of the plain (not `_GENERAL`) mechanism: the full
+    /// length, but half a block for the TDES CBC-MAC (`CKM_DES3_MAC`).
+    pub const fn default_len(self) -> usize {
+        match self {
+            Self::Tdes(tdes::MacKind::CbcMac) => tdes::BLOCK_LEN / 2,
+            _ => self.full_len(),
         }
     }
 }
@@ -59,10 +76,12 @@ enum State {
     CmacAes192(cmac::Cmac<aes::Aes192>),
     CmacAes256(cmac::Cmac<aes::Aes256>),
     CmacSm4(cmac::Cmac<crate::sm4_fast::Sm4>),
+    Tdes(TdesMac),
 }
 
+/// `$body` over every RustCrypto `Mac` state, `$tdes` over the TDES one.
 macro_rules! each_state {
-    ($s:expr, $m:ident => $body:expr) => {
+    ($s:expr, $m:ident => $body:expr, $t:ident => $tdes:expr) => {
         match $s {
             State::HmacSha1($m) => $body,
             State::HmacSha224($m) => $body,
@@ -74,20 +93,21 @@ macro_rules! each_state {
             State::CmacAes192($m) => $body,
             State::CmacAes256($m) => $body,
             State::CmacSm4($m) => $body,
+            State::Tdes($t) => $tdes,
         }
     };
 }
 
 impl MacCtx {
     /// Start a MAC with `key`. `out_len` is `None` for the plain mechanism
-    /// (full length) or `Some(n)` for `*_GENERAL` (1 ..= full length, else
-    /// `MechanismParamInvalid`). HMAC takes any key length (RFC 2104
-    /// section 2); CMAC-AES takes 16/24/32 bytes, CMAC-SM4 16, else
-    /// `KeySizeRange`.
+    /// ([`MacAlg::default_len`]) or `Some(n)` for `*_GENERAL` (1 ..= full
+    /// length, else `MechanismParamInvalid`). HMAC takes any key length
+    /// (RFC 2104 section 2); CMAC-AES takes 16/24/32 bytes, CMAC-SM4 16,
+    /// TDES 16 or 24, else `KeySizeRange`.
     pub fn new(alg: MacAlg, key: &[u8], out_len: Option<usize>) -> Result<Self> {
         let full = alg.full_len();
         let out_len = match out_len {
-            None => full,
+            None => alg.default_len(),
             Some(n) if (1..=full).contains(&n) => n,
             Some(_) => return Err(CryptoError::MechanismParamInvalid),
         };
@@ -108,6 +128,7 @@ impl MacCtx {
                 _ => return Err(CryptoError::KeySizeRange),
             },
             MacAlg::CmacSm4 => State::CmacSm4(KeyInit::new_from_slice(key).map_err(ks)?),
+            MacAlg::Tdes(kind) => State::Tdes(TdesMac::new(kind, key)?),
         };
         Ok(Self { state, out_len })
     }
@@ -119,12 +140,16 @@ impl MacCtx {
 
     /// Absorb data (`C_SignUpdate`/`C_VerifyUpdate`).
     pub fn update(&mut self, data: &[u8]) {
-        each_state!(&mut self.state, m => m.update(data))
+        each_state!(&mut self.state, m => m.update(data), t => t.update(data))
     }
 
     /// The (possibly truncated) MAC (`C_SignFinal`).
     pub fn finalize(self) -> Vec<u8> {
-        let mut full = each_state!(self.state, m => m.finalize().into_bytes().to_vec());
+        let mut full = each_state!(
+            self.state,
+            m => m.finalize().into_bytes().to_vec(),
+            t => t.finalize()
+        );
         full.truncate(self.out_len);
         full
     }
@@ -293,6 +318,39 @@ mod tests {
         );
         assert_eq!(
             MacCtx::new(MacAlg::CmacAes, &key[..15], None).err(),
+            Some(CryptoError::KeySizeRange)
+        );
+    }
+
+    // The TDES MACs through MacCtx: lengths of the plain and `_GENERAL`
+    // forms (SP 800-38B D.4 example 10 for the CMAC value).
+    #[test]
+    fn tdes_mac_lengths() {
+        let key = hex!("8aa83bf8cbda10620bc1bf19fbb6cd58bc313d4a371ca8b5");
+        let m = hex!("6bc1bee22e409f96");
+        let cmac = MacAlg::Tdes(tdes::MacKind::Cmac);
+        let cbc = MacAlg::Tdes(tdes::MacKind::CbcMac);
+        assert_eq!(
+            sign(cmac, &key, None, &m).unwrap(),
+            hex!("8e8f293136283797")
+        );
+        assert_eq!(sign(cmac, &key, Some(5), &m).unwrap(), hex!("8e8f293136"));
+        let full = sign(cbc, &key, Some(8), &m).unwrap();
+        assert_eq!(full.len(), 8);
+        assert_eq!(sign(cbc, &key, None, &m).unwrap(), full[..4]);
+        verify(cbc, &key, None, &m, &full[..4]).unwrap();
+        assert_eq!(
+            verify(cbc, &key, None, &m, &full),
+            Err(CryptoError::SignatureLenRange)
+        );
+        for bad in [0, 9] {
+            assert_eq!(
+                MacCtx::new(cbc, &key, Some(bad)).err(),
+                Some(CryptoError::MechanismParamInvalid)
+            );
+        }
+        assert_eq!(
+            MacCtx::new(cmac, &key[..20], None).err(),
             Some(CryptoError::KeySizeRange)
         );
     }
