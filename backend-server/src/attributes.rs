@@ -12,9 +12,9 @@
 use std::collections::BTreeMap;
 
 use cryptoki_sys::{
-    CK_UNAVAILABLE_INFORMATION, CKC_X_509, CKK_AES, CKK_EC, CKK_EC_EDWARDS, CKK_GENERIC_SECRET,
-    CKK_RSA, CKK_SHA_1_HMAC, CKK_SHA224_HMAC, CKK_SHA256_HMAC, CKK_SHA384_HMAC, CKK_SHA512_HMAC,
-    CKO_CERTIFICATE, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY,
+    CK_UNAVAILABLE_INFORMATION, CKC_X_509, CKK_AES, CKK_DES2, CKK_DES3, CKK_EC, CKK_EC_EDWARDS,
+    CKK_GENERIC_SECRET, CKK_RSA, CKK_SHA_1_HMAC, CKK_SHA224_HMAC, CKK_SHA256_HMAC, CKK_SHA384_HMAC,
+    CKK_SHA512_HMAC, CKO_CERTIFICATE, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY,
     CKR_ATTRIBUTE_READ_ONLY, CKR_ATTRIBUTE_TYPE_INVALID, CKR_ATTRIBUTE_VALUE_INVALID,
     CKR_TEMPLATE_INCOMPLETE, CKR_TEMPLATE_INCONSISTENT,
 };
@@ -257,6 +257,9 @@ const ASYMMETRIC: &[u64] = &[CKK_RSA, CKK_EC, CKK_EC_EDWARDS, CKK_HSMLINK_SM2];
 const SYMMETRIC: &[(u64, usize, usize)] = &[
     (CKK_AES, 16, 32),
     (CKK_HSMLINK_SM4, 16, 16),
+    // Parity bits are not checked (see README, TDES).
+    (CKK_DES2, 16, 16),
+    (CKK_DES3, 24, 24),
     (CKK_GENERIC_SECRET, 1, 512),
     (CKK_SHA_1_HMAC, 1, 512),
     (CKK_SHA224_HMAC, 1, 512),
@@ -710,6 +713,31 @@ mod tests {
             assert_eq!(r.is_ok(), ok, "{len}");
             if let Ok(attrs) = r {
                 assert_eq!(ulong(attrs.get(&cka::CKA_VALUE_LEN)), Some(len as u64));
+            }
+        }
+    }
+
+    #[test]
+    fn tdes_key_lengths() {
+        for (key_type, len, ok) in [
+            (CKK_DES2, 16, true),
+            (CKK_DES2, 8, false),
+            (CKK_DES2, 24, false),
+            (CKK_DES3, 24, true),
+            (CKK_DES3, 16, false),
+            (CKK_DES3, 32, false),
+        ] {
+            let t = [
+                a(cka::CKA_CLASS, AttributeValue::Ulong(CKO_SECRET_KEY)),
+                a(cka::CKA_KEY_TYPE, AttributeValue::Ulong(key_type)),
+                a(cka::CKA_VALUE, AttributeValue::Bytes(vec![1; len])),
+            ];
+            match new_object(&t, Actor::Other, "id") {
+                Ok(_) => assert!(ok, "{key_type:#x} {len}"),
+                Err(e) => {
+                    assert!(!ok, "{key_type:#x} {len}");
+                    assert_eq!(e, Ckr(CKR_ATTRIBUTE_VALUE_INVALID));
+                }
             }
         }
     }

@@ -2,8 +2,8 @@
 //! test (CAST) of each algorithm before its first use, and a pairwise
 //! consistency test of every key pair generated.
 //!
-//! The vectors are published ones (FIPS 197 C.1, FIPS 180 "abc", RFC 4231,
-//! RFC 4493, RFC 6979 A.2.5, RFC 8032 7.1, GB/T 32907 and GB/T 32905
+//! The vectors are published ones (FIPS 197 C.1, SP 800-67 Rev. 1 B,
+//! FIPS 180 "abc", RFC 4231, RFC 4493, SP 800-38B D.4, RFC 6979 A.2.5, RFC 8032 7.1, GB/T 32907 and GB/T 32905
 //! examples) or, where none fits this code's interfaces, were made once
 //! with an independent implementation and written down: the RSA-2048
 //! PKCS#1 v1.5 signature and the P-256 ECDH secret by Python's
@@ -24,13 +24,14 @@ use crate::digest::{self, DigestAlg};
 use crate::ec::{self, Curve, EcdhKdf};
 use crate::mac::{self, MacAlg};
 use crate::rsa::{RsaPrivate, RsaPublic};
-use crate::{rng, sm2};
+use crate::{rng, sm2, tdes};
 
 /// One self-test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SelfTest {
     Aes,
     Sm4,
+    Tdes,
     Sha,
     Sm3,
     Hmac,
@@ -47,9 +48,10 @@ pub enum SelfTest {
 
 impl SelfTest {
     /// Every test, in the order of the enum.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::Aes,
         Self::Sm4,
+        Self::Tdes,
         Self::Sha,
         Self::Sm3,
         Self::Hmac,
@@ -67,6 +69,7 @@ impl SelfTest {
         match self {
             Self::Aes => "aes",
             Self::Sm4 => "sm4",
+            Self::Tdes => "tdes",
             Self::Sha => "sha",
             Self::Sm3 => "sm3",
             Self::Hmac => "hmac",
@@ -96,7 +99,8 @@ impl SelfTest {
 pub struct SelfTestFailed(pub SelfTest);
 
 static BROKEN: OnceLock<BTreeSet<SelfTest>> = OnceLock::new();
-static RESULTS: [OnceLock<bool>; SelfTest::ALL.len()] = [const { OnceLock::new() }; 13];
+static RESULTS: [OnceLock<bool>; SelfTest::ALL.len()] =
+    [const { OnceLock::new() }; SelfTest::ALL.len()];
 
 /// Breaks `tests` for this process (tests of the error path only). Takes
 /// effect only before any test ran or was broken; returns whether it did.
@@ -218,6 +222,26 @@ fn run(test: SelfTest, corrupt: bool) -> bool {
             ),
             "681edf34d206965e86b3e94f536e4246",
         ),
+        SelfTest::Tdes => {
+            // SP 800-67 Rev. 1 appendix B (its plaintext reads "qufck"), and
+            // TDEA CMAC from SP 800-38B D.4, example 10.
+            same(
+                tdes::encrypt(
+                    &unhex("0123456789abcdef23456789abcdef01456789abcdef0123"),
+                    &tdes::Mode::Ecb,
+                    b"The qufck brown fox jump",
+                ),
+                "a826fd8ce53b855fcce21c8112256fe668d5c05dd9b6b900",
+            ) && same(
+                mac::sign(
+                    MacAlg::Tdes(tdes::MacKind::Cmac),
+                    &unhex("8aa83bf8cbda10620bc1bf19fbb6cd58bc313d4a371ca8b5"),
+                    None,
+                    &unhex("6bc1bee22e409f96"),
+                ),
+                "8e8f293136283797",
+            )
+        }
         SelfTest::Sha => {
             same(
                 Ok(digest::digest(DigestAlg::Sha1, b"abc")),

@@ -140,8 +140,15 @@ pub fn mechanism_name(mechanism: u64) -> String {
         CKM_AES_KEY_WRAP_KWP => "CKM_AES_KEY_WRAP_KWP",
         CKM_AES_OFB => "CKM_AES_OFB",
         CKM_AES_XTS => "CKM_AES_XTS",
+        CKM_DES2_KEY_GEN => "CKM_DES2_KEY_GEN",
         CKM_DES3_CBC => "CKM_DES3_CBC",
+        CKM_DES3_CBC_PAD => "CKM_DES3_CBC_PAD",
+        CKM_DES3_CMAC => "CKM_DES3_CMAC",
+        CKM_DES3_CMAC_GENERAL => "CKM_DES3_CMAC_GENERAL",
         CKM_DES3_ECB => "CKM_DES3_ECB",
+        CKM_DES3_KEY_GEN => "CKM_DES3_KEY_GEN",
+        CKM_DES3_MAC => "CKM_DES3_MAC",
+        CKM_DES3_MAC_GENERAL => "CKM_DES3_MAC_GENERAL",
         CKM_ECDH1_DERIVE => "CKM_ECDH1_DERIVE",
         CKM_ECDSA => "CKM_ECDSA",
         CKM_ECDSA_SHA1 => "CKM_ECDSA_SHA1",
@@ -220,5 +227,20 @@ mod tests {
         assert_eq!(mechanism_name(CKM_ECDSA), "CKM_ECDSA");
         assert_eq!(mechanism_name(CKM_HSMLINK_SM2_SM3), "CKM_HSMLINK_SM2_SM3");
         assert_eq!(mechanism_name(0x7fff_0000), "CKM_0x7fff0000");
+        assert_eq!(
+            mechanism_name(CKM_DES3_CMAC_GENERAL),
+            "CKM_DES3_CMAC_GENERAL"
+        );
+    }
+
+    /// Every TDES mechanism the soft driver lists has its name.
+    #[test]
+    fn tdes_mechanisms_are_named() {
+        for entry in crate::soft::mechanisms::SOFT_MECHANISMS {
+            if matches!(entry.mechanism, 0x130..=0x13f) {
+                let name = mechanism_name(entry.mechanism);
+                assert!(name.starts_with("CKM_DES"), "{name}");
+            }
+        }
     }
 }

@@ -712,8 +712,13 @@ fn key_checks_at_init() {
         err(CKR_MECHANISM_PARAM_INVALID)
     );
     assert_eq!(
-        t.encrypt_init(m(CKM_DES3_ECB), aes),
+        t.encrypt_init(m(CKM_DES_ECB), aes),
         err(CKR_MECHANISM_INVALID)
+    );
+    // TDES is served, but not with an AES key.
+    assert_eq!(
+        t.encrypt_init(m(CKM_DES3_ECB), aes),
+        err(CKR_KEY_TYPE_INCONSISTENT)
     );
     // A digest mechanism cannot encrypt.
     assert_eq!(

@@ -3,13 +3,14 @@
 //!
 //! One row per mechanism: type, minimum and maximum key size, flags. Key
 //! sizes are in the unit the standard gives each family: bits for RSA, EC,
-//! EdDSA, SM2 and generic secret key generation; bytes for AES, SM4 and HMAC
-//! keys; 0 where no key is involved (digests). The order of the table is the
+//! EdDSA, SM2 and generic secret key generation; bytes for AES, SM4, TDES
+//! and HMAC keys; 0 where no key is involved (digests). The order of the table is the
 //! order of `C_GetMechanismList`.
 //!
 //! The table lists only what the driver does: a test checks every row
 //! against the driver's router ([`crate::soft::operations::route`] and
-//! `capabilities`). Not served (so not listed): wrapping with ECB/CBC modes.
+//! `capabilities`). Not served (so not listed): wrapping with the AES and
+//! SM4 ECB/CBC modes (the TDES modes do wrap).
 
 use cryptoki_sys::*;
 use hsmlink_protocol::vendor::*;
@@ -56,6 +57,9 @@ const SECRET_MAX: u64 = 512;
 /// SM2 curve, bits; SM4 key, bytes.
 const SM2_BITS: u64 = 256;
 const SM4_BYTES: u64 = 16;
+/// TDES keys, bytes: double length (`CKK_DES2`) to triple length (`CKK_DES3`).
+const DES2_BYTES: u64 = 16;
+const DES3_BYTES: u64 = 24;
 
 /// Everything the soft driver does.
 pub static SOFT_MECHANISMS: &[MechanismEntry] = &[
@@ -122,6 +126,16 @@ pub static SOFT_MECHANISMS: &[MechanismEntry] = &[
     row(CKM_AES_ECB_ENCRYPT_DATA, AES_MIN, AES_MAX, CKF_DERIVE),
     row(CKM_AES_CBC_ENCRYPT_DATA, AES_MIN, AES_MAX, CKF_DERIVE),
     row(CKM_HSMLINK_TR31, AES_MIN, AES_MAX, CKF_WRAP | CKF_UNWRAP),
+    // ---- TDES (double- and triple-length keys) ----
+    row(CKM_DES2_KEY_GEN, DES2_BYTES, DES2_BYTES, CKF_GENERATE),
+    row(CKM_DES3_KEY_GEN, DES3_BYTES, DES3_BYTES, CKF_GENERATE),
+    row(CKM_DES3_ECB, DES2_BYTES, DES3_BYTES, CRYPT_WRAP),
+    row(CKM_DES3_CBC, DES2_BYTES, DES3_BYTES, CRYPT_WRAP),
+    row(CKM_DES3_CBC_PAD, DES2_BYTES, DES3_BYTES, CRYPT_WRAP),
+    row(CKM_DES3_MAC, DES2_BYTES, DES3_BYTES, SIGN),
+    row(CKM_DES3_MAC_GENERAL, DES2_BYTES, DES3_BYTES, SIGN),
+    row(CKM_DES3_CMAC, DES2_BYTES, DES3_BYTES, SIGN),
+    row(CKM_DES3_CMAC_GENERAL, DES2_BYTES, DES3_BYTES, SIGN),
     // ---- Generic secrets, digests, HMAC ----
     row(
         CKM_GENERIC_SECRET_KEY_GEN,
@@ -234,6 +248,20 @@ mod tests {
         let sm4 = find(SOFT_MECHANISMS, CKM_HSMLINK_SM4_CBC).unwrap();
         assert_eq!((sm4.min_key_size, sm4.max_key_size), (16, 16));
         assert!(find(SOFT_MECHANISMS, CKM_MD5).is_none());
+        let des3 = find(SOFT_MECHANISMS, CKM_DES3_CBC_PAD).unwrap();
+        assert_eq!((des3.min_key_size, des3.max_key_size), (16, 24));
+        assert_eq!(
+            des3.flags,
+            CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP
+        );
+        let gen2 = find(SOFT_MECHANISMS, CKM_DES2_KEY_GEN).unwrap();
+        assert_eq!((gen2.min_key_size, gen2.max_key_size), (16, 16));
+        let mac = find(SOFT_MECHANISMS, CKM_DES3_MAC_GENERAL).unwrap();
+        assert_eq!(mac.flags, CKF_SIGN | CKF_VERIFY);
+        assert!(
+            find(SOFT_MECHANISMS, CKM_DES_ECB).is_none(),
+            "no single DES"
+        );
         // Every vendor mechanism is served.
         for (name, value) in hsmlink_protocol::vendor::ALL {
             if name.starts_with("CKM_") {

@@ -67,6 +67,7 @@ pub fn tests_for(family: Family) -> &'static [SelfTest] {
         | Family::AesEcbEncryptData
         | Family::AesCbcEncryptData => &[T::Aes],
         Family::Cipher(BlockAlg::Sm4, _) => &[T::Sm4],
+        Family::TdesCipher(_) | Family::TdesMac(..) => &[T::Tdes],
         Family::RsaPkcs | Family::RsaX509 | Family::RsaOaep | Family::RsaPss => &[T::Rsa],
         Family::RsaPkcsHash(_) | Family::RsaPssHash(_) => &[T::Rsa, T::Sha],
         Family::Ecdsa(None) => &[T::Ecdsa],
@@ -77,7 +78,11 @@ pub fn tests_for(family: Family) -> &'static [SelfTest] {
         }
         Family::EcdhDerive => &[T::Ecdh],
         Family::KeyBlock => &[T::Aes, T::Cmac],
-        Family::AesKeyGen | Family::GenericKeyGen | Family::Sm4KeyGen => &[T::Rng],
+        Family::AesKeyGen
+        | Family::GenericKeyGen
+        | Family::Sm4KeyGen
+        | Family::Des2KeyGen
+        | Family::Des3KeyGen => &[T::Rng],
         Family::RsaPairGen => &[T::Rsa, T::Rng],
         Family::EcPairGen => &[T::Ecdsa, T::Rng],
         Family::EdPairGen => &[T::EdDsa, T::Rng],

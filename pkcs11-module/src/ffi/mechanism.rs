@@ -81,6 +81,8 @@ enum Kind {
     None,
     /// A 16-byte IV.
     Iv16,
+    /// An 8-byte IV (TDES).
+    Iv8,
     /// `CKM_AES_KEY_WRAP`: no parameter, or an 8-byte IV.
     WrapIv,
     /// `CKM_AES_KEY_WRAP_KWP`: no parameter, or a 4-byte IV.
@@ -139,7 +141,12 @@ fn kind(mechanism: u64) -> Kind {
         CKM_SHA224_HMAC,
         CKM_SHA256_HMAC,
         CKM_SHA384_HMAC,
-        CKM_SHA512_HMAC
+        CKM_SHA512_HMAC,
+        CKM_DES2_KEY_GEN,
+        CKM_DES3_KEY_GEN,
+        CKM_DES3_ECB,
+        CKM_DES3_MAC,
+        CKM_DES3_CMAC
     );
     let vendor_none = [
         CKM_HSMLINK_SM2_KEY_PAIR_GEN,
@@ -161,6 +168,9 @@ fn kind(mechanism: u64) -> Kind {
     {
         return Kind::Iv16;
     }
+    if m!(CKM_DES3_CBC, CKM_DES3_CBC_PAD).contains(&mechanism) {
+        return Kind::Iv8;
+    }
     let pss = m!(
         CKM_RSA_PKCS_PSS,
         CKM_SHA1_RSA_PKCS_PSS,
@@ -175,6 +185,8 @@ fn kind(mechanism: u64) -> Kind {
     let mac_general = m!(
         CKM_AES_CMAC_GENERAL,
         CKM_AES_MAC_GENERAL,
+        CKM_DES3_MAC_GENERAL,
+        CKM_DES3_CMAC_GENERAL,
         CKM_SHA_1_HMAC_GENERAL,
         CKM_SHA224_HMAC_GENERAL,
         CKM_SHA256_HMAC_GENERAL,
@@ -317,6 +329,11 @@ unsafe fn parse(kind: Kind, param: Param) -> Result<MechanismParams, Error> {
         Kind::Iv16 => {
             // SAFETY: see above.
             let iv = unsafe { param.bytes(&[16]) }?;
+            MechanismParams::Iv(iv)
+        }
+        Kind::Iv8 => {
+            // SAFETY: see above.
+            let iv = unsafe { param.bytes(&[8]) }?;
             MechanismParams::Iv(iv)
         }
         Kind::WrapIv | Kind::WrapKwpIv if param.absent() => MechanismParams::None,

@@ -444,14 +444,18 @@ pub fn rsa_crypt_scheme(family: Family, mechanism: &Mechanism) -> CkResult<Schem
 /// An operation and, for SM2 with SM3, the hash prefix Z.
 pub type Started = (Box<dyn Operation>, Option<Vec<u8>>);
 
-/// Starts an asymmetric (or key-wrap) operation; the key's type has been
-/// checked.
+/// Starts an asymmetric operation, or the single-part cipher of
+/// `C_WrapKey`/`C_UnwrapKey` (AES key wrap; the TDES modes, which are
+/// [`super::symmetric`]'s); the key's type has been checked.
 pub fn begin(kind: OpKind, family: Family, mechanism: &Mechanism, key: &Key) -> CkResult<Started> {
     let private = key.class() == CKO_PRIVATE_KEY;
     let buffer = || Feed::Buffer(Zeroizing::new(Vec::new()));
     let hash = |alg: DigestAlg| Feed::Hash(alg, Some(Box::new(Hasher::new(alg))));
     let mut prefix = None;
     let (engine, feed) = match family {
+        Family::TdesCipher(_) => {
+            return Ok((super::symmetric::begin(kind, family, mechanism, key)?, None));
+        }
         Family::RsaPkcs | Family::RsaX509 | Family::RsaOaep => (
             rsa_engine(kind, key, rsa_crypt_scheme(family, mechanism)?)?,
             buffer(),

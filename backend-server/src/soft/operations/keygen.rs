@@ -1,4 +1,4 @@
-//! `C_GenerateKey` (AES, generic secrets and HMAC keys, SM4) and
+//! `C_GenerateKey` (AES, generic secrets and HMAC keys, SM4, TDES) and
 //! `C_GenerateKeyPair` (RSA, EC P-256/384/521, Ed25519, SM2), PKCS#11 3.0
 //! section 5.18. New keys are `CKA_LOCAL`, carry their
 //! `CKA_KEY_GEN_MECHANISM`, and are `CKA_ALWAYS_SENSITIVE` /
@@ -7,7 +7,7 @@
 
 use cryptoki_sys::*;
 use hsmlink_crypto::selftest::{KeyPair, SelfTestFailed, pairwise};
-use hsmlink_crypto::{CryptoError, ec, rng, rsa, sm2};
+use hsmlink_crypto::{CryptoError, ec, rng, rsa, sm2, tdes};
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::{Attribute, AttributeValue, Mechanism, ObjectHandle};
 use zeroize::Zeroizing;
@@ -66,6 +66,15 @@ pub fn generate_key(
             None | Some(16) => (hsmlink_protocol::vendor::CKK_HSMLINK_SM4, 16),
             Some(_) => return Err(bad),
         },
+        // The length is the key type's; CKA_VALUE_LEN, if given, must agree.
+        Family::Des2KeyGen => match value_len {
+            None | Some(16) => (CKK_DES2, 16),
+            Some(_) => return Err(bad),
+        },
+        Family::Des3KeyGen => match value_len {
+            None | Some(24) => (CKK_DES3, 24),
+            Some(_) => return Err(bad),
+        },
         _ => {
             let key_type = ulong(given.get(&cka::CKA_KEY_TYPE)).unwrap_or(CKK_GENERIC_SECRET);
             if !GENERIC_TYPES.contains(&key_type) {
@@ -78,7 +87,12 @@ pub fn generate_key(
             }
         }
     };
-    let value = Zeroizing::new(rng::random_vec(len as usize).map_err(ck)?);
+    let len = usize::try_from(len).map_err(|_| bad)?;
+    let value = match family {
+        // Odd parity, as PKCS#11 asks of DES keys.
+        Family::Des2KeyGen | Family::Des3KeyGen => tdes::generate_key(len).map_err(ck)?,
+        _ => Zeroizing::new(rng::random_vec(len).map_err(ck)?),
+    };
     let id = new_object_id()?;
     let attrs = token_made_key(
         template,

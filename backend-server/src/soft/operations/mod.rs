@@ -5,8 +5,9 @@
 //! [`capabilities`] says which functions each family serves; the mechanism
 //! table ([`crate::soft::mechanisms`]) is checked against both, so it never
 //! lists what the driver lacks. The adapters live by kind of engine:
-//! [`symmetric`] (digests, MACs, block ciphers), [`asymmetric`] (RSA, ECDSA,
-//! EdDSA, SM2, and AES key wrap as a single-part cipher), [`keygen`] and
+//! [`symmetric`] (digests, MACs, block ciphers, TDES), [`asymmetric`] (RSA,
+//! ECDSA, EdDSA, SM2, and the single-part ciphers of `C_WrapKey`/
+//! `C_UnwrapKey`: AES key wrap, TDES modes), [`keygen`] and
 //! [`keymgmt`] (wrap, unwrap, derive).
 
 pub mod asymmetric;
@@ -21,6 +22,7 @@ use hsmlink_crypto::CryptoError;
 use hsmlink_crypto::cipher::BlockAlg;
 use hsmlink_crypto::digest::DigestAlg;
 use hsmlink_crypto::keywrap::WrapAlg;
+use hsmlink_crypto::tdes::MacKind as TdesMacKind;
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::vendor::*;
 use hsmlink_protocol::{Attribute, AttributeValue, Mechanism, MechanismParams, ObjectHandle};
@@ -47,7 +49,7 @@ pub fn ck(e: CryptoError) -> Ckr {
     })
 }
 
-/// Block modes of AES and SM4.
+/// Block modes of AES and SM4 (and of TDES: ECB, CBC, CBC-PAD).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModeKind {
     Ecb,
@@ -66,6 +68,12 @@ pub enum Family {
     Hmac(DigestAlg, bool),
     Cmac(BlockAlg, bool),
     Cipher(BlockAlg, ModeKind),
+    /// `CKM_DES3_ECB`, `_CBC`, `_CBC_PAD` (DES2 and DES3 keys); they also
+    /// wrap and unwrap secret keys.
+    TdesCipher(ModeKind),
+    /// `CKM_DES3_CMAC` and `CKM_DES3_MAC` (ISO 9797-1 CBC-MAC); `true`
+    /// for the `_GENERAL` form.
+    TdesMac(TdesMacKind, bool),
     KeyWrap(WrapAlg),
     RsaPkcs,
     RsaX509,
@@ -88,6 +96,8 @@ pub enum Family {
     AesKeyGen,
     GenericKeyGen,
     Sm4KeyGen,
+    Des2KeyGen,
+    Des3KeyGen,
     RsaPairGen,
     EcPairGen,
     EdPairGen,
@@ -131,6 +141,13 @@ pub fn route(mechanism: u64) -> Option<Family> {
         CKM_HSMLINK_SM4_CBC_PAD => Cipher(BlockAlg::Sm4, CbcPad),
         CKM_HSMLINK_SM4_CTR => Cipher(BlockAlg::Sm4, Ctr),
         CKM_HSMLINK_SM4_GCM => Cipher(BlockAlg::Sm4, Gcm),
+        CKM_DES3_ECB => TdesCipher(Ecb),
+        CKM_DES3_CBC => TdesCipher(Cbc),
+        CKM_DES3_CBC_PAD => TdesCipher(CbcPad),
+        CKM_DES3_CMAC => TdesMac(TdesMacKind::Cmac, false),
+        CKM_DES3_CMAC_GENERAL => TdesMac(TdesMacKind::Cmac, true),
+        CKM_DES3_MAC => TdesMac(TdesMacKind::CbcMac, false),
+        CKM_DES3_MAC_GENERAL => TdesMac(TdesMacKind::CbcMac, true),
         CKM_AES_KEY_WRAP => KeyWrap(WrapAlg::Kw),
         CKM_AES_KEY_WRAP_KWP => KeyWrap(WrapAlg::Kwp),
         CKM_RSA_PKCS => RsaPkcs,
@@ -165,6 +182,8 @@ pub fn route(mechanism: u64) -> Option<Family> {
         CKM_AES_KEY_GEN => AesKeyGen,
         CKM_GENERIC_SECRET_KEY_GEN => GenericKeyGen,
         CKM_HSMLINK_SM4_KEY_GEN => Sm4KeyGen,
+        CKM_DES2_KEY_GEN => Des2KeyGen,
+        CKM_DES3_KEY_GEN => Des3KeyGen,
         CKM_RSA_PKCS_KEY_PAIR_GEN => RsaPairGen,
         CKM_EC_KEY_PAIR_GEN => EcPairGen,
         CKM_EC_EDWARDS_KEY_PAIR_GEN => EdPairGen,
@@ -180,9 +199,9 @@ pub fn capabilities(family: Family) -> CK_FLAGS {
     const SIGN: CK_FLAGS = CKF_SIGN | CKF_VERIFY;
     match family {
         Digest(_) => CKF_DIGEST,
-        Hmac(..) | Cmac(..) => SIGN,
+        Hmac(..) | Cmac(..) | TdesMac(..) => SIGN,
         Cipher(..) => CRYPT,
-        KeyWrap(_) => CRYPT | CKF_WRAP | CKF_UNWRAP,
+        KeyWrap(_) | TdesCipher(_) => CRYPT | CKF_WRAP | CKF_UNWRAP,
         RsaPkcs => CRYPT | SIGN | CKF_SIGN_RECOVER | CKF_VERIFY_RECOVER | CKF_WRAP | CKF_UNWRAP,
         RsaX509 => CRYPT | SIGN,
         RsaOaep => CRYPT | CKF_WRAP | CKF_UNWRAP,
@@ -190,7 +209,7 @@ pub fn capabilities(family: Family) -> CK_FLAGS {
         Sm2Encrypt => CRYPT,
         EcdhDerive | Sm2KeyExchange | AesEcbEncryptData | AesCbcEncryptData => CKF_DERIVE,
         KeyBlock => CKF_WRAP | CKF_UNWRAP,
-        AesKeyGen | GenericKeyGen | Sm4KeyGen => CKF_GENERATE,
+        AesKeyGen | GenericKeyGen | Sm4KeyGen | Des2KeyGen | Des3KeyGen => CKF_GENERATE,
         RsaPairGen | EcPairGen | EdPairGen | Sm2PairGen => CKF_GENERATE_KEY_PAIR,
     }
 }
@@ -336,6 +355,7 @@ pub fn check_key_type(kind: OpKind, family: Family, key: &Key) -> CkResult<()> {
         Cmac(BlockAlg::Sm4, _) | Cipher(BlockAlg::Sm4, _) => {
             key.require(CKO_SECRET_KEY, &[CKK_HSMLINK_SM4])
         }
+        TdesCipher(_) | TdesMac(..) => key.require(CKO_SECRET_KEY, &[CKK_DES2, CKK_DES3]),
         RsaPkcs | RsaX509 | RsaOaep | RsaPss | RsaPkcsHash(_) | RsaPssHash(_) => {
             key.require(asymmetric_class(kind), &[CKK_RSA])
         }
@@ -381,9 +401,11 @@ impl CryptoDriver for SoftPartition {
         check_key_type(kind, family, &key)?;
         key.permits(usage(kind), mechanism.mechanism.0)?;
         let (operation, hash_prefix): (Box<dyn Operation>, Option<Vec<u8>>) = match family {
-            Family::Hmac(..) | Family::Cmac(..) | Family::Cipher(..) => {
-                (symmetric::begin(kind, family, mechanism, &key)?, None)
-            }
+            Family::Hmac(..)
+            | Family::Cmac(..)
+            | Family::Cipher(..)
+            | Family::TdesCipher(_)
+            | Family::TdesMac(..) => (symmetric::begin(kind, family, mechanism, &key)?, None),
             _ => asymmetric::begin(kind, family, mechanism, &key)?,
         };
         let needs_context_login = key.class() == CKO_PRIVATE_KEY

@@ -1,5 +1,6 @@
-//! Digests (`CKM_SHA*`, SM3), MACs (HMAC, CMAC) and block-cipher modes (AES
-//! and SM4: ECB, CBC, CBC-PAD, CTR, GCM, AES-CCM) as [`Operation`]s.
+//! Digests (`CKM_SHA*`, SM3), MACs (HMAC, CMAC, the TDES CBC-MAC) and
+//! block-cipher modes (AES and SM4: ECB, CBC, CBC-PAD, CTR, GCM, AES-CCM;
+//! TDES: ECB, CBC, CBC-PAD) as [`Operation`]s.
 
 use cryptoki_sys::{
     CKR_FUNCTION_FAILED, CKR_MECHANISM_PARAM_INVALID, CKR_OPERATION_NOT_INITIALIZED,
@@ -7,6 +8,7 @@ use cryptoki_sys::{
 use hsmlink_crypto::cipher::{self, CipherCtx, Direction, Mode};
 use hsmlink_crypto::digest::{DigestAlg, Hasher};
 use hsmlink_crypto::mac::{MacAlg, MacCtx};
+use hsmlink_crypto::tdes::{self, TdesCtx};
 use hsmlink_protocol::{Mechanism, MechanismParams};
 use zeroize::Zeroizing;
 
@@ -124,6 +126,59 @@ impl Operation for CipherOp {
     }
 }
 
+/// `C_Encrypt*`/`C_Decrypt*` (and single-part wrapping) with a TDES mode.
+#[derive(Debug)]
+pub struct TdesOp {
+    mode: tdes::Mode,
+    dir: Direction,
+    ctx: Option<TdesCtx>,
+}
+
+impl Operation for TdesOp {
+    fn output_len(&self, step: Step, input_len: usize) -> CkResult<OutLen> {
+        let ctx = self.ctx.as_ref().ok_or_else(finished)?;
+        let pad_decrypt =
+            matches!(self.mode, tdes::Mode::CbcPad { .. }) && self.dir == Direction::Decrypt;
+        Ok(match step {
+            Step::Update => OutLen::Exact(ctx.update_len(input_len)),
+            Step::Final if pad_decrypt => OutLen::AtMost(ctx.final_len()),
+            Step::Final => OutLen::Exact(ctx.final_len()),
+            Step::Single | Step::SignDigest => {
+                let n = tdes::output_len(&self.mode, self.dir, input_len);
+                if pad_decrypt {
+                    OutLen::AtMost(n)
+                } else {
+                    OutLen::Exact(n)
+                }
+            }
+        })
+    }
+
+    fn update(&mut self, input: &[u8]) -> CkResult<Zeroizing<Vec<u8>>> {
+        let ctx = self.ctx.as_mut().ok_or_else(finished)?;
+        ctx.update(input).map(Zeroizing::new).map_err(ck)
+    }
+
+    fn finish(&mut self) -> CkResult<Zeroizing<Vec<u8>>> {
+        let ctx = self.ctx.take().ok_or_else(finished)?;
+        ctx.finalize().map(Zeroizing::new).map_err(ck)
+    }
+}
+
+/// The mode and IV of a TDES mechanism (an 8-byte IV for CBC and CBC-PAD).
+pub fn tdes_mode(kind: ModeKind, mechanism: &Mechanism) -> CkResult<tdes::Mode> {
+    Ok(match (kind, &mechanism.params) {
+        (ModeKind::Ecb, MechanismParams::None) => tdes::Mode::Ecb,
+        (ModeKind::Cbc, MechanismParams::Iv(iv)) => tdes::Mode::Cbc {
+            iv: tdes::block_param(iv).map_err(ck)?,
+        },
+        (ModeKind::CbcPad, MechanismParams::Iv(iv)) => tdes::Mode::CbcPad {
+            iv: tdes::block_param(iv).map_err(ck)?,
+        },
+        _ => return Err(Ckr(CKR_MECHANISM_PARAM_INVALID)),
+    })
+}
+
 /// The mode and parameters of a block-cipher mechanism.
 pub fn mode(kind: ModeKind, mechanism: &Mechanism) -> CkResult<Mode> {
     let invalid = Ckr(CKR_MECHANISM_PARAM_INVALID);
@@ -200,11 +255,16 @@ pub fn begin(
     key: &Key,
 ) -> CkResult<Box<dyn Operation>> {
     let value = key.value()?;
+    let dir = match kind {
+        OpKind::Encrypt => Direction::Encrypt,
+        _ => Direction::Decrypt,
+    };
     match family {
-        Family::Hmac(_, general) | Family::Cmac(_, general) => {
+        Family::Hmac(_, general) | Family::Cmac(_, general) | Family::TdesMac(_, general) => {
             let alg = match family {
                 Family::Hmac(d, _) => MacAlg::Hmac(d),
                 Family::Cmac(hsmlink_crypto::cipher::BlockAlg::Aes, _) => MacAlg::CmacAes,
+                Family::TdesMac(mac_kind, _) => MacAlg::Tdes(mac_kind),
                 _ => MacAlg::CmacSm4,
             };
             let out_len = if general {
@@ -221,12 +281,17 @@ pub fn begin(
         }
         Family::Cipher(alg, kind_of_mode) => {
             let mode = mode(kind_of_mode, mechanism)?;
-            let dir = match kind {
-                OpKind::Encrypt => Direction::Encrypt,
-                _ => Direction::Decrypt,
-            };
             let ctx = CipherCtx::new(alg, &value, &mode, dir).map_err(ck)?;
             Ok(Box::new(CipherOp {
+                mode,
+                dir,
+                ctx: Some(ctx),
+            }))
+        }
+        Family::TdesCipher(kind_of_mode) => {
+            let mode = tdes_mode(kind_of_mode, mechanism)?;
+            let ctx = TdesCtx::new(&value, &mode, dir).map_err(ck)?;
+            Ok(Box::new(TdesOp {
                 mode,
                 dir,
                 ctx: Some(ctx),

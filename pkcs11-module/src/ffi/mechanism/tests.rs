@@ -113,12 +113,40 @@ fn unknown_mechanisms() {
         parse_raw(unknown, (&raw mut byte).cast(), 1),
         Err(CKR_MECHANISM_INVALID)
     );
-    // CKM_DES3_CBC: a standard mechanism we do not serve.
+    // CKM_DES_CBC (single DES): a standard mechanism we do not serve.
     let mut iv = [0u8; 8];
     assert_eq!(
-        parse_raw(wire(CKM_DES3_CBC), iv.as_mut_ptr().cast(), 8),
+        parse_raw(wire(CKM_DES_CBC), iv.as_mut_ptr().cast(), 8),
         Err(CKR_MECHANISM_INVALID)
     );
+}
+
+#[test]
+fn tdes_ivs_and_mac_lengths() {
+    for m in [wire(CKM_DES3_CBC), wire(CKM_DES3_CBC_PAD)] {
+        let mut iv: [u8; 8] = std::array::from_fn(|i| i as u8 + 1);
+        let ptr = iv.as_mut_ptr().cast();
+        assert_eq!(parse_raw(m, ptr, 8), Ok(MechanismParams::Iv(iv.to_vec())));
+        for bad in [0, 7, 9, 16] {
+            assert_eq!(parse_raw(m, ptr, bad), Err(CKR_MECHANISM_PARAM_INVALID));
+        }
+    }
+    for m in [wire(CKM_DES3_MAC_GENERAL), wire(CKM_DES3_CMAC_GENERAL)] {
+        let mut len: CK_MAC_GENERAL_PARAMS = 5;
+        let ptr = (&raw mut len).cast();
+        assert_eq!(
+            parse_raw(m, ptr, size_of::<CK_MAC_GENERAL_PARAMS>()),
+            Ok(MechanismParams::MacGeneral(5))
+        );
+    }
+    let mut byte = 7u8;
+    for m in [CKM_DES3_ECB, CKM_DES3_MAC, CKM_DES3_CMAC, CKM_DES3_KEY_GEN] {
+        assert_eq!(parse_raw(wire(m), null_mut(), 0), Ok(MechanismParams::None));
+        assert_eq!(
+            parse_raw(wire(m), (&raw mut byte).cast(), 1),
+            Err(CKR_MECHANISM_PARAM_INVALID)
+        );
+    }
 }
 
 #[test]
