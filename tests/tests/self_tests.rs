@@ -20,9 +20,9 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::Session;
 
 const TEST: &str = "each_self_test_break_switch_puts_the_partition_in_the_error_state";
-const NAMES: [&str; 13] = [
-    "aes", "sm4", "sha", "sm3", "hmac", "cmac", "rsa", "ecdsa", "ecdh", "eddsa", "sm2", "rng",
-    "pairwise",
+const NAMES: [&str; 14] = [
+    "aes", "sm4", "tdes", "sha", "sm3", "hmac", "cmac", "rsa", "ecdsa", "ecdh", "eddsa", "sm2",
+    "rng", "pairwise",
 ];
 
 fn secret_key(session: &Session, mechanism: &Mechanism, len: Option<u64>) -> ObjectHandle {
@@ -76,6 +76,10 @@ fn meet(session: &Session, name: &str) -> Result<(), RvError> {
         "sm4" => {
             let key = secret_key(session, &vendor(0xC853_0120), None);
             code(session.encrypt(&vendor(0xC853_0121), key, &[0; 16]))
+        }
+        "tdes" => {
+            let key = secret_key(session, &Mechanism::Des3KeyGen, None);
+            code(session.encrypt(&Mechanism::Des3Ecb, key, &[0; 8]))
         }
         "sha" => code(session.digest(&Mechanism::Sha256, b"abc")),
         "sm3" => code(session.digest(&vendor(0xC853_0110), b"abc")),
