@@ -273,7 +273,9 @@ fn mechanism_params(mechanism: u64, body: &Body) -> ApiResult<MechanismParams> {
         salt_len: salt,
     };
     Ok(match mechanism {
-        CKM_AES_CBC | CKM_AES_CBC_PAD => MechanismParams::Iv(iv()?),
+        CKM_AES_CBC | CKM_AES_CBC_PAD | CKM_DES3_CBC | CKM_DES3_CBC_PAD => {
+            MechanismParams::Iv(iv()?)
+        }
         m if mechanism_name(m).starts_with("CKM_SM4_CBC") => MechanismParams::Iv(iv()?),
         CKM_AES_GCM => {
             let iv = iv()?;
@@ -967,6 +969,8 @@ fn key_type_name(kind: u64) -> String {
         CKK_RSA => "CKK_RSA".to_owned(),
         CKK_EC => "CKK_EC".to_owned(),
         CKK_AES => "CKK_AES".to_owned(),
+        CKK_DES2 => "CKK_DES2".to_owned(),
+        CKK_DES3 => "CKK_DES3".to_owned(),
         CKK_GENERIC_SECRET => "CKK_GENERIC_SECRET".to_owned(),
         CKK_EC_EDWARDS => "CKK_EC_EDWARDS".to_owned(),
         other => format!("{other:#x}"),
@@ -1089,10 +1093,23 @@ mod tests {
         );
         assert_eq!(parse_mechanism("ECDSA").unwrap(), CKM_ECDSA);
         assert_eq!(parse_mechanism("0x1041").unwrap(), CKM_ECDSA);
+        assert_eq!(parse_mechanism("DES3_CBC_PAD").unwrap(), CKM_DES3_CBC_PAD);
         assert_eq!(
             parse_mechanism("CKM_NOPE").unwrap_err().rv,
             CKR_MECHANISM_INVALID
         );
+    }
+
+    #[test]
+    fn tdes_cbc_takes_the_iv() {
+        let body: Body = serde_json::from_str(r#"{"iv": "AAECAwQFBgc="}"#).unwrap();
+        for m in [CKM_DES3_CBC, CKM_DES3_CBC_PAD] {
+            assert_eq!(
+                mechanism_params(m, &body).unwrap(),
+                MechanismParams::Iv((0u8..8).collect())
+            );
+        }
+        assert_eq!(key_type_name(CKK_DES3), "CKK_DES3");
     }
 
     #[test]
