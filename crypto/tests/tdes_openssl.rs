@@ -4,6 +4,9 @@
 //! multi-part feeding, and both MACs. OpenSSL is an independent
 //! implementation; nothing here compares the crate with itself.
 
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 

@@ -177,12 +177,17 @@ fn modes_agree_with_openssl(session: &Session) {
         let key = known_key(session, key_type, &value);
         // ECB and CBC take whole blocks; CBC-PAD any length.
         let whole = &message[..56];
-        let cases: [(Mechanism, &str, Option<&[u8; 8]>, bool, &[u8]); 3] = [
-            (Mechanism::Des3Ecb, "ecb", None, false, whole),
-            (Mechanism::Des3Cbc(IV), "cbc", Some(&IV), false, whole),
-            (Mechanism::Des3CbcPad(IV), "cbc", Some(&IV), true, &message),
-        ];
-        for (mechanism, mode, iv, pad, data) in cases {
+        for mechanism in [
+            Mechanism::Des3Ecb,
+            Mechanism::Des3Cbc(IV),
+            Mechanism::Des3CbcPad(IV),
+        ] {
+            // The same mode in OpenSSL's terms.
+            let (mode, iv, pad, data) = match mechanism {
+                Mechanism::Des3Ecb => ("ecb", None, false, whole),
+                Mechanism::Des3Cbc(_) => ("cbc", Some(&IV), false, whole),
+                _ => ("cbc", Some(&IV), true, &message[..]),
+            };
             let want = openssl_enc(&value, mode, iv, pad, data);
             let got = session.encrypt(&mechanism, key, data).unwrap();
             assert_eq!(hex(&got), hex(&want), "{mechanism:?} {key_type}");
