@@ -223,10 +223,10 @@ impl TdesCtx {
                 let pos = self.buf.len();
                 // Invariant: update() leaves fewer than BLOCK_LEN bytes when
                 // encrypting; checked anyway, since raw_pad needs it.
-                block
-                    .get_mut(..pos)
-                    .ok_or(CryptoError::General)?
-                    .copy_from_slice(&self.buf);
+                if pos >= BLOCK_LEN {
+                    return Err(CryptoError::General);
+                }
+                block[..pos].copy_from_slice(&self.buf);
                 Pkcs7::raw_pad(&mut block[..], pos);
                 self.engine.apply(&mut block[..])?;
                 Ok(block.to_vec())
@@ -452,7 +452,9 @@ impl<C: Tdes> CbcMac<C> {
         if !self.partial.is_empty() || !self.started {
             // Padding method 1: zero bits up to a (positive) whole block.
             let mut block = Zeroizing::new([0u8; BLOCK_LEN]);
-            block[..self.partial.len()].copy_from_slice(&self.partial);
+            for (b, p) in block.iter_mut().zip(self.partial.iter()) {
+                *b = *p;
+            }
             self.absorb(&block[..]);
         }
         self.chain.to_vec()
