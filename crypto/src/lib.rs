@@ -23,5 +23,6 @@ pub mod selftest;
 pub mod sm2;
 pub mod sm2_exchange;
 pub mod sm4_fast;
+pub mod tr34;
 
 pub use error::{CryptoError, Result};

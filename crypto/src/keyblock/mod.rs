@@ -15,7 +15,7 @@
 //! PCI PIN forbids it for import, and hsmlink never makes it.
 
 mod header;
-mod tdes;
+pub(crate) mod tdes;
 
 pub use header::{Header, OptionalBlock};
 
