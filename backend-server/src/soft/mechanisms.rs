@@ -122,6 +122,8 @@ pub static SOFT_MECHANISMS: &[MechanismEntry] = &[
     row(CKM_AES_ECB_ENCRYPT_DATA, AES_MIN, AES_MAX, CKF_DERIVE),
     row(CKM_AES_CBC_ENCRYPT_DATA, AES_MIN, AES_MAX, CKF_DERIVE),
     row(CKM_HSMLINK_TR31, AES_MIN, AES_MAX, CKF_WRAP | CKF_UNWRAP),
+    // The RSA key-receiving key's modulus bits.
+    row(CKM_HSMLINK_TR34, RSA_MIN, RSA_MAX, CKF_UNWRAP),
     // ---- Generic secrets, digests, HMAC ----
     row(
         CKM_GENERIC_SECRET_KEY_GEN,
