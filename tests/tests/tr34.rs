@@ -68,10 +68,21 @@ fn make_pki(dir: &Path) {
     let ca = |name: &str, cn: &str| {
         openssl(
             &[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                &format!("{name}.key"), "-out", &format!("{name}.pem"), "-subj",
-                &format!("/O=hsmlink tests/CN={cn}"), "-days", "30",
-                "-addext", "basicConstraints=critical,CA:TRUE",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+                "-subj",
+                &format!("/O=hsmlink tests/CN={cn}"),
+                "-days",
+                "30",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
             ],
             dir,
         );
@@ -81,16 +92,35 @@ fn make_pki(dir: &Path) {
     let issue = |name: &str, issuer: &str, serial: &str| {
         openssl(
             &[
-                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"),
-                "-out", &format!("{name}.csr"), "-subj", "/O=hsmlink tests/CN=KDH",
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                "/O=hsmlink tests/CN=KDH",
             ],
             dir,
         );
         openssl(
             &[
-                "x509", "-req", "-in", &format!("{name}.csr"), "-CA",
-                &format!("{issuer}.pem"), "-CAkey", &format!("{issuer}.key"),
-                "-set_serial", serial, "-days", "30", "-out", &format!("{name}.pem"),
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                &format!("{issuer}.pem"),
+                "-CAkey",
+                &format!("{issuer}.key"),
+                "-set_serial",
+                serial,
+                "-days",
+                "30",
+                "-out",
+                &format!("{name}.pem"),
             ],
             dir,
         );
@@ -107,17 +137,36 @@ fn make_pki(dir: &Path) {
     )
     .unwrap();
     openssl(
-        &["ca", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.pem", "-revoke", "kdh2.pem"],
+        &[
+            "ca", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.pem", "-revoke",
+            "kdh2.pem",
+        ],
         dir,
     );
     openssl(
-        &["ca", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.pem", "-gencrl", "-out", "crl.pem"],
+        &[
+            "ca", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.pem", "-gencrl", "-out",
+            "crl.pem",
+        ],
         dir,
     );
-    openssl(&["crl", "-in", "crl.pem", "-outform", "DER", "-out", "crl.der"], dir);
+    openssl(
+        &[
+            "crl", "-in", "crl.pem", "-outform", "DER", "-out", "crl.der",
+        ],
+        dir,
+    );
     for name in ["ca", "kdh", "rogue"] {
         openssl(
-            &["x509", "-in", &format!("{name}.pem"), "-outform", "DER", "-out", &format!("{name}.der")],
+            &[
+                "x509",
+                "-in",
+                &format!("{name}.pem"),
+                "-outform",
+                "DER",
+                "-out",
+                &format!("{name}.der"),
+            ],
             dir,
         );
     }
@@ -243,7 +292,11 @@ fn psec_unwrap(kbpk: &[u8], block: &[u8]) -> (String, Vec<u8>) {
         .args([&hex(kbpk), std::str::from_utf8(block).unwrap()])
         .output()
         .expect("run psec");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = String::from_utf8(out.stdout).unwrap();
     let (fields, key) = out.trim().split_once(' ').unwrap();
     (fields.to_owned(), unhex(key))
@@ -295,7 +348,10 @@ fn receiver(session: &Session) -> Receiver {
         )
         .unwrap();
     let attrs = session
-        .get_attributes(public, &[AttributeType::Modulus, AttributeType::PublicExponent])
+        .get_attributes(
+            public,
+            &[AttributeType::Modulus, AttributeType::PublicExponent],
+        )
         .unwrap();
     let (mut modulus, mut exponent) = (String::new(), String::new());
     for a in attrs {
@@ -318,7 +374,12 @@ fn import(
     token: &[u8],
     nonce: Option<&[u8; 16]>,
 ) -> Result<ObjectHandle, Error> {
-    session.unwrap_key(&tr34(nonce), receiver.key, token, &[Attribute::Token(false)])
+    session.unwrap_key(
+        &tr34(nonce),
+        receiver.key,
+        token,
+        &[Attribute::Token(false)],
+    )
 }
 
 fn object_count(session: &Session) -> usize {
@@ -370,18 +431,30 @@ fn keys_load_from_an_independent_kdh_and_bad_tokens_create_nothing() {
             &krd,
             &aes,
             "D0000D0AB00E0000",
-            &["--cipher", "aes128", "--signing-time", &signed_now, "--with-certificate"],
+            &[
+                "--cipher",
+                "aes128",
+                "--signing-time",
+                &signed_now,
+                "--with-certificate",
+            ],
         );
         let key = import(&session, &krd, &one_pass, None).unwrap();
         assert_eq!(
-            session.encrypt(&Mechanism::AesEcb, key, &[0u8; 16]).unwrap(),
+            session
+                .encrypt(&Mechanism::AesEcb, key, &[0u8; 16])
+                .unwrap(),
             openssl_ecb_zero(&aes)
         );
         assert_eq!(header_of(&session, key), b"D0000D0AB00E0000");
         let attrs = session
             .get_attributes(
                 key,
-                &[AttributeType::KeyType, AttributeType::Wrap, AttributeType::Sign],
+                &[
+                    AttributeType::KeyType,
+                    AttributeType::Wrap,
+                    AttributeType::Sign,
+                ],
             )
             .unwrap();
         for want in [
@@ -433,7 +506,11 @@ fn keys_load_from_an_independent_kdh_and_bad_tokens_create_nothing() {
         let attrs = session
             .get_attributes(
                 kek,
-                &[AttributeType::KeyType, AttributeType::Wrap, AttributeType::Encrypt],
+                &[
+                    AttributeType::KeyType,
+                    AttributeType::Wrap,
+                    AttributeType::Encrypt,
+                ],
             )
             .unwrap();
         for want in [
@@ -471,14 +548,25 @@ fn keys_load_from_an_independent_kdh_and_bad_tokens_create_nothing() {
             &krd,
             &aes,
             "D0000D0AB00E0000",
-            &["--cipher", "aes128", "--signing-time", &format!("{}", now() - 7200.0)],
+            &[
+                "--cipher",
+                "aes128",
+                "--signing-time",
+                &format!("{}", now() - 7200.0),
+            ],
         );
         let rogue = token(
             "rogue-kdh",
             &krd,
             &aes,
             "D0000D0AB00E0000",
-            &["--cipher", "aes128", "--signing-time", &signed_now, "--with-certificate"],
+            &[
+                "--cipher",
+                "aes128",
+                "--signing-time",
+                &signed_now,
+                "--with-certificate",
+            ],
         );
         let revoked = token(
             "kdh2",
@@ -486,8 +574,13 @@ fn keys_load_from_an_independent_kdh_and_bad_tokens_create_nothing() {
             &aes,
             "D0000D0AB00E0000",
             &[
-                "--cipher", "aes128", "--signing-time", &signed_now, "--with-certificate",
-                "--crl", "crl.der",
+                "--cipher",
+                "aes128",
+                "--signing-time",
+                &signed_now,
+                "--with-certificate",
+                "--crl",
+                "crl.der",
             ],
         );
         let other_host_in_block = token(
@@ -495,7 +588,14 @@ fn keys_load_from_an_independent_kdh_and_bad_tokens_create_nothing() {
             &krd,
             &aes,
             "D0000D0AB00E0000",
-            &["--cipher", "aes128", "--signing-time", &signed_now, "--block-kdh-serial", "8"],
+            &[
+                "--cipher",
+                "aes128",
+                "--signing-time",
+                &signed_now,
+                "--block-kdh-serial",
+                "8",
+            ],
         );
         let other_header_in_block = token(
             "kdh",
@@ -503,8 +603,12 @@ fn keys_load_from_an_independent_kdh_and_bad_tokens_create_nothing() {
             &aes,
             "D0000D0AB00E0000",
             &[
-                "--cipher", "aes128", "--signing-time", &signed_now,
-                "--block-header", "D0000D0AB00N0000",
+                "--cipher",
+                "aes128",
+                "--signing-time",
+                &signed_now,
+                "--block-header",
+                "D0000D0AB00N0000",
             ],
         );
         let mut altered = one_pass.clone();
@@ -514,10 +618,22 @@ fn keys_load_from_an_independent_kdh_and_bad_tokens_create_nothing() {
             ("signed two hours ago", &stale, RvError::WrappedKeyInvalid),
             ("KDH under another CA", &rogue, RvError::WrappedKeyInvalid),
             ("KDH on its CA's CRL", &revoked, RvError::WrappedKeyInvalid),
-            ("key block names another KDH", &other_host_in_block, RvError::WrappedKeyInvalid),
-            ("key block header not the signed one", &other_header_in_block, RvError::WrappedKeyInvalid),
+            (
+                "key block names another KDH",
+                &other_host_in_block,
+                RvError::WrappedKeyInvalid,
+            ),
+            (
+                "key block header not the signed one",
+                &other_header_in_block,
+                RvError::WrappedKeyInvalid,
+            ),
             ("one byte changed", &altered, RvError::WrappedKeyInvalid),
-            ("truncated", &one_pass[..one_pass.len() - 10], RvError::WrappedKeyInvalid),
+            (
+                "truncated",
+                &one_pass[..one_pass.len() - 10],
+                RvError::WrappedKeyInvalid,
+            ),
         ];
         for (what, token, want) in cases {
             assert_eq!(rv(import(&session, &krd, token, None)), want, "{what}");
@@ -527,7 +643,12 @@ fn keys_load_from_an_independent_kdh_and_bad_tokens_create_nothing() {
         // CKA_UNWRAP, and an AES key.
         let no_unwrap = receiver_without_unwrap(&session);
         assert_eq!(
-            rv(session.unwrap_key(&tr34(None), no_unwrap, &one_pass, &[Attribute::Token(false)])),
+            rv(session.unwrap_key(
+                &tr34(None),
+                no_unwrap,
+                &one_pass,
+                &[Attribute::Token(false)]
+            )),
             RvError::KeyFunctionNotPermitted
         );
         assert_eq!(
