@@ -26,12 +26,25 @@
 #define CKM_HSMLINK_SM4_CMAC 0xC8530126UL
 
 /*
- * ANSI X9.143 / ISO 20038 ("TR-31") key block, version D (AES key block
- * protection key), for C_WrapKey and C_UnwrapKey; no parameter. The
- * wrapping/unwrapping key is the AES KBPK; the wrapped key is the ASCII key
- * block. The block's header is kept on the imported key (read-only):
+ * ANSI X9.143 / ISO 20038 ("TR-31") key block, for C_WrapKey and
+ * C_UnwrapKey; no parameter. The wrapping/unwrapping key is the key block
+ * protection key: AES (version D) or TDES, CKK_DES2/CKK_DES3 (versions B
+ * and C on import, B on export; version A is refused). The wrapped key is
+ * the ASCII key block. The block's header is kept on the imported key
+ * (read-only):
  */
 #define CKM_HSMLINK_TR31 0xC8530200UL
+/*
+ * TR-34 (ASC X9 TR 34-2019) key token import, with C_UnwrapKey. The
+ * unwrapping key is the partition's key-receiving key (an RSA private key,
+ * 2048 bits or more, with CKA_UNWRAP); the wrapped key is the key token
+ * (DER CMS SignedData of EnvelopedData). The key distribution host's
+ * certificate must be a certificate object with CKA_TRUSTED, or be carried
+ * in the token or stored as a certificate object and issued by one. The
+ * parameter is the random nonce the receiver sent (two-pass), or
+ * NULL_PTR/0 for a one-pass token (signed within the last hour).
+ */
+#define CKM_HSMLINK_TR34 0xC8530201UL
 #define CKA_HSMLINK_KEYBLOCK_HEADER 0xC8530300UL
 #define CKA_HSMLINK_KEY_VERSION 0xC8530301UL
 

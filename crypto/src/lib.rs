@@ -24,5 +24,6 @@ pub mod sm2;
 pub mod sm2_exchange;
 pub mod sm4_fast;
 pub mod tdes;
+pub mod tr34;
 
 pub use error::{CryptoError, Result};

@@ -33,9 +33,13 @@ pub const CKM_HSMLINK_SM4_CBC_PAD: u64 = HSMLINK_VENDOR_BASE | 0x0123;
 pub const CKM_HSMLINK_SM4_CTR: u64 = HSMLINK_VENDOR_BASE | 0x0124;
 pub const CKM_HSMLINK_SM4_GCM: u64 = HSMLINK_VENDOR_BASE | 0x0125;
 pub const CKM_HSMLINK_SM4_CMAC: u64 = HSMLINK_VENDOR_BASE | 0x0126;
-/// ANSI X9.143 / ISO 20038 ("TR-31") key block, version `D` (AES KBPK),
-/// for `C_WrapKey` / `C_UnwrapKey`; no parameter.
+/// ANSI X9.143 / ISO 20038 ("TR-31") key block, versions `D` (AES KBPK),
+/// `B` and `C` (TDES KBPK), for `C_WrapKey` / `C_UnwrapKey`; no parameter.
 pub const CKM_HSMLINK_TR31: u64 = HSMLINK_VENDOR_BASE | 0x0200;
+/// TR-34 (2019) key token import with `C_UnwrapKey`: the unwrapping key is
+/// the partition's RSA key-receiving key; the parameter is the two-pass
+/// random nonce, or absent for a one-pass token.
+pub const CKM_HSMLINK_TR34: u64 = HSMLINK_VENDOR_BASE | 0x0201;
 
 // ---- Attributes ----
 /// The header (with optional blocks) of the key block a key was imported
@@ -63,6 +67,7 @@ pub const ALL: &[(&str, u64)] = &[
     ("CKM_HSMLINK_SM4_GCM", CKM_HSMLINK_SM4_GCM),
     ("CKM_HSMLINK_SM4_CMAC", CKM_HSMLINK_SM4_CMAC),
     ("CKM_HSMLINK_TR31", CKM_HSMLINK_TR31),
+    ("CKM_HSMLINK_TR34", CKM_HSMLINK_TR34),
     ("CKA_HSMLINK_KEYBLOCK_HEADER", CKA_HSMLINK_KEYBLOCK_HEADER),
     ("CKA_HSMLINK_KEY_VERSION", CKA_HSMLINK_KEY_VERSION),
 ];

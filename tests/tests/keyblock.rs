@@ -1,4 +1,4 @@
-//! X9.143 / ISO 20038 ("TR-31") key blocks, version `D`, through the real
+//! X9.143 / ISO 20038 ("TR-31") key blocks, versions `D`, `B` and `C`, through the real
 //! .so and a real server (`CKM_HSMLINK_TR31` with `C_UnwrapKey` and
 //! `C_WrapKey`), against an independent implementation: `psec` from PyPI,
 //! installed in a virtual environment the test makes (the test fails, saying
@@ -398,4 +398,159 @@ fn bad_blocks_give_precise_codes_and_create_nothing() {
         "bad_blocks_give_precise_codes_and_create_nothing",
         &deployment.module_env(),
     );
+}
+
+/// A session TDES KBPK (`CKK_DES2` for 16 bytes, `CKK_DES3` for 24).
+fn tdes_kbpk(session: &Session, value: &[u8]) -> ObjectHandle {
+    let key_type = if value.len() == 16 {
+        KeyType::DES2
+    } else {
+        KeyType::DES3
+    };
+    session
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(key_type),
+            Attribute::Token(false),
+            Attribute::Value(value.to_vec()),
+            Attribute::Wrap(true),
+            Attribute::Unwrap(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+        ])
+        .unwrap()
+}
+
+/// One TDES key in versions A, B and C made by a Thales payShield 10k
+/// (published with open-source TR-31 test suites), under a TDES KBPK.
+const PAYSHIELD_TDES_KBPK: &str = "EFE0853B256B583D868F251CE99EA1D9";
+const PAYSHIELD_TDES_KEY: &str = "5DB50B454F8389ADCE573BE50861F2BF";
+const PAYSHIELD_TDES_A: &str =
+    "A0072K0TN00N0000F40D5672C6D0EC86F860BA88D44D00F0CA9A8CE8CD2F640287A9A9EB";
+const PAYSHIELD_TDES_B: &str =
+    "B0080K0TN00N00001C414014375212C24995E405B5EE052CB92B67F455EA2680F6751088F9F1C228";
+const PAYSHIELD_TDES_C: &str =
+    "C0072K0TN00N0000C9B875FF7A5316BF221C09ED52080DE0B45632A4EA9CE87699CB565E";
+
+#[test]
+fn tdes_versions_b_and_c_import_and_b_round_trips_with_psec() {
+    if in_child() {
+        let pkcs11 = load_module();
+        let session = user_session(&pkcs11);
+        // Published blocks: B and C give the published key. It is
+        // non-exportable (`N`), so its value shows in what it wraps.
+        let kbpk = tdes_kbpk(&session, &unhex(PAYSHIELD_TDES_KBPK));
+        let before = object_count(&session);
+        assert_eq!(
+            rv(import(&session, kbpk, PAYSHIELD_TDES_A)),
+            RvError::WrappedKeyInvalid,
+            "version A is refused"
+        );
+        assert_eq!(object_count(&session), before);
+        for block in [PAYSHIELD_TDES_B, PAYSHIELD_TDES_C] {
+            let key = import(&session, kbpk, block).unwrap();
+            let attrs = session
+                .get_attributes(
+                    key,
+                    &[
+                        AttributeType::KeyType,
+                        AttributeType::Wrap,
+                        AttributeType::Encrypt,
+                        AttributeType::Extractable,
+                    ],
+                )
+                .unwrap();
+            for want in [
+                Attribute::KeyType(KeyType::DES2),
+                Attribute::Wrap(true),
+                Attribute::Encrypt(false),
+                Attribute::Extractable(false),
+            ] {
+                assert!(attrs.contains(&want), "{block}: {want:?} not in {attrs:?}");
+            }
+            // A K0 key wraps: what it wraps with DES3-ECB is what OpenSSL
+            // makes of the published key.
+            let data = session
+                .create_object(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::GENERIC_SECRET),
+                    Attribute::Token(false),
+                    Attribute::Value(vec![0x11; 16]),
+                    Attribute::Extractable(true),
+                    Attribute::Sensitive(false),
+                ])
+                .unwrap();
+            let wrapped = session.wrap_key(&Mechanism::Des3Ecb, key, data).unwrap();
+            assert_eq!(
+                wrapped,
+                openssl_des_ede_ecb(&unhex(PAYSHIELD_TDES_KEY), &[0x11; 16]),
+                "{block}"
+            );
+        }
+        // A D block under a TDES KBPK, a B block under an AES KBPK.
+        let aes = aes_key(&session, &PAYSHIELD_KBPK, true);
+        assert_eq!(
+            rv(import(&session, kbpk, PAYSHIELD_D0)),
+            RvError::UnwrappingKeyTypeInconsistent
+        );
+        assert_eq!(
+            rv(import(&session, aes, PAYSHIELD_TDES_B)),
+            RvError::UnwrappingKeyTypeInconsistent
+        );
+
+        // psec → hsmlink in B and C under a three-key KBPK; hsmlink → psec
+        // in B.
+        let kbpk_value: Vec<u8> = (0u8..24).map(|b| b.wrapping_mul(41) ^ 0x99).collect();
+        let kbpk = tdes_kbpk(&session, &kbpk_value);
+        let kek: Vec<u8> = (0u8..16).map(|b| b.wrapping_mul(7) ^ 0x1F).collect();
+        for version in ["B", "C"] {
+            let block = psec_wrap(&kbpk_value, &format!("{version}0000K0TB00E0000"), &kek);
+            let key = import(&session, kbpk, &block).unwrap();
+            let exported = session.wrap_key(&tr31(), kbpk, key).unwrap();
+            assert_eq!(&exported[..1], b"B", "TDES KBPK exports version B");
+            assert_eq!(
+                psec_unwrap(&kbpk_value, &exported),
+                ("BK0TB00E".to_owned(), kek.clone())
+            );
+        }
+        // A three-key TDES key (112 bits) may not leave under a two-key
+        // KBPK (80 bits); it may under AES-128.
+        let des3: Vec<u8> = (0u8..24).map(|b| b ^ 0x4B).collect();
+        let block = psec_wrap(&kbpk_value, "B0000D0TB00E0000", &des3);
+        let data_key = import(&session, kbpk, &block).unwrap();
+        let two_key = tdes_kbpk(&session, &unhex(PAYSHIELD_TDES_KBPK));
+        assert_eq!(
+            rv(session.wrap_key(&tr31(), two_key, data_key)),
+            RvError::WrappingKeySizeRange
+        );
+        let aes128_value = [0x24u8; 16];
+        let aes128 = aes_key(&session, &aes128_value, true);
+        let exported = session.wrap_key(&tr31(), aes128, data_key).unwrap();
+        assert_eq!(
+            psec_unwrap(&aes128_value, &exported),
+            ("DD0TB00E".to_owned(), des3)
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let python = psec_venv(dir.path());
+    let deployment = Deployment::start();
+    run_in_child(
+        "tdes_versions_b_and_c_import_and_b_round_trips_with_psec",
+        &deployment_env(&deployment, &python),
+    );
+}
+
+/// OpenSSL's two-key TDES-ECB encryption of `data` under `key`.
+fn openssl_des_ede_ecb(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("openssl")
+        .args(["enc", "-des-ede-ecb", "-nopad", "-K", &hex(key)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl -des-ede-ecb");
+    out.stdout
 }

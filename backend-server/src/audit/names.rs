@@ -210,6 +210,8 @@ pub fn mechanism_name(mechanism: u64) -> String {
         CKM_HSMLINK_SM4_ECB => "CKM_HSMLINK_SM4_ECB",
         CKM_HSMLINK_SM4_GCM => "CKM_HSMLINK_SM4_GCM",
         CKM_HSMLINK_SM4_KEY_GEN => "CKM_HSMLINK_SM4_KEY_GEN",
+        CKM_HSMLINK_TR31 => "CKM_HSMLINK_TR31",
+        CKM_HSMLINK_TR34 => "CKM_HSMLINK_TR34",
         _ => return format!("CKM_{mechanism:#x}"),
     };
     name.to_owned()

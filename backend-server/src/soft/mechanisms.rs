@@ -126,6 +126,8 @@ pub static SOFT_MECHANISMS: &[MechanismEntry] = &[
     row(CKM_AES_ECB_ENCRYPT_DATA, AES_MIN, AES_MAX, CKF_DERIVE),
     row(CKM_AES_CBC_ENCRYPT_DATA, AES_MIN, AES_MAX, CKF_DERIVE),
     row(CKM_HSMLINK_TR31, AES_MIN, AES_MAX, CKF_WRAP | CKF_UNWRAP),
+    // The RSA key-receiving key's modulus bits.
+    row(CKM_HSMLINK_TR34, RSA_MIN, RSA_MAX, CKF_UNWRAP),
     // ---- TDES (double- and triple-length keys) ----
     row(CKM_DES2_KEY_GEN, DES2_BYTES, DES2_BYTES, CKF_GENERATE),
     row(CKM_DES3_KEY_GEN, DES3_BYTES, DES3_BYTES, CKF_GENERATE),

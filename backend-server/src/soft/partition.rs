@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cryptoki_sys::{
-    CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKR_ACTION_PROHIBITED, CKR_KEY_HANDLE_INVALID,
-    CKR_OBJECT_HANDLE_INVALID, CKR_PIN_EXPIRED, CKR_SESSION_READ_ONLY, CKR_USER_NOT_LOGGED_IN,
+    CKC_X_509, CKO_CERTIFICATE, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY,
+    CKR_ACTION_PROHIBITED, CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID, CKR_PIN_EXPIRED,
+    CKR_SESSION_READ_ONLY, CKR_USER_NOT_LOGGED_IN,
 };
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::{
@@ -363,6 +364,33 @@ impl SoftPartition {
             return Err(Ckr(CKR_KEY_HANDLE_INVALID));
         }
         Ok(object.attrs.clone())
+    }
+
+    /// The X.509 certificates `ctx` sees, DER: those with `CKA_TRUSTED`
+    /// (trust anchors, set by the SO) and the others.
+    pub(crate) fn x509_certificates(&self, ctx: &ObjectContext) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let inner = self.lock();
+        let (mut trusted, mut others) = (Vec::new(), Vec::new());
+        for handle in inner.objects.keys() {
+            let Ok(object) = Self::visible(&inner, ctx, ObjectHandle(*handle)) else {
+                continue;
+            };
+            let attrs = &object.attrs;
+            if attributes::ulong(attrs.get(&cka::CKA_CLASS)) != Some(CKO_CERTIFICATE)
+                || attributes::ulong(attrs.get(&cka::CKA_CERTIFICATE_TYPE)) != Some(CKC_X_509)
+            {
+                continue;
+            }
+            let Some(der) = attributes::bytes(attrs.get(&cka::CKA_VALUE)) else {
+                continue;
+            };
+            if attributes::boolean(attrs.get(&cka::CKA_TRUSTED)) == Some(true) {
+                trusted.push(der.to_vec());
+            } else {
+                others.push(der.to_vec());
+            }
+        }
+        (trusted, others)
     }
 
     /// Stores new objects made by the token (generated, unwrapped,

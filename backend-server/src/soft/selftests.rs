@@ -78,6 +78,7 @@ pub fn tests_for(family: Family) -> &'static [SelfTest] {
         }
         Family::EcdhDerive => &[T::Ecdh],
         Family::KeyBlock => &[T::Aes, T::Cmac],
+        Family::Tr34 => &[T::Rsa, T::Sha, T::Aes],
         Family::AesKeyGen
         | Family::GenericKeyGen
         | Family::Sm4KeyGen

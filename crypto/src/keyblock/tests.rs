@@ -131,8 +131,8 @@ fn wrong_mac_or_kbpk_is_mac_invalid() {
 }
 
 #[test]
-fn versions_other_than_d_are_refused() {
-    for v in [b'A', b'B', b'C', b'E', b'Z', b'0'] {
+fn version_a_and_unknown_versions_are_refused() {
+    for v in [b'A', b'E', b'Z', b'0'] {
         let mut block = A74_BLOCK.to_vec();
         block[0] = v;
         assert_eq!(
@@ -146,6 +146,145 @@ fn versions_other_than_d_are_refused() {
     assert_eq!(
         wrap(&A74_KBPK, &header, &A74_KEY).unwrap_err(),
         KeyBlockError::UnsupportedVersion
+    );
+    // TR-31:2018 A.7.2.1, a valid version A block under its own KBPK.
+    assert_eq!(
+        unwrap(
+            &hex!("89E88CF7931444F334BD7547FC3F380C"),
+            b"A0072P0TE00E0000F5161ED902807AF26F1D62263644BD24192FDB3193C730301CEE8701"
+        )
+        .unwrap_err(),
+        KeyBlockError::UnsupportedVersion
+    );
+}
+
+#[test]
+fn the_version_must_fit_the_kbpk() {
+    // A TDES version under an AES-256 KBPK. (A 16 or 24-byte key may be
+    // TDES or AES: the server tells them apart by key type.)
+    for v in [b'B', b'C'] {
+        let mut block = A74_BLOCK.to_vec();
+        block[0] = v;
+        assert_eq!(
+            unwrap(&A74_KBPK, &block).unwrap_err(),
+            KeyBlockError::KbpkSize
+        );
+    }
+}
+
+/// TR-31:2018 A.7.2.2: version B, TDES 2-key KBPK, a PIN encryption key.
+#[test]
+fn tr31_2018_a722_version_b_unwraps() {
+    let (header, key) = unwrap(
+        &hex!("DD7515F2BFC17F85CE48F3CA25CB21F6"),
+        b"B0080P0TE00E000094B420079CC80BA3461F86FE26EFC4A3B8E4FA4C5F5341176EED7B727B8A248E",
+    )
+    .unwrap();
+    assert_eq!(key.as_slice(), hex!("3F419E1CB7079442AA37474C2EFBF8B8"));
+    assert_eq!(header, Header::new(b'B', *b"P0", b'T', b'E', *b"00", b'E'));
+}
+
+/// TR-31:2018 A.7.3.1 (version C) and A.7.3.2 (version B): a TDES BDK with
+/// key version 12 and a KS optional block (the initial key serial number).
+#[test]
+fn tr31_2018_a73_bdk_blocks_unwrap() {
+    let (header, key) = unwrap(
+        &hex!("B8ED59E0A279A295E9F5ED7944FD06B9"),
+        b"C0096B0TX12S0100KS1800604B120F9292800000BFB9B689CB567E66FC3FEE5AD5F52161FC6545B9D60989015D02155C",
+    )
+    .unwrap();
+    assert_eq!(key.as_slice(), hex!("EDB380DD340BC2620247D445F5B8D678"));
+    assert_eq!(
+        (header.version, &header.key_usage, header.mode_of_use),
+        (b'C', b"B0", b'X')
+    );
+    assert_eq!(&header.key_version, b"12");
+    assert_eq!(
+        header.optional_blocks,
+        vec![OptionalBlock {
+            id: *b"KS",
+            data: b"00604B120F9292800000".to_vec()
+        }]
+    );
+    let (header, key) = unwrap(
+        &hex!("1D22BF32387C600AD97F9B97A51311AC"),
+        b"B0104B0TX12S0100KS1800604B120F9292800000BB68BE8680A400D9191AD4ECE45B6E6C0D21C4738A52190E248719E24B433627",
+    )
+    .unwrap();
+    assert_eq!(key.as_slice(), hex!("E8BC63E5479455E26577F715D587FE68"));
+    assert_eq!(header.version, b'B');
+}
+
+/// One key in versions B and C made by a Thales payShield 10k (published
+/// with open-source TR-31 test suites), under a TDES 2-key KBPK.
+#[test]
+fn payshield_tdes_blocks_unwrap() {
+    let kbpk = hex!("EFE0853B256B583D868F251CE99EA1D9");
+    let want = hex!("5DB50B454F8389ADCE573BE50861F2BF");
+    for block in [
+        &b"B0080K0TN00N00001C414014375212C24995E405B5EE052CB92B67F455EA2680F6751088F9F1C228"[..],
+        b"C0072K0TN00N0000C9B875FF7A5316BF221C09ED52080DE0B45632A4EA9CE87699CB565E",
+    ] {
+        let (header, key) = unwrap(&kbpk, block).unwrap();
+        assert_eq!(key.as_slice(), want);
+        assert_eq!((&header.key_usage, header.algorithm), (b"K0", b'T'));
+    }
+    // The version A block of the same key stays refused.
+    assert_eq!(
+        unwrap(
+            &kbpk,
+            b"A0072K0TN00N0000F40D5672C6D0EC86F860BA88D44D00F0CA9A8CE8CD2F640287A9A9EB"
+        )
+        .unwrap_err(),
+        KeyBlockError::UnsupportedVersion
+    );
+}
+
+#[test]
+fn tdes_versions_round_trip_and_detect_tampering() {
+    for version in [b'B', b'C'] {
+        for kbpk_len in [16, 24] {
+            let kbpk: Vec<u8> = (0..kbpk_len as u8).map(|b| b.wrapping_mul(37)).collect();
+            for key_len in [16, 24] {
+                if key_len > kbpk_len {
+                    continue;
+                }
+                let key: Vec<u8> = (0..key_len as u8).map(|b| b ^ 0x3C).collect();
+                let mut header = Header::new(version, *b"D0", b'T', b'B', *b"00", b'E');
+                header.optional_blocks = vec![OptionalBlock {
+                    id: *b"KS",
+                    data: b"0123".to_vec(),
+                }];
+                let block = wrap(&kbpk, &header, &key).unwrap();
+                let (h, k) = unwrap(&kbpk, &block).unwrap();
+                assert_eq!((h, k.as_slice()), (header.clone(), key.as_slice()));
+                // Any altered character of header, data or MAC is caught.
+                for at in [8, 30, block.len() - 1] {
+                    let mut bad = block.clone();
+                    bad[at] = if bad[at] == b'0' { b'1' } else { b'0' };
+                    assert_eq!(
+                        unwrap(&kbpk, &bad).unwrap_err(),
+                        KeyBlockError::MacInvalid,
+                        "{} at {at}",
+                        version as char
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The header of a TDES block must be whole 8-byte blocks.
+#[test]
+fn tdes_header_must_be_whole_blocks() {
+    let mut header = Header::new(b'B', *b"D0", b'T', b'B', *b"00", b'E');
+    header.optional_blocks = vec![OptionalBlock {
+        id: *b"KS",
+        data: b"01".to_vec(),
+    }];
+    assert_eq!(
+        wrap(&[0x22; 16], &header, &[0x33; 16]).unwrap_err(),
+        KeyBlockError::InconsistentHeader
     );
 }
 
@@ -246,7 +385,7 @@ fn inconsistent_headers() {
 }
 
 #[test]
-fn kbpk_must_be_aes() {
+fn kbpk_must_have_a_cipher_length() {
     assert_eq!(
         unwrap(&A74_KBPK[..20], A74_BLOCK).unwrap_err(),
         KeyBlockError::KbpkSize

@@ -23,6 +23,7 @@ use hsmlink_protocol::vendor::{
     CKM_HSMLINK_SM2_KEY_PAIR_GEN, CKM_HSMLINK_SM2_SM3, CKM_HSMLINK_SM3, CKM_HSMLINK_SM3_HMAC,
     CKM_HSMLINK_SM4_CBC, CKM_HSMLINK_SM4_CBC_PAD, CKM_HSMLINK_SM4_CMAC, CKM_HSMLINK_SM4_CTR,
     CKM_HSMLINK_SM4_ECB, CKM_HSMLINK_SM4_GCM, CKM_HSMLINK_SM4_KEY_GEN, CKM_HSMLINK_TR31,
+    CKM_HSMLINK_TR34,
 };
 use hsmlink_protocol::{MAX_FRAME_BODY, Mechanism, MechanismParams, MechanismType, ObjectHandle};
 
@@ -73,6 +74,8 @@ const MAX_PUBLIC_DATA: usize = 8192;
 const MAX_EDDSA_CONTEXT: usize = 255;
 /// GM/T 0003.2: ENTL is a 16-bit count of bits.
 const MAX_SM2_USER_ID: usize = 8191;
+/// Longest TR-34 two-pass nonce accepted (TR-34 uses 16 bytes or more).
+const MAX_TR34_NONCE: usize = 64;
 
 /// The structure a mechanism's `pParameter` points to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +104,9 @@ enum Kind {
     /// `CK_HSMLINK_SM2_PARAMS`, or no parameter (the default id).
     Sm2,
     Sm2KeyExchange,
+    /// `CKM_HSMLINK_TR34`: the two-pass nonce as a byte string, or no
+    /// parameter (one pass).
+    Tr34Nonce,
     /// Not a mechanism we know: forwarded only without a parameter.
     Unknown,
 }
@@ -209,6 +215,7 @@ fn kind(mechanism: u64) -> Kind {
         m if m == wire(CKM_AES_CBC_ENCRYPT_DATA) => Kind::AesCbcEncryptData,
         CKM_HSMLINK_SM2_SM3 => Kind::Sm2,
         CKM_HSMLINK_SM2_KEY_EXCHANGE => Kind::Sm2KeyExchange,
+        CKM_HSMLINK_TR34 => Kind::Tr34Nonce,
         _ => Kind::Unknown,
     }
 }
@@ -463,6 +470,12 @@ unsafe fn parse(kind: Kind, param: Param) -> Result<MechanismParams, Error> {
             // SAFETY: see above.
             let user_id = unsafe { buffer(p.pUserID, len(p.ulUserIDLen)?, MAX_SM2_USER_ID) }?;
             MechanismParams::Sm2 { user_id }
+        }
+        Kind::Tr34Nonce if param.absent() => MechanismParams::None,
+        Kind::Tr34Nonce => {
+            // SAFETY: see above.
+            let nonce = unsafe { buffer(param.ptr, param.len, MAX_TR34_NONCE) }?;
+            MechanismParams::Iv(nonce)
         }
         Kind::Sm2KeyExchange => {
             // SAFETY: see above.

@@ -3,9 +3,10 @@
 //! RFC 5649) or RSA (PKCS#1 v1.5, OAEP); keys derived with ECDH
 //! (`CKD_NULL`, `CKD_SHA*_KDF`) or by AES encryption of data
 //! (`CKM_AES_ECB_ENCRYPT_DATA`, `CKM_AES_CBC_ENCRYPT_DATA`); and ANSI
-//! X9.143 / ISO 20038 ("TR-31") key blocks, version `D`
-//! (`CKM_HSMLINK_TR31`), whose header becomes the key's attributes and stays
-//! on it ([`keyblock_permits`]).
+//! X9.143 / ISO 20038 ("TR-31") key blocks, versions `D` (AES KBPK), `B`
+//! and `C` (TDES KBPK) (`CKM_HSMLINK_TR31`), and TR-34 key tokens
+//! (`CKM_HSMLINK_TR34`), whose header becomes the key's attributes and
+//! stays on it ([`keyblock_permits`]).
 
 use cryptoki_sys::*;
 use hsmlink_crypto::cipher::{self, BlockAlg, Mode};
@@ -13,11 +14,13 @@ use hsmlink_crypto::digest::DigestAlg;
 use hsmlink_crypto::ec::{self, EcdhKdf};
 use hsmlink_crypto::keyblock::{self, Header, KeyBlockError};
 use hsmlink_crypto::sm2_exchange;
+use hsmlink_crypto::tr34::{self, Freshness, Tr34Error, Trust};
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::vendor::{
     CKA_HSMLINK_KEY_VERSION, CKA_HSMLINK_KEYBLOCK_HEADER, CKK_HSMLINK_SM4, CKM_HSMLINK_TR31,
 };
 use hsmlink_protocol::{Attribute, AttributeValue, Mechanism, MechanismParams, ObjectHandle};
+use std::time::{Duration, SystemTime};
 use zeroize::Zeroizing;
 
 use super::asymmetric::{curve_of, decode_point, scalar};
@@ -143,6 +146,17 @@ pub fn unwrap_key(
     check_key_type(OpKind::Decrypt, family, &unwrapping)
         .map_err(|_| Ckr(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT))?;
     unwrapping.permits(cka::CKA_UNWRAP, mechanism.mechanism.0)?;
+    if family == Family::Tr34 {
+        return unwrap_tr34(
+            partition,
+            ctx,
+            handle,
+            mechanism,
+            &unwrapping,
+            wrapped,
+            template,
+        );
+    }
     if family == Family::KeyBlock {
         return unwrap_keyblock(
             partition,
@@ -199,7 +213,7 @@ const USAGE_ATTRS: [u64; 7] = [
 
 /// The usage attributes a key block's key usage, algorithm and mode of use
 /// allow, or `None` when hsmlink does not accept the combination. Accepted
-/// (algorithm `A`, AES, only):
+/// for algorithms `A` (AES) and `T` (TDES):
 ///
 /// | usage | meaning | mode of use → attributes |
 /// | --- | --- | --- |
@@ -209,7 +223,7 @@ const USAGE_ATTRS: [u64; 7] = [
 /// | `B0` | base derivation key | `X`,`N` → DERIVE |
 pub fn header_usages(usage: &[u8], algorithm: u8, mode: u8) -> Option<&'static [u64]> {
     use cka::*;
-    if algorithm != b'A' {
+    if algorithm != b'A' && algorithm != b'T' {
         return None;
     }
     Some(match (usage, mode) {
@@ -258,10 +272,34 @@ fn unwrap_error(e: KeyBlockError) -> Ckr {
     })
 }
 
+/// The key type of a key received in a key block: AES (`A`, 16/24/32
+/// bytes) or TDES (`T`, 16 bytes double-length `CKK_DES2`, 24 bytes
+/// `CKK_DES3`); anything else is `CKR_WRAPPED_KEY_INVALID`.
+fn keyblock_key_type(algorithm: u8, len: usize) -> CkResult<u64> {
+    match (algorithm, len) {
+        (b'A', 16 | 24 | 32) => Ok(CKK_AES),
+        (b'T', 16) => Ok(CKK_DES2),
+        (b'T', 24) => Ok(CKK_DES3),
+        _ => Err(Ckr(CKR_WRAPPED_KEY_INVALID)),
+    }
+}
+
+/// Whether the block's version fits the KBPK's type: `D` under AES, `B`
+/// and `C` under TDES (`A` and unknown versions are left to the engine,
+/// which refuses them with the block's own error).
+fn version_fits_kbpk(version: u8, kbpk: &Key) -> CkResult<()> {
+    let aes = kbpk.key_type() == CKK_AES;
+    match version {
+        b'D' if !aes => Err(Ckr(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT)),
+        b'B' | b'C' if aes => Err(Ckr(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT)),
+        _ => Ok(()),
+    }
+}
+
 /// `C_UnwrapKey` with `CKM_HSMLINK_TR31`: the key block is verified under
-/// the KBPK, its header mapped to attributes (a template asking for more
-/// than the header allows is `CKR_TEMPLATE_INCONSISTENT`) and kept on the
-/// key. Nothing is stored unless every check passes.
+/// the KBPK (its version must fit the KBPK's type), its header mapped to
+/// attributes and kept on the key ([`store_keyblock_key`]). Nothing is
+/// stored unless every check passes.
 fn unwrap_keyblock(
     partition: &SoftPartition,
     ctx: &ObjectContext,
@@ -272,10 +310,45 @@ fn unwrap_keyblock(
     template: &[Attribute],
 ) -> CkResult<()> {
     no_params(mechanism)?;
+    version_fits_kbpk(
+        *wrapped.first().ok_or(Ckr(CKR_WRAPPED_KEY_LEN_RANGE))?,
+        kbpk,
+    )?;
     let (header, value) = keyblock::unwrap(&kbpk.value()?, wrapped).map_err(unwrap_error)?;
+    let header_ascii = wrapped
+        .get(..header.encoded_len())
+        .ok_or(Ckr(CKR_WRAPPED_KEY_INVALID))?;
+    store_keyblock_key(
+        partition,
+        ctx,
+        handle,
+        &header,
+        header_ascii,
+        &value,
+        template,
+    )
+}
+
+/// Stores a key received with its key block header (TR-31 or TR-34): the
+/// header's usage and exportability become the attributes (a template
+/// asking for more than the header allows is `CKR_TEMPLATE_INCONSISTENT`;
+/// it may narrow them), the header and key version stay on the key.
+fn store_keyblock_key(
+    partition: &SoftPartition,
+    ctx: &ObjectContext,
+    handle: ObjectHandle,
+    header: &Header,
+    header_ascii: &[u8],
+    value: &[u8],
+    template: &[Attribute],
+) -> CkResult<()> {
     let usages = header_usages(&header.key_usage, header.algorithm, header.mode_of_use)
         .ok_or(Ckr(CKR_WRAPPED_KEY_INVALID))?;
+    let key_type = keyblock_key_type(header.algorithm, value.len())?;
     let mut given = template_map(template)?;
+    if ulong(given.get(&cka::CKA_KEY_TYPE)).is_some_and(|t| t != key_type) {
+        return Err(Ckr(CKR_TEMPLATE_INCONSISTENT));
+    }
     for attr in USAGE_ATTRS {
         let allowed = usages.contains(&attr);
         match boolean(given.get(&attr)) {
@@ -312,15 +385,12 @@ fn unwrap_keyblock(
     let mut attrs = token_made_key(
         &full,
         &[cka::CKA_VALUE_LEN],
-        (CKO_SECRET_KEY, CKK_AES),
+        (CKO_SECRET_KEY, key_type),
         vec![(cka::CKA_VALUE, AttributeValue::Bytes(value.to_vec()))],
         actor(ctx),
         &id,
         Origin::Unwrapped,
     )?;
-    let header_ascii = wrapped
-        .get(..header.encoded_len())
-        .ok_or(Ckr(CKR_WRAPPED_KEY_INVALID))?;
     attrs.insert(
         CKA_HSMLINK_KEYBLOCK_HEADER,
         AttributeValue::Bytes(header_ascii.to_vec()),
@@ -332,14 +402,84 @@ fn unwrap_keyblock(
     partition.store_new(ctx, vec![(handle, id, attrs)])
 }
 
+/// How long ago a one-pass TR-34 token may have been signed.
+const TR34_ONE_PASS_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// The `CK_RV` of a refused TR-34 token. Every refusal of the token itself
+/// is `CKR_WRAPPED_KEY_INVALID` (the reason goes to the server log).
+fn tr34_error(e: Tr34Error) -> Ckr {
+    Ckr(match e {
+        Tr34Error::ReceiverKeySize => CKR_UNWRAPPING_KEY_SIZE_RANGE,
+        Tr34Error::Malformed
+        | Tr34Error::Unsupported
+        | Tr34Error::UntrustedHost
+        | Tr34Error::Revoked
+        | Tr34Error::BadSignature
+        | Tr34Error::Stale
+        | Tr34Error::NotForReceiver
+        | Tr34Error::Inconsistent => CKR_WRAPPED_KEY_INVALID,
+    })
+}
+
+/// `C_UnwrapKey` with `CKM_HSMLINK_TR34`: a TR-34 key token under the
+/// partition's RSA key-receiving key, the key distribution host checked
+/// against the certificates on the token (`CKA_TRUSTED` ones are the
+/// anchors). The key keeps the token's key block header like a TR-31 key.
+fn unwrap_tr34(
+    partition: &SoftPartition,
+    ctx: &ObjectContext,
+    handle: ObjectHandle,
+    mechanism: &Mechanism,
+    receiver: &Key,
+    token: &[u8],
+    template: &[Attribute],
+) -> CkResult<()> {
+    let freshness = match &mechanism.params {
+        MechanismParams::None => Freshness::SignedWithin(TR34_ONE_PASS_MAX_AGE),
+        MechanismParams::Iv(nonce) if !nonce.is_empty() => Freshness::Nonce(nonce),
+        _ => return Err(Ckr(CKR_MECHANISM_PARAM_INVALID)),
+    };
+    let receiver = super::asymmetric::rsa_private(receiver)?;
+    let (anchors, certificates) = partition.x509_certificates(ctx);
+    let trust = Trust {
+        anchors: &anchors,
+        certificates: &certificates,
+    };
+    let imported =
+        tr34::import(token, &receiver, trust, freshness, SystemTime::now()).map_err(|e| {
+            tracing::info!(reason = %e, "TR-34 key token refused");
+            tr34_error(e)
+        })?;
+    tracing::info!(host = %imported.host, "TR-34 key token accepted");
+    store_keyblock_key(
+        partition,
+        ctx,
+        handle,
+        &imported.header,
+        &imported.header_ascii,
+        &imported.key,
+        template,
+    )
+}
+
+/// A secret key's security strength in bits (NIST SP 800-57 part 1 table
+/// 2): AES by length, TDES 112 (three-key) or 80 (two-key).
+fn strength_bits(key: &Key, len: usize) -> usize {
+    match key.key_type() {
+        CKK_DES3 => 112,
+        CKK_DES2 => 80,
+        _ => len * 8,
+    }
+}
+
 /// The header of a key exported in a key block: the one it was imported
-/// with (as version `D`), or one made from its usage attributes (the first
-/// of: wrap/unwrap → `K0`, encrypt/decrypt → `D0`, sign/verify → `M6`,
-/// derive → `B0`), exportable `E`, key version `00`.
-fn export_header(key: &Key) -> CkResult<Header> {
+/// with (as version `version`), or one made from its usage attributes (the
+/// first of: wrap/unwrap → `K0`, encrypt/decrypt → `D0`, sign/verify →
+/// `M6`, derive → `B0`), exportable `E`, key version `00`.
+fn export_header(key: &Key, version: u8) -> CkResult<Header> {
     if let Some(stored) = key.opt_bytes(CKA_HSMLINK_KEYBLOCK_HEADER) {
         let mut header = Header::parse_alone(stored).map_err(|_| Ckr(CKR_KEY_NOT_WRAPPABLE))?;
-        header.version = b'D';
+        header.version = version;
         return Ok(header);
     }
     let pair = |a: u64, b: u64, both: u8, first: u8, second: u8| match (key.flag(a), key.flag(b)) {
@@ -359,25 +499,36 @@ fn export_header(key: &Key) -> CkResult<Header> {
     } else {
         return Err(Ckr(CKR_KEY_NOT_WRAPPABLE));
     };
-    Ok(Header::new(b'D', usage, b'A', mode, *b"00", b'E'))
+    let algorithm = if key.key_type() == CKK_AES {
+        b'A'
+    } else {
+        b'T'
+    };
+    Ok(Header::new(version, usage, algorithm, mode, *b"00", b'E'))
 }
 
-/// `C_WrapKey` with `CKM_HSMLINK_TR31`: an extractable AES key (checked by
-/// the caller) under a KBPK at least as long as the key.
+/// `C_WrapKey` with `CKM_HSMLINK_TR31`: an extractable AES or TDES key
+/// (checked by the caller) under a KBPK at least as strong as the key —
+/// version `D` under an AES KBPK, `B` under a TDES one.
 fn wrap_keyblock(mechanism: &Mechanism, kbpk: &Key, key: &Key) -> CkResult<Zeroizing<Vec<u8>>> {
     no_params(mechanism)?;
-    key.require(CKO_SECRET_KEY, &[CKK_AES])
+    key.require(CKO_SECRET_KEY, &[CKK_AES, CKK_DES2, CKK_DES3])
         .map_err(|_| Ckr(CKR_KEY_NOT_WRAPPABLE))?;
-    let kbpk = kbpk.value()?;
+    let kbpk_value = kbpk.value()?;
     let value = key.value()?;
-    if kbpk.len() < value.len() {
+    if strength_bits(kbpk, kbpk_value.len()) < strength_bits(key, value.len()) {
         return Err(Ckr(CKR_WRAPPING_KEY_SIZE_RANGE));
     }
-    let header = export_header(key)?;
+    let version = if kbpk.key_type() == CKK_AES {
+        b'D'
+    } else {
+        b'B'
+    };
+    let header = export_header(key, version)?;
     if header.exportability == b'N' {
         return Err(Ckr(CKR_KEY_UNEXTRACTABLE));
     }
-    keyblock::wrap(&kbpk, &header, &value)
+    keyblock::wrap(&kbpk_value, &header, &value)
         .map(Zeroizing::new)
         .map_err(|e| {
             Ckr(match e {
@@ -511,10 +662,14 @@ mod tests {
         assert!(keyblock_permits(kbpk, cka::CKA_UNWRAP, CKM_HSMLINK_TR31));
         assert!(!keyblock_permits(kbpk, cka::CKA_UNWRAP, CKM_AES_KEY_WRAP));
         assert!(!keyblock_permits(kbpk, cka::CKA_WRAP, CKM_HSMLINK_TR31));
-        // Not accepted: PIN keys, TDES, modes that contradict the usage;
+        // Not accepted: PIN keys, single DES, modes that contradict the usage;
         // a damaged stored header permits nothing.
         assert_eq!(header_usages(b"P0", b'A', b'E'), None);
-        assert_eq!(header_usages(b"D0", b'T', b'B'), None);
+        assert_eq!(header_usages(b"D0", b'D', b'B'), None);
+        assert_eq!(
+            header_usages(b"D0", b'T', b'B'),
+            Some(&[cka::CKA_ENCRYPT, cka::CKA_DECRYPT][..])
+        );
         assert_eq!(header_usages(b"M6", b'A', b'E'), None);
         assert!(!keyblock_permits(b"D01", cka::CKA_ENCRYPT, CKM_AES_ECB));
     }

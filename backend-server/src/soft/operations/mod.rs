@@ -91,8 +91,11 @@ pub enum Family {
     EcdhDerive,
     AesEcbEncryptData,
     AesCbcEncryptData,
-    /// X9.143 / TR-31 key block (version `D`), `C_WrapKey`/`C_UnwrapKey`.
+    /// X9.143 / TR-31 key block (versions `B`, `C`, `D`),
+    /// `C_WrapKey`/`C_UnwrapKey`.
     KeyBlock,
+    /// TR-34 key token import, `C_UnwrapKey` under an RSA key-receiving key.
+    Tr34,
     AesKeyGen,
     GenericKeyGen,
     Sm4KeyGen,
@@ -179,6 +182,7 @@ pub fn route(mechanism: u64) -> Option<Family> {
         CKM_AES_ECB_ENCRYPT_DATA => AesEcbEncryptData,
         CKM_AES_CBC_ENCRYPT_DATA => AesCbcEncryptData,
         CKM_HSMLINK_TR31 => KeyBlock,
+        CKM_HSMLINK_TR34 => Tr34,
         CKM_AES_KEY_GEN => AesKeyGen,
         CKM_GENERIC_SECRET_KEY_GEN => GenericKeyGen,
         CKM_HSMLINK_SM4_KEY_GEN => Sm4KeyGen,
@@ -209,6 +213,7 @@ pub fn capabilities(family: Family) -> CK_FLAGS {
         Sm2Encrypt => CRYPT,
         EcdhDerive | Sm2KeyExchange | AesEcbEncryptData | AesCbcEncryptData => CKF_DERIVE,
         KeyBlock => CKF_WRAP | CKF_UNWRAP,
+        Tr34 => CKF_UNWRAP,
         AesKeyGen | GenericKeyGen | Sm4KeyGen | Des2KeyGen | Des3KeyGen => CKF_GENERATE,
         RsaPairGen | EcPairGen | EdPairGen | Sm2PairGen => CKF_GENERATE_KEY_PAIR,
     }
@@ -349,9 +354,11 @@ pub fn check_key_type(kind: OpKind, family: Family, key: &Key) -> CkResult<()> {
         Cmac(BlockAlg::Aes, _)
         | Cipher(BlockAlg::Aes, _)
         | KeyWrap(_)
-        | KeyBlock
         | AesEcbEncryptData
         | AesCbcEncryptData => key.require(CKO_SECRET_KEY, &[CKK_AES]),
+        // The key block version must also fit the KBPK (see keymgmt).
+        KeyBlock => key.require(CKO_SECRET_KEY, &[CKK_AES, CKK_DES2, CKK_DES3]),
+        Tr34 => key.require(CKO_PRIVATE_KEY, &[CKK_RSA]),
         Cmac(BlockAlg::Sm4, _) | Cipher(BlockAlg::Sm4, _) => {
             key.require(CKO_SECRET_KEY, &[CKK_HSMLINK_SM4])
         }
