@@ -77,8 +77,8 @@ pub fn tests_for(family: Family) -> &'static [SelfTest] {
             &[T::Sm2, T::Sm3]
         }
         Family::EcdhDerive => &[T::Ecdh],
-        Family::KeyBlock => &[T::Aes, T::Cmac],
-        Family::Tr34 => &[T::Rsa, T::Sha, T::Aes],
+        Family::KeyBlock => &[T::Aes, T::Cmac, T::Tdes],
+        Family::Tr34 => &[T::Rsa, T::Sha, T::Aes, T::Tdes],
         Family::AesKeyGen
         | Family::GenericKeyGen
         | Family::Sm4KeyGen
