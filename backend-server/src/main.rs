@@ -10,6 +10,12 @@ use hsmlink_server::logging;
 use hsmlink_server::names::TenantName;
 use hsmlink_server::server::ServerError;
 
+/// Every heap block is wiped when freed: no key or PIN outlives the buffer
+/// that carried it (tests/tests/zeroisation.rs searches the process).
+#[global_allocator]
+static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
+    zeroizing_alloc::ZeroAlloc(std::alloc::System);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hsmlink-server",

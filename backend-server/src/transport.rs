@@ -336,13 +336,19 @@ async fn serve_requests(
             let _permit = permit;
             let id = header.request_id;
             let function = request.function_name();
-            // The dispatcher blocks (store commits, PIN hashing).
+            // The dispatcher blocks (store commits, PIN hashing). Its
+            // thread's stack is scrubbed after each request: key bytes and
+            // schedules the engines left in popped frames are wiped.
             let response = {
                 let ctx = ctx.clone();
                 let state = state.clone();
-                tokio::task::spawn_blocking(move || answer(&state, &throttle, &ctx, request))
-                    .await
-                    .unwrap_or_else(|_| Response::error(CKR_GENERAL_ERROR))
+                tokio::task::spawn_blocking(move || {
+                    let response = answer(&state, &throttle, &ctx, request);
+                    hsmlink_crypto::stack::scrub();
+                    response
+                })
+                .await
+                .unwrap_or_else(|_| Response::error(CKR_GENERAL_ERROR))
             };
             state.registry.live().metrics.request(response.rv.0);
             debug!(

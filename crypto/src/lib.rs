@@ -23,6 +23,7 @@ pub mod selftest;
 pub mod sm2;
 pub mod sm2_exchange;
 pub mod sm4_fast;
+pub mod stack;
 pub mod tdes;
 pub mod tr34;
 

@@ -14,6 +14,13 @@
 //! - `config`, `log`, `error`: `client.toml`, our own tiny logger (we live
 //!   in other people's processes), and the one error type carrying a `CK_RV`.
 
+/// Every heap block the module frees is wiped: templates, PINs and frames
+/// copied from the application do not linger after the call that used them
+/// (tests/tests/zeroisation.rs searches the process).
+#[global_allocator]
+static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
+    zeroizing_alloc::ZeroAlloc(std::alloc::System);
+
 mod client;
 mod config;
 mod error;

@@ -160,6 +160,11 @@ impl Deployment {
     }
 
     /// SIGTERM, then wait for the exit status (graceful shutdown).
+    /// The running server's process id.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
     pub fn stop_server(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.server.take()?;
         // SIGTERM through kill(1): the tests crate keeps no unsafe code.
