@@ -415,6 +415,24 @@ pub struct SlotConfig {
     /// pkcs11 driver: the `[[devices]]` entry holding the partition.
     #[serde(default)]
     pub device: Option<DeviceName>,
+    /// The secure-template rules of the partition (`strict` by default).
+    #[serde(default)]
+    pub secure_templates: SecureTemplates,
+}
+
+/// `secure_templates` of a slot: which key-management rules hsmlink
+/// enforces above the driver ([`crate::secure_templates`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureTemplates {
+    /// Every rule: separate key roles, wrapping keys at least as strong as
+    /// what they wrap and never known to a caller, wrapping keys leaving
+    /// only in key blocks; and sticky usage attributes.
+    #[default]
+    Strict,
+    /// PKCS#11's own rules and sticky usage attributes only, for clients
+    /// whose default templates give one key conflicting roles.
+    Relaxed,
 }
 
 /// A device name (`[[devices]] name`, a slot's `device`): same rule as
