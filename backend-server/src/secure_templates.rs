@@ -522,8 +522,8 @@ pub fn curve_strength(params: &[u8]) -> Option<u32> {
         .map(|(_, strength)| *strength)
 }
 
-/// `C_WrapKey` in a strict partition: the wrapping key at least as strong
-/// as the key, generated on the token or trusted, and a transport key
+/// `C_WrapKey` in a strict partition: the wrapping key generated on the
+/// token or trusted, at least as strong as the key, and a transport key
 /// wrapped only into a key block. Keys the driver would refuse anyway (no
 /// such handle, not extractable, a wrapping key without `CKA_WRAP`) are
 /// left to it, so the standard's codes come first.
@@ -545,12 +545,12 @@ pub(crate) fn check_wrap(
     if wrapping.wrap != Some(true) || wrapped.extractable != Some(true) {
         return Ok(());
     }
+    if wrapping.local != Some(true) && wrapping.trusted != Some(true) {
+        return Err(Ckr(CKR_KEY_FUNCTION_NOT_PERMITTED));
+    }
     let needed = wrapped.strength().unwrap_or(256);
     if wrapping.strength().unwrap_or(0) < needed {
         return Err(Ckr(CKR_WRAPPING_KEY_SIZE_RANGE));
-    }
-    if wrapping.local != Some(true) && wrapping.trusted != Some(true) {
-        return Err(Ckr(CKR_KEY_FUNCTION_NOT_PERMITTED));
     }
     let transport = wrapped.wrap == Some(true) || wrapped.unwrap == Some(true);
     if transport && mechanism.mechanism.0 != CKM_HSMLINK_TR31 {
