@@ -194,6 +194,21 @@ impl<'t> Parts<'t> {
         })
     }
 
+    /// A single key made readable: `CKA_SENSITIVE` false and
+    /// `CKA_EXTRACTABLE` true in its template (hsmlink's defaults are the
+    /// opposite). Its value is no secret, so its roles guard nothing; it
+    /// never wraps (not always sensitive), and it may not become
+    /// unreadable while its roles conflict ([`check_set`]).
+    fn readable(&self) -> bool {
+        match self.parts.as_slice() {
+            [(_, t)] => {
+                given(t, cka::CKA_SENSITIVE) == Some(false)
+                    && given(t, cka::CKA_EXTRACTABLE) == Some(true)
+            }
+            _ => false,
+        }
+    }
+
     /// Refuses templates that ask for conflicting roles, and completes
     /// them: the transport attributes false unless asked for, and, for a
     /// transport key, every other usage attribute false unless asked for.
@@ -211,7 +226,7 @@ impl<'t> Parts<'t> {
                     .filter(|a| given(t, *a) == Some(true))
             })
             .collect();
-        if conflicting(&asked_on) {
+        if conflicting(&asked_on) && !self.readable() {
             return Err(Ckr(CKR_TEMPLATE_INCONSISTENT));
         }
         Ok(self
@@ -299,8 +314,8 @@ pub(crate) fn check_made(bound: &Bound<'_>, made: &[ObjectHandle]) -> CkResult<(
     if !strict(bound) {
         return Ok(());
     }
-    let outcome = made_usage(bound, made).and_then(|on| {
-        if conflicting(&on) {
+    let outcome = made_usage(bound, made).and_then(|(on, readable)| {
+        if conflicting(&on) && !(readable && made.len() == 1) {
             Err(Ckr(CKR_TEMPLATE_INCONSISTENT))
         } else {
             Ok(())
@@ -312,10 +327,12 @@ pub(crate) fn check_made(bound: &Bound<'_>, made: &[ObjectHandle]) -> CkResult<(
     outcome
 }
 
-/// The usage attributes that are on, over every object of `made`.
-fn made_usage(bound: &Bound<'_>, made: &[ObjectHandle]) -> CkResult<Vec<u64>> {
+/// The usage attributes that are on, over every object of `made`, and
+/// whether every one of them is readable (not sensitive, extractable).
+fn made_usage(bound: &Bound<'_>, made: &[ObjectHandle]) -> CkResult<(Vec<u64>, bool)> {
     let ctx = bound.object_context();
     let mut on = Vec::new();
+    let mut readable = true;
     for handle in made {
         let class = bound
             .driver
@@ -328,17 +345,50 @@ fn made_usage(bound: &Bound<'_>, made: &[ObjectHandle]) -> CkResult<Vec<u64>> {
         if usage.is_empty() {
             continue;
         }
-        let types: Vec<AttributeType> = usage.iter().map(|a| AttributeType(*a)).collect();
+        let types: Vec<AttributeType> = usage
+            .iter()
+            .chain(&[cka::CKA_SENSITIVE, cka::CKA_EXTRACTABLE])
+            .map(|a| AttributeType(*a))
+            .collect();
         let values = bound.driver.get_attributes(&ctx, *handle, &types)?;
+        let yes = AttributeResult::Value(AttributeValue::Bool(true));
+        let no = AttributeResult::Value(AttributeValue::Bool(false));
         on.extend(
             usage
                 .iter()
-                .zip(values)
-                .filter(|(_, v)| *v == AttributeResult::Value(AttributeValue::Bool(true)))
+                .zip(&values)
+                .filter(|(_, v)| **v == yes)
                 .map(|(a, _)| *a),
         );
+        let tail = &values[values.len().saturating_sub(2)..];
+        readable &= tail.first() == Some(&no) && tail.get(1) == Some(&yes);
     }
-    Ok(on)
+    Ok((on, readable))
+}
+
+/// `C_SetAttributeValue` in a strict partition: a readable key whose roles
+/// conflict may not be made unreadable (`CKA_SENSITIVE` true,
+/// `CKA_EXTRACTABLE` false): `CKR_TEMPLATE_INCONSISTENT`.
+pub(crate) fn check_set(
+    bound: &Bound<'_>,
+    object: ObjectHandle,
+    template: &[Attribute],
+) -> CkResult<()> {
+    if !strict(bound) {
+        return Ok(());
+    }
+    let hides = given(template, cka::CKA_SENSITIVE) == Some(true)
+        || given(template, cka::CKA_EXTRACTABLE) == Some(false);
+    if !hides {
+        return Ok(());
+    }
+    let (mut on, _) = made_usage(bound, &[object])?;
+    // Roles the same template turns off no longer count.
+    on.retain(|a| given(template, *a) != Some(false));
+    if conflicting(&on) {
+        return Err(Ckr(CKR_TEMPLATE_INCONSISTENT));
+    }
+    Ok(())
 }
 
 /// Destroys keys just made that may not stay.
@@ -395,6 +445,8 @@ struct KeyFacts {
     wrap: Option<bool>,
     unwrap: Option<bool>,
     local: Option<bool>,
+    always_sensitive: Option<bool>,
+    never_extractable: Option<bool>,
     trusted: Option<bool>,
     value_len: Option<u64>,
     modulus_bits: Option<u64>,
@@ -402,13 +454,15 @@ struct KeyFacts {
     ec_params: Option<Vec<u8>>,
 }
 
-const FACTS: [u64; 11] = [
+const FACTS: [u64; 13] = [
     cka::CKA_CLASS,
     cka::CKA_KEY_TYPE,
     cka::CKA_EXTRACTABLE,
     cka::CKA_WRAP,
     cka::CKA_UNWRAP,
     cka::CKA_LOCAL,
+    cka::CKA_ALWAYS_SENSITIVE,
+    cka::CKA_NEVER_EXTRACTABLE,
     cka::CKA_TRUSTED,
     cka::CKA_VALUE_LEN,
     cka::CKA_MODULUS_BITS,
@@ -434,6 +488,12 @@ impl KeyFacts {
                 (cka::CKA_WRAP, AttributeValue::Bool(v)) => facts.wrap = Some(*v),
                 (cka::CKA_UNWRAP, AttributeValue::Bool(v)) => facts.unwrap = Some(*v),
                 (cka::CKA_LOCAL, AttributeValue::Bool(v)) => facts.local = Some(*v),
+                (cka::CKA_ALWAYS_SENSITIVE, AttributeValue::Bool(v)) => {
+                    facts.always_sensitive = Some(*v)
+                }
+                (cka::CKA_NEVER_EXTRACTABLE, AttributeValue::Bool(v)) => {
+                    facts.never_extractable = Some(*v)
+                }
                 (cka::CKA_TRUSTED, AttributeValue::Bool(v)) => facts.trusted = Some(*v),
                 (cka::CKA_VALUE_LEN, AttributeValue::Ulong(v)) => facts.value_len = Some(*v),
                 (cka::CKA_MODULUS_BITS, AttributeValue::Ulong(v)) => facts.modulus_bits = Some(*v),
@@ -443,6 +503,14 @@ impl KeyFacts {
             }
         }
         Ok(facts)
+    }
+
+    /// No caller can know the value: generated on the token and never
+    /// readable (always sensitive, or never extractable), or vouched for by
+    /// the SO.
+    fn never_known(&self) -> bool {
+        let secret = self.always_sensitive == Some(true) || self.never_extractable == Some(true);
+        self.trusted == Some(true) || (self.local == Some(true) && secret)
     }
 
     /// Security strength in bits (NIST SP 800-57 part 1 rev. 5, table 2;
@@ -545,7 +613,7 @@ pub(crate) fn check_wrap(
     if wrapping.wrap != Some(true) || wrapped.extractable != Some(true) {
         return Ok(());
     }
-    if wrapping.local != Some(true) && wrapping.trusted != Some(true) {
+    if !wrapping.never_known() {
         return Err(Ckr(CKR_KEY_FUNCTION_NOT_PERMITTED));
     }
     let needed = wrapped.strength().unwrap_or(256);

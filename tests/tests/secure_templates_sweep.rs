@@ -38,6 +38,7 @@ use cryptoki::session::Session;
 
 const SWEEP: &str = "every_usage_combination_and_each_attack_on_either_driver";
 const DRIVER: &str = "HSMLINK_SWEEP_DRIVER";
+const USER_PIN: &str = "sweep-pin";
 
 /// The swept attributes, in mask bit order.
 const ROLES: [AttributeType; 7] = [
@@ -533,6 +534,87 @@ fn attacks(session: &Session, driver: &str) {
         RvError::KeyFunctionNotPermitted
     );
 
+    // A readable key (not sensitive, extractable: pkcs11-tool's --derive
+    // makes them with all four roles) has no secret for its roles to
+    // guard: made, but it never wraps, and never becomes unreadable while
+    // its roles conflict.
+    let readable = generate(&with(
+        aes_template(32),
+        vec![
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+            Attribute::Wrap(true),
+            Attribute::Decrypt(true),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        rv(session.wrap_key(&Mechanism::AesKeyWrap, readable, victim)),
+        RvError::KeyFunctionNotPermitted
+    );
+    assert_eq!(
+        rv(session.update_attributes(readable, &[Attribute::Sensitive(true)])),
+        RvError::TemplateInconsistent
+    );
+    assert_eq!(
+        rv(session.copy_object(readable, &[Attribute::Sensitive(true)])),
+        RvError::TemplateInconsistent
+    );
+    // Narrowed to one role, it may be hidden (and still never wraps).
+    session
+        .update_attributes(
+            readable,
+            &[Attribute::Wrap(false), Attribute::Sensitive(true)],
+        )
+        .unwrap();
+    // A generated KEK that was readable once never wraps either.
+    let was_readable = generate(&with(
+        aes_template(32),
+        vec![
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+            Attribute::Wrap(true),
+        ],
+    ))
+    .unwrap();
+    session
+        .update_attributes(was_readable, &[Attribute::Sensitive(true)])
+        .unwrap();
+    assert_eq!(
+        rv(session.wrap_key(&Mechanism::AesKeyWrap, was_readable, victim)),
+        RvError::KeyFunctionNotPermitted
+    );
+
+    // The standard's way to let a key from outside wrap: the SO vouches
+    // for it (CKA_TRUSTED, which only the SO may set). The soft HSM
+    // shows it; the pkcs11 driver's device session is the device user's,
+    // whom SoftHSMv2 does not let set CKA_TRUSTED.
+    if driver == "soft" {
+        use cryptoki::session::UserType;
+        session.logout().unwrap();
+        session
+            .login(UserType::So, Some(&common::pin(common::SO_PIN)))
+            .unwrap();
+        let trusted = session
+            .create_object(&with(
+                created_template(&KNOWN),
+                vec![
+                    Attribute::Private(false),
+                    Attribute::Trusted(true),
+                    Attribute::Wrap(true),
+                ],
+            ))
+            .unwrap();
+        session.logout().unwrap();
+        session
+            .login(UserType::User, Some(&common::pin(USER_PIN)))
+            .unwrap();
+        let out = session
+            .wrap_key(&Mechanism::AesKeyWrap, trusted, victim)
+            .unwrap();
+        assert_eq!(out.len(), 24);
+    }
+
     // The target itself: sensitive, never read.
     if let Ok(values) = session.get_attributes(target, &[AttributeType::Value]) {
         assert!(values.is_empty(), "{}: the target's value was read", driver);
@@ -542,7 +624,7 @@ fn attacks(session: &Session, driver: &str) {
 
 fn scenario() {
     let pkcs11 = load_module();
-    let session = user_session(&pkcs11, "sweep", "sweep-pin");
+    let session = user_session(&pkcs11, "sweep", USER_PIN);
     let driver = std::env::var(DRIVER).unwrap_or_else(|_| "soft".to_owned());
     let started = Instant::now();
     sweep(&session);

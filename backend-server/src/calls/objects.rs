@@ -104,6 +104,7 @@ pub fn set(
     let bound = bind(state, ctx, session)?;
     bound.require_fresh_pin()?;
     secure_templates::check_no_widening(&bound, object, template)?;
+    secure_templates::check_set(&bound, object, template)?;
     bound
         .driver
         .set_attributes(&bound.object_context(), object, template)?;
