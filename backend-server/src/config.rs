@@ -1241,6 +1241,27 @@ pin_env = "HSMLINK_DEV0_PIN"
     }
 
     #[test]
+    fn secure_templates_strict_by_default_relaxed_per_slot() {
+        let config = parse(GOOD).unwrap();
+        assert!(
+            config
+                .tenants
+                .iter()
+                .flat_map(|t| &t.slots)
+                .all(|s| s.secure_templates == SecureTemplates::Strict)
+        );
+        let slot = "\n[[tenants.slots]]\nid = 2\npartition = \"demo-p2\"\ndriver = \"soft\"\nserial = \"0000000000000002\"\nsecure_templates = \"relaxed\"\n";
+        let config = parse(&format!("{GOOD}{slot}")).unwrap();
+        assert_eq!(
+            config.tenants[0].slots[2].secure_templates,
+            SecureTemplates::Relaxed
+        );
+        let bad = slot.replace("relaxed", "off");
+        let e = parse(&format!("{GOOD}{bad}")).unwrap_err();
+        assert!(e.to_string().contains("secure_templates"), "{e}");
+    }
+
+    #[test]
     fn device_errors_are_clear() {
         for (devices, key, what) in [
             ("", "tenants[0].slots[2].device", "unknown device \"hsm0\""),

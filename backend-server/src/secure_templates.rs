@@ -28,12 +28,16 @@
 //!   other usage attribute false unless it asks (then it conflicts). The
 //!   forwarded template says so explicitly, so a device's own defaults
 //!   cannot add a role; the new key is read back and destroyed if it holds
-//!   conflicting roles all the same.
-//! - **Wrapping keys.** `C_WrapKey` refuses a wrapping key weaker than the
-//!   key it wraps (`CKR_WRAPPING_KEY_SIZE_RANGE`, security strengths of
-//!   SP 800-57 part 1 table 2), and one whose value a caller may know: only
-//!   keys generated on the token (`CKA_LOCAL`) or vouched for by the SO
-//!   (`CKA_TRUSTED`) wrap (`CKR_KEY_FUNCTION_NOT_PERMITTED`).
+//!   conflicting roles all the same. A key made readable (not sensitive,
+//!   extractable) guards no secret and is exempt, but may not be made
+//!   unreadable while its roles conflict.
+//! - **Wrapping keys.** `C_WrapKey` refuses a wrapping key whose value a
+//!   caller may know: only keys generated on the token (`CKA_LOCAL`) and
+//!   never readable (`CKA_ALWAYS_SENSITIVE` or `CKA_NEVER_EXTRACTABLE`), or
+//!   vouched for by the SO (`CKA_TRUSTED`), wrap
+//!   (`CKR_KEY_FUNCTION_NOT_PERMITTED`); then one weaker than the key it
+//!   wraps (`CKR_WRAPPING_KEY_SIZE_RANGE`, security strengths of SP 800-57
+//!   part 1 table 2).
 //! - **Transport keys leave only with their role bound.** A key with
 //!   `CKA_WRAP` or `CKA_UNWRAP` is wrapped only into a key block
 //!   (`CKM_HSMLINK_TR31`, whose header carries its usage), so no second
@@ -287,12 +291,15 @@ pub(crate) fn unwrapped_key<'t>(
     Ok(out.pop().unwrap_or(Cow::Borrowed(template)))
 }
 
+/// A template as given, or completed.
+type Template<'t> = Cow<'t, [Attribute]>;
+
 /// [`new_key`] for `C_GenerateKeyPair`: the pair is one key.
 pub(crate) fn new_pair<'t>(
     bound: &Bound<'_>,
     public: &'t [Attribute],
     private: &'t [Attribute],
-) -> CkResult<(Cow<'t, [Attribute]>, Cow<'t, [Attribute]>)> {
+) -> CkResult<(Template<'t>, Template<'t>)> {
     if !strict(bound) {
         return Ok((Cow::Borrowed(public), Cow::Borrowed(private)));
     }
