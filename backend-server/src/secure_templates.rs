@@ -598,7 +598,8 @@ pub fn curve_strength(params: &[u8]) -> Option<u32> {
 }
 
 /// `C_WrapKey` in a strict partition: the wrapping key generated on the
-/// token or trusted, at least as strong as the key, and a transport key
+/// token or trusted, of one role (key transport), at least as strong as
+/// the key, and a transport key
 /// wrapped only into a key block. Keys the driver would refuse anyway (no
 /// such handle, not extractable, a wrapping key without `CKA_WRAP`) are
 /// left to it, so the standard's codes come first.
@@ -621,6 +622,11 @@ pub(crate) fn check_wrap(
         return Ok(());
     }
     if !wrapping.never_known() {
+        return Err(Ckr(CKR_KEY_FUNCTION_NOT_PERMITTED));
+    }
+    // A wrapping key with conflicting roles (made while the partition was
+    // relaxed) does not wrap in a strict one.
+    if made_usage(bound, &[wrapping_key]).is_ok_and(|(on, _)| conflicting(&on)) {
         return Err(Ckr(CKR_KEY_FUNCTION_NOT_PERMITTED));
     }
     let needed = wrapped.strength().unwrap_or(256);

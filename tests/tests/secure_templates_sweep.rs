@@ -714,3 +714,83 @@ fn a_relaxed_partition_accepts_conflicting_roles() {
     deployment.run_server();
     run_in_child(RELAXED, &deployment.module_env());
 }
+
+const MADE_RELAXED: &str = "a_key_made_relaxed_does_not_wrap_once_strict";
+const PHASE: &str = "HSMLINK_SWEEP_PHASE";
+
+/// A partition turned strict after keys with conflicting roles were made on
+/// it relaxed: such a key wraps no more.
+#[test]
+fn a_key_made_relaxed_does_not_wrap_once_strict() {
+    if in_child() {
+        let pkcs11 = load_module();
+        let both = |session: &Session| {
+            let found = session
+                .find_objects(&[Attribute::Label(b"both".to_vec())])
+                .unwrap();
+            let target = session
+                .find_objects(&[Attribute::Label(b"target".to_vec())])
+                .unwrap();
+            (found[0], target[0])
+        };
+        if std::env::var(PHASE).is_ok_and(|p| p == "relaxed") {
+            let session = user_session(&pkcs11, "phases", USER_PIN);
+            let token = |label: &[u8], roles: Vec<Attribute>| {
+                let mut template = with(aes_template(32), roles);
+                template[0] = Attribute::Token(true);
+                template.push(Attribute::Label(label.to_vec()));
+                session
+                    .generate_key(&Mechanism::AesKeyGen, &template)
+                    .unwrap()
+            };
+            token(
+                b"both",
+                vec![Attribute::Wrap(true), Attribute::Decrypt(true)],
+            );
+            token(
+                b"target",
+                vec![
+                    Attribute::Extractable(true),
+                    Attribute::Wrap(false),
+                    Attribute::Unwrap(false),
+                ],
+            );
+            let (kek, target) = both(&session);
+            session
+                .wrap_key(&Mechanism::AesKeyWrap, kek, target)
+                .unwrap();
+        } else {
+            use cryptoki::session::UserType;
+            let slot = pkcs11.get_all_slots().unwrap()[0];
+            let session = pkcs11.open_rw_session(slot).unwrap();
+            session
+                .login(UserType::User, Some(&common::pin(USER_PIN)))
+                .unwrap();
+            let (kek, target) = both(&session);
+            assert_eq!(
+                rv(session.wrap_key(&Mechanism::AesKeyWrap, kek, target)),
+                RvError::KeyFunctionNotPermitted
+            );
+        }
+        return;
+    }
+    let mut deployment = Deployment::init();
+    let path = deployment.path("server.toml");
+    let strict = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        strict.replace(
+            "driver = \"soft\"",
+            "driver = \"soft\"\nsecure_templates = \"relaxed\"",
+        ),
+    )
+    .unwrap();
+    deployment.run_server();
+    let mut env = deployment.module_env();
+    env.push((PHASE, "relaxed".into()));
+    run_in_child(MADE_RELAXED, &env);
+    deployment.stop_server();
+    std::fs::write(&path, strict).unwrap();
+    deployment.run_server();
+    run_in_child(MADE_RELAXED, &deployment.module_env());
+}
