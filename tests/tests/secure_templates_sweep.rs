@@ -4,8 +4,8 @@
 //!
 //! - a sweep of the 128 combinations of `CKA_ENCRYPT`, `CKA_DECRYPT`,
 //!   `CKA_WRAP`, `CKA_UNWRAP`, `CKA_SIGN`, `CKA_VERIFY`, `CKA_DERIVE` on
-//!   `C_GenerateKey`, `C_CreateObject` and `C_UnwrapKey` (each attribute
-//!   given), on `C_GenerateKey` with only the attributes asked for given
+//!   `C_GenerateKey`, `C_CreateObject`, `C_UnwrapKey` and `C_DeriveKey`
+//!   (each attribute given), on `C_GenerateKey` with only the attributes asked for given
 //!   (the defaults), and the `C_SetAttributeValue`/`C_CopyObject`
 //!   transitions of every key made; 32 combinations on a key pair. Each
 //!   outcome is checked against the README's rule, computed here on its
@@ -207,6 +207,10 @@ fn sweep(session: &Session) {
         .wrap_key(&Mechanism::AesKeyWrap, kek, data_key)
         .unwrap();
 
+    // The base key for the derivation sweep.
+    let base = generate(&with(aes_template(32), vec![Attribute::Derive(true)])).unwrap();
+    let derivation_data = [0x3cu8; 16];
+
     let mut made = Vec::new();
     for mask in 0..128u32 {
         let on = on_in(mask);
@@ -232,6 +236,19 @@ fn sweep(session: &Session) {
                 kek,
                 &blob,
                 &with(unwrap_template(), all_given(mask)),
+            ),
+        );
+        check_made(
+            session,
+            "derive",
+            mask,
+            session.derive_key(
+                &Mechanism::AesCbcEncryptData(AesCbcDeriveParams::new([0; 16], &derivation_data)),
+                base,
+                &with(
+                    with(unwrap_template(), vec![Attribute::ValueLen(16.into())]),
+                    all_given(mask),
+                ),
             ),
         );
         // C_GenerateKey with only what is asked for: the same outcome; no
