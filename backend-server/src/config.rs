@@ -87,6 +87,9 @@
 //! # device = "hsm0"                  # pkcs11 driver (required there, refused elsewhere):
 //!                                    # the [[devices]] entry holding the partition; a device
 //!                                    # holds one partition
+//! # secure_templates = "strict"      # key-management rules above the driver: "strict"
+//!                                    # (default) or "relaxed" (PKCS#11's rules and sticky
+//!                                    # usage only); see crate::secure_templates
 //!
 //! [[devices]]                        # one table per vendor token (pkcs11 driver)
 //! name = "hsm0"                      # [a-z0-9][a-z0-9_-]{0,62}, unique
