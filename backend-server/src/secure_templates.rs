@@ -55,7 +55,9 @@ use cryptoki_sys::{
     CKR_KEY_NOT_WRAPPABLE, CKR_TEMPLATE_INCONSISTENT, CKR_WRAPPING_KEY_SIZE_RANGE,
 };
 use hsmlink_protocol::attribute_kind as cka;
-use hsmlink_protocol::vendor::{CKK_HSMLINK_SM2, CKK_HSMLINK_SM4, CKM_HSMLINK_TR31};
+use hsmlink_protocol::vendor::{
+    CKK_HSMLINK_SM2, CKK_HSMLINK_SM4, CKM_HSMLINK_TR31, HSMLINK_VENDOR_BASE,
+};
 use hsmlink_protocol::{
     Attribute, AttributeResult, AttributeType, AttributeValue, Mechanism, ObjectHandle,
 };
@@ -273,6 +275,13 @@ pub(crate) fn new_key<'t>(
     Ok(out.pop().unwrap_or(Cow::Borrowed(template)))
 }
 
+/// The unwrapping mechanisms whose wrapped form carries the key's usage (a
+/// key-block header): `CKM_HSMLINK_TR31`, and the TR-34 key token
+/// (`CKM_HSMLINK_TR34`, `HSMLINK_VENDOR_BASE | 0x0201`, whose key block
+/// carries a TR-31 header; named here by number until the constant reaches
+/// this branch).
+const USAGE_BOUND: [u64; 2] = [CKM_HSMLINK_TR31, HSMLINK_VENDOR_BASE | 0x0201];
+
 /// [`new_key`] for `C_UnwrapKey`: a key block's header gives the usage, so
 /// its template is only checked, never completed.
 pub(crate) fn unwrapped_key<'t>(
@@ -286,7 +295,7 @@ pub(crate) fn unwrapped_key<'t>(
     let parts = Parts {
         parts: vec![(class_in(template, CKO_SECRET_KEY), template)],
     };
-    let fill = mechanism.mechanism.0 != CKM_HSMLINK_TR31;
+    let fill = !USAGE_BOUND.contains(&mechanism.mechanism.0);
     let mut out = parts.complete(fill)?;
     Ok(out.pop().unwrap_or(Cow::Borrowed(template)))
 }
