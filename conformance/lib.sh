@@ -30,6 +30,8 @@ free_port() {
 }
 
 # start_deployment: init into $WORK/deploy and run the server; exports HSMLINK_CONF.
+# SECURE_TEMPLATES=relaxed (set by scripts about a client's own default
+# templates) puts the slot's partition under the relaxed secure-template rules.
 start_deployment() {
     local port; port="$(free_port)"
     # The admin API gets a free port of its own (init's default, the tenant
@@ -38,6 +40,9 @@ start_deployment() {
     while [ "$admin_port" = "$port" ]; do admin_port="$(free_port)"; done
     "$HSMLINK_SERVER" init --dir "$WORK/deploy" --listen "127.0.0.1:$port" \
         --admin-listen "127.0.0.1:$admin_port" >/dev/null
+    if [ -n "${SECURE_TEMPLATES:-}" ]; then
+        sed -i "s/^driver = \"soft\"/&\nsecure_templates = \"$SECURE_TEMPLATES\"/" "$WORK/deploy/server.toml"
+    fi
     "$HSMLINK_SERVER" run --config "$WORK/deploy/server.toml" >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     export HSMLINK_CONF="$WORK/deploy/client.toml"

@@ -18,7 +18,14 @@ p11 --keypairgen --key-type EC:prime256v1 --id 03 --label p256 --usage-sign --us
 p11 --keypairgen --key-type EC:secp384r1 --id 04 --label p384 --usage-sign
 p11 --keypairgen --key-type EC:secp521r1 --id 05 --label p521 --usage-sign
 p11 --keypairgen --key-type EC:edwards25519 --id 06 --label ed25519 --usage-sign
-p11 --keygen --key-type AES:32 --id 07 --label aes256 --usage-decrypt --usage-wrap --extractable
+# Secure templates: a data key (07) and a key-encryption key (0b) apart;
+# one key holding both roles is refused.
+p11 --keygen --key-type AES:32 --id 07 --label aes256 --usage-decrypt --extractable
+p11 --keygen --key-type AES:32 --id 0b --label kek256 --usage-wrap
+if "${P11[@]}" --keygen --key-type AES:32 --id 0c --label both --usage-decrypt --usage-wrap >"$WORK/both.txt" 2>&1; then
+    echo "not ok - an AES key that decrypts and wraps was made" >&2; exit 1
+fi
+expect "decrypt+wrap refused" 'CKR_TEMPLATE_INCONSISTENT' "$WORK/both.txt"
 p11 --keygen --key-type AES:16 --id 08 --label aes128 --extractable
 p11 --keygen --key-type GENERIC:32 --id 09 --label secret
 echo "ok - RSA 2048/3072, EC P-256/384/521, Ed25519, AES-128/256 and generic secret keys generated"
@@ -76,10 +83,10 @@ p11 --encrypt --id 07 --mechanism AES-CBC-PAD --iv "$IV" --input-file "$WORK/msg
 p11 --decrypt --id 07 --mechanism AES-CBC-PAD --iv "$IV" --input-file "$WORK/cbc.bin" --output-file "$WORK/cbc.out"
 same "$WORK/msg" "$WORK/cbc.out" "AES-CBC-PAD round trip on the token"
 
-# Wrapping: the AES-128 key wrapped under the AES-256 key (RFC 3394), unwrapped as a new key.
-p11 --wrap --id 07 --application-id 08 --mechanism AES-KEY-WRAP --output-file "$WORK/wrapped.bin"
+# Wrapping: the AES-128 key wrapped under the AES-256 KEK (RFC 3394), unwrapped as a new key.
+p11 --wrap --id 0b --application-id 08 --mechanism AES-KEY-WRAP --output-file "$WORK/wrapped.bin"
 [ "$(stat -c %s "$WORK/wrapped.bin")" -eq 24 ] || { echo "not ok - wrapped AES-128 is not 24 bytes" >&2; exit 1; }
-p11 --unwrap --id 07 --mechanism AES-KEY-WRAP --input-file "$WORK/wrapped.bin" \
+p11 --unwrap --id 0b --mechanism AES-KEY-WRAP --input-file "$WORK/wrapped.bin" \
     --key-type AES: --application-id 0a --application-label unwrapped --extractable
 "${P11[@]}" --list-objects --type secrkey >"$WORK/secret.txt" 2>&1
 expect "unwrapped key stored" "label:[[:space:]]+unwrapped" "$WORK/secret.txt"

@@ -87,6 +87,9 @@
 //! # device = "hsm0"                  # pkcs11 driver (required there, refused elsewhere):
 //!                                    # the [[devices]] entry holding the partition; a device
 //!                                    # holds one partition
+//! # secure_templates = "strict"      # key-management rules above the driver: "strict"
+//!                                    # (default) or "relaxed" (PKCS#11's rules and sticky
+//!                                    # usage only); see crate::secure_templates
 //!
 //! [[devices]]                        # one table per vendor token (pkcs11 driver)
 //! name = "hsm0"                      # [a-z0-9][a-z0-9_-]{0,62}, unique
@@ -415,6 +418,24 @@ pub struct SlotConfig {
     /// pkcs11 driver: the `[[devices]]` entry holding the partition.
     #[serde(default)]
     pub device: Option<DeviceName>,
+    /// The secure-template rules of the partition (`strict` by default).
+    #[serde(default)]
+    pub secure_templates: SecureTemplates,
+}
+
+/// `secure_templates` of a slot: which key-management rules hsmlink
+/// enforces above the driver ([`crate::secure_templates`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureTemplates {
+    /// Every rule: separate key roles, wrapping keys at least as strong as
+    /// what they wrap and never known to a caller, wrapping keys leaving
+    /// only in key blocks; and sticky usage attributes.
+    #[default]
+    Strict,
+    /// PKCS#11's own rules and sticky usage attributes only, for clients
+    /// whose default templates give one key conflicting roles.
+    Relaxed,
 }
 
 /// A device name (`[[devices]] name`, a slot's `device`): same rule as
@@ -1220,6 +1241,27 @@ pin_env = "HSMLINK_DEV0_PIN"
             config.devices[0].module,
             Path::new("/etc/hsmlink/libsofthsm2.so")
         );
+    }
+
+    #[test]
+    fn secure_templates_strict_by_default_relaxed_per_slot() {
+        let config = parse(GOOD).unwrap();
+        assert!(
+            config
+                .tenants
+                .iter()
+                .flat_map(|t| &t.slots)
+                .all(|s| s.secure_templates == SecureTemplates::Strict)
+        );
+        let slot = "\n[[tenants.slots]]\nid = 2\npartition = \"demo-p2\"\ndriver = \"soft\"\nserial = \"0000000000000002\"\nsecure_templates = \"relaxed\"\n";
+        let config = parse(&format!("{GOOD}{slot}")).unwrap();
+        assert_eq!(
+            config.tenants[0].slots[2].secure_templates,
+            SecureTemplates::Relaxed
+        );
+        let bad = slot.replace("relaxed", "off");
+        let e = parse(&format!("{GOOD}{bad}")).unwrap_err();
+        assert!(e.to_string().contains("secure_templates"), "{e}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tracing::debug;
 
 use crate::audit::{Audit, AuditError};
 use crate::calls::{find, login, objects, session};
-use crate::config::{Config, DeviceConfig, DriverKind};
+use crate::config::{Config, DeviceConfig, DriverKind, SecureTemplates};
 use crate::driver::{ObjectContext, PartitionDriver, UserKind};
 use crate::error::{CkResult, Ckr};
 use crate::handles::HandleAllocator;
@@ -433,6 +433,8 @@ pub(crate) struct Bound<'a> {
     pub state: PhantomData<&'a ServerState>,
     /// The slot's mechanism table.
     pub mechanisms: &'static [mechanisms::MechanismEntry],
+    /// The partition's secure-template rules.
+    pub secure_templates: SecureTemplates,
 }
 
 impl Bound<'_> {
@@ -487,6 +489,7 @@ pub(crate) fn bind<'a>(
         driver,
         state: PhantomData,
         mechanisms: slot.mechanisms(),
+        secure_templates: slot.secure_templates,
     })
 }
 

@@ -739,6 +739,16 @@ pub fn server_toml(
         "# fixed when the partition is first allocated",
         C,
     ));
+    out.push_str(&commented(
+        "# secure_templates = \"strict\"",
+        "# key-management rules (default \"strict\"); \"relaxed\"",
+        C,
+    ));
+    out.push_str(&commented(
+        "",
+        "# for clients whose templates mix key roles (README)",
+        C,
+    ));
     Ok(out)
 }
 

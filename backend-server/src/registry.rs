@@ -25,7 +25,9 @@ use hsmlink_protocol::SlotId;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::{AlgorithmsConfig, DeviceConfig, DeviceName, DriverKind, TenantConfig};
+use crate::config::{
+    AlgorithmsConfig, DeviceConfig, DeviceName, DriverKind, SecureTemplates, TenantConfig,
+};
 use crate::dispatch::StateError;
 use crate::driver::PartitionDriver;
 use crate::identity::Fingerprint;
@@ -109,6 +111,9 @@ pub struct Slot {
     /// pkcs11 driver: the device holding the partition.
     pub device: Option<DeviceName>,
     pub state: PartitionState,
+    /// The secure-template rules (server.toml's `secure_templates`; a
+    /// partition server.toml does not name gets the default, strict).
+    pub secure_templates: SecureTemplates,
     /// What the slot lists: the soft driver's table, or for a device what
     /// it and hsmlink both serve, known once the device is open (empty
     /// until then).
@@ -187,6 +192,7 @@ impl Registry {
                             algorithms: s.algorithms,
                             device: s.device.clone(),
                             state: PartitionState::Active,
+                            secure_templates: s.secure_templates,
                             mechanisms: mechanisms_of(s.driver),
                         };
                         (slot.id, slot)
@@ -225,6 +231,12 @@ impl Registry {
             policy,
         };
         let seeded: HashSet<&TenantName> = seed.iter().map(|t| &t.name).collect();
+        // Not kept in the store: server.toml says it, for its partitions.
+        let templates: HashMap<&PartitionName, SecureTemplates> = seed
+            .iter()
+            .flat_map(|t| t.slots())
+            .map(|s| (&s.partition, s.secure_templates))
+            .collect();
         let mut tenants: BTreeMap<TenantName, Tenant> = BTreeMap::new();
         for row in store.tenants()? {
             let Ok(name) = TenantName::parse(&row.name) else {
@@ -265,6 +277,9 @@ impl Registry {
             };
             if slot.state == PartitionState::Terminated {
                 continue;
+            }
+            if let Some(rules) = templates.get(&slot.partition) {
+                slot.secure_templates = *rules;
             }
             match open_partition(&backing, &slot)? {
                 Some(partition) => {
@@ -880,6 +895,7 @@ fn slot_of_row(row: &SlotRow) -> Option<Slot> {
             None => None,
         },
         state: PartitionState::parse(&row.state),
+        secure_templates: SecureTemplates::default(),
         mechanisms: mechanisms_of(driver),
     })
 }

@@ -57,6 +57,7 @@ id = 0
 partition = "acme-p0"
 driver = "soft"
 serial = "aaaaaaaaaaaaaaa0"
+secure_templates = "relaxed"
 "#;
 
 /// Cheap PIN hashing, three tries.

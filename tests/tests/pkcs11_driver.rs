@@ -714,7 +714,19 @@ fn pkcs11_driver_key_management_and_objects() {
                 .unwrap()
         };
         // ---- Wrap and unwrap ----
-        let kek = aes(&[Attribute::Wrap(true), Attribute::Unwrap(true)]);
+        // A key-encryption key wraps and unwraps only (secure templates:
+        // key transport is a role of its own).
+        let kek = session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Wrap(true),
+                    Attribute::Unwrap(true),
+                ],
+            )
+            .unwrap();
         let target = aes(&[Attribute::Extractable(true)]);
         let wrapped = session
             .wrap_key(&Mechanism::AesKeyWrap, kek, target)

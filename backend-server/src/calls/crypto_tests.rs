@@ -32,6 +32,17 @@ fn setup() -> T {
     T { f, c, h }
 }
 
+/// A token on a partition with `secure_templates = "relaxed"`: the soft
+/// HSM's own wrapping rules, with wrapping keys made from known values
+/// (which a strict partition refuses; see `secure_templates.rs`).
+fn setup_relaxed() -> T {
+    let f = Fixture::new();
+    let c = ctx("acme", 1);
+    ready_token(&f.state, &c, 0);
+    let h = user_session(&f.state, &c, 0);
+    T { f, c, h }
+}
+
 fn m(mechanism: u64) -> Mechanism {
     Mechanism::new(mechanism, MechanismParams::None)
 }
@@ -822,7 +833,7 @@ fn hmac_and_cmac() {
 
 #[test]
 fn rsa_sign_verify_encrypt_recover_and_wrap() {
-    let t = setup();
+    let t = setup_relaxed();
     let (public, private) = pair(t.generate_pair(
         CKM_RSA_PKCS_KEY_PAIR_GEN,
         vec![
@@ -1210,7 +1221,7 @@ fn always_authenticate_needs_a_context_specific_login() {
 
 #[test]
 fn aes_key_wrap_round_trip_and_rules() {
-    let t = setup();
+    let t = setup_relaxed();
     let kek = t.secret_key(CKK_AES, &[3; 32], vec![]);
     let target = t.secret_key(CKK_AES, &KEY16, vec![a(CKA_EXTRACTABLE, Bool(true))]);
     let wrap = |mech: u64, wrapping_key, key, out| {
@@ -1340,4 +1351,163 @@ fn aes_encrypt_data_derivation() {
     }));
     let want = cipher::encrypt(BlockAlg::Aes, &KEY16, &Mode::Cbc { iv }, &input).unwrap();
     assert_eq!(t.value(derived, CKA_VALUE), Bytes(want));
+}
+
+// ---- secure templates (strict partition) ----
+
+#[test]
+fn strict_partition_separates_roles_and_guards_wrapping() {
+    let t = setup();
+    let aes = |len: u64, extra: Vec<Attribute>| {
+        let mut template = vec![a(CKA_VALUE_LEN, Ulong(len))];
+        template.extend(extra);
+        t.generate(CKM_AES_KEY_GEN, template)
+    };
+    // No role named: no transport role, the standard's data roles.
+    let plain = object(aes(16, vec![]));
+    assert_eq!(t.value(plain, CKA_WRAP), Bool(false));
+    assert_eq!(t.value(plain, CKA_UNWRAP), Bool(false));
+    assert_eq!(t.value(plain, CKA_ENCRYPT), Bool(true));
+    // Transport asked: everything else false.
+    let kek = object(aes(
+        32,
+        vec![a(CKA_WRAP, Bool(true)), a(CKA_UNWRAP, Bool(true))],
+    ));
+    for attr in [CKA_ENCRYPT, CKA_DECRYPT, CKA_SIGN, CKA_VERIFY, CKA_DERIVE] {
+        assert_eq!(t.value(kek, attr), Bool(false), "{attr:#x}");
+    }
+    // Transport with anything else: refused, on every way a key is made.
+    for other in [CKA_ENCRYPT, CKA_DECRYPT, CKA_SIGN, CKA_VERIFY, CKA_DERIVE] {
+        assert_eq!(
+            aes(16, vec![a(CKA_WRAP, Bool(true)), a(other, Bool(true))]),
+            err(CKR_TEMPLATE_INCONSISTENT)
+        );
+    }
+    let created = |extra: Vec<Attribute>| {
+        let mut template = vec![
+            a(CKA_CLASS, Ulong(CKO_SECRET_KEY)),
+            a(CKA_KEY_TYPE, Ulong(CKK_AES)),
+            a(CKA_VALUE, Bytes(KEY16.to_vec())),
+        ];
+        template.extend(extra);
+        t.ask(Request::CreateObject {
+            session: t.h,
+            template,
+        })
+    };
+    assert_eq!(
+        created(vec![a(CKA_UNWRAP, Bool(true)), a(CKA_ENCRYPT, Bool(true))]),
+        err(CKR_TEMPLATE_INCONSISTENT)
+    );
+    assert_eq!(
+        t.generate_pair(
+            CKM_EC_KEY_PAIR_GEN,
+            vec![
+                a(CKA_EC_PARAMS, Bytes(P256_OID.to_vec())),
+                a(CKA_WRAP, Bool(true))
+            ],
+            vec![a(CKA_SIGN, Bool(true))],
+        ),
+        err(CKR_TEMPLATE_INCONSISTENT)
+    );
+    // Wrapping: a generated KEK wraps a data key.
+    let target = object(aes(16, vec![a(CKA_EXTRACTABLE, Bool(true))]));
+    let wrap = |wrapping_key, key| {
+        t.ask(Request::WrapKey {
+            session: t.h,
+            mechanism: m(CKM_AES_KEY_WRAP),
+            wrapping_key,
+            key,
+            out: BIG,
+        })
+    };
+    let blob = data(wrap(kek, target));
+    // ... but not a stronger key, nor under a key made from a value, and
+    // a transport key not outside a key block.
+    let strong = object(aes(32, vec![a(CKA_EXTRACTABLE, Bool(true))]));
+    let weak_kek = object(aes(16, vec![a(CKA_WRAP, Bool(true))]));
+    assert_eq!(wrap(weak_kek, strong), err(CKR_WRAPPING_KEY_SIZE_RANGE));
+    let known = object(created(vec![a(CKA_WRAP, Bool(true))]));
+    assert_eq!(wrap(known, target), err(CKR_KEY_FUNCTION_NOT_PERMITTED));
+    let movable_kek = object(aes(
+        16,
+        vec![a(CKA_WRAP, Bool(true)), a(CKA_EXTRACTABLE, Bool(true))],
+    ));
+    assert_eq!(wrap(kek, movable_kek), err(CKR_KEY_NOT_WRAPPABLE));
+    // Unwrapped: no decrypting copy of a transport key; a data copy only.
+    let unwrap = |template: Vec<Attribute>| {
+        let mut full = vec![
+            a(CKA_CLASS, Ulong(CKO_SECRET_KEY)),
+            a(CKA_KEY_TYPE, Ulong(CKK_AES)),
+        ];
+        full.extend(template);
+        t.ask(Request::UnwrapKey {
+            session: t.h,
+            mechanism: m(CKM_AES_KEY_WRAP),
+            unwrapping_key: kek,
+            wrapped_key: blob.clone(),
+            template: full,
+        })
+    };
+    assert_eq!(
+        unwrap(vec![a(CKA_WRAP, Bool(true)), a(CKA_DECRYPT, Bool(true))]),
+        err(CKR_TEMPLATE_INCONSISTENT)
+    );
+    let copy = object(unwrap(vec![a(CKA_WRAP, Bool(true))]));
+    assert_eq!(wrap(copy, target), err(CKR_KEY_FUNCTION_NOT_PERMITTED));
+    // Derivation keeps the base key's strength (up to 128 bits).
+    let base = object(aes(32, vec![a(CKA_DERIVE, Bool(true))]));
+    let derive = |len: u64| {
+        t.ask(Request::DeriveKey {
+            session: t.h,
+            mechanism: mp(
+                CKM_AES_ECB_ENCRYPT_DATA,
+                MechanismParams::KeyDerivationString(vec![7; 32]),
+            ),
+            base_key: base,
+            template: vec![
+                a(CKA_CLASS, Ulong(CKO_SECRET_KEY)),
+                a(CKA_KEY_TYPE, Ulong(CKK_GENERIC_SECRET)),
+                a(CKA_VALUE_LEN, Ulong(len)),
+            ],
+        })
+    };
+    let before = find_all(&t).len();
+    assert_eq!(derive(8), err(CKR_TEMPLATE_INCONSISTENT));
+    assert_eq!(find_all(&t).len(), before);
+    object(derive(16));
+
+    // A relaxed partition: the standard's rules only (and sticky usage).
+    let r = setup_relaxed();
+    let all_roles = r.generate(
+        CKM_AES_KEY_GEN,
+        vec![
+            a(CKA_VALUE_LEN, Ulong(16)),
+            a(CKA_WRAP, Bool(true)),
+            a(CKA_DECRYPT, Bool(true)),
+        ],
+    );
+    object(all_roles);
+}
+
+fn find_all(t: &T) -> Vec<ObjectHandle> {
+    assert_eq!(
+        t.ask(Request::FindObjectsInit {
+            session: t.h,
+            template: vec![]
+        }),
+        ok()
+    );
+    let found = match t.ask(Request::FindObjects {
+        session: t.h,
+        max_count: 1000,
+    }) {
+        Response {
+            body: ResponseBody::Objects(o),
+            ..
+        } => o,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(t.ask(Request::FindObjectsFinal { session: t.h }), ok());
+    found
 }

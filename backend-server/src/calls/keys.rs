@@ -4,7 +4,8 @@
 //! handles come from the tenant's counter.
 
 use cryptoki_sys::{
-    CKF_DERIVE, CKF_GENERATE, CKF_GENERATE_KEY_PAIR, CKF_UNWRAP, CKF_WRAP, CKR_BUFFER_TOO_SMALL,
+    CKF_DERIVE, CKF_GENERATE, CKF_GENERATE_KEY_PAIR, CKF_UNWRAP, CKF_WRAP, CKO_SECRET_KEY,
+    CKR_BUFFER_TOO_SMALL,
 };
 use hsmlink_protocol::{
     Attribute, Mechanism, ObjectHandle, Output, OutputSpec, Response, ResponseBody, Rv, Secret,
@@ -14,6 +15,7 @@ use hsmlink_protocol::{
 use crate::calls::operation::{check_mechanism, crypto_session};
 use crate::dispatch::{ClientContext, ServerState};
 use crate::error::CkResult;
+use crate::secure_templates;
 
 /// `C_GenerateKey` (5.18.1).
 pub fn generate(
@@ -25,10 +27,12 @@ pub fn generate(
 ) -> CkResult<ResponseBody> {
     let bound = crypto_session(state, ctx, session)?;
     check_mechanism(&bound, mechanism, CKF_GENERATE)?;
+    let template = secure_templates::new_key(&bound, CKO_SECRET_KEY, template)?;
     let handle = state.handles.allocate(ctx.tenant())?;
     bound
         .driver
-        .generate_key(&bound.object_context(), handle, mechanism, template)?;
+        .generate_key(&bound.object_context(), handle, mechanism, &template)?;
+    secure_templates::check_made(&bound, &[handle])?;
     Ok(ResponseBody::Object(handle))
 }
 
@@ -43,15 +47,18 @@ pub fn generate_pair(
 ) -> CkResult<ResponseBody> {
     let bound = crypto_session(state, ctx, session)?;
     check_mechanism(&bound, mechanism, CKF_GENERATE_KEY_PAIR)?;
+    let (public_template, private_template) =
+        secure_templates::new_pair(&bound, public_template, private_template)?;
     let public = state.handles.allocate(ctx.tenant())?;
     let private = state.handles.allocate(ctx.tenant())?;
     bound.driver.generate_key_pair(
         &bound.object_context(),
         (public, private),
         mechanism,
-        public_template,
-        private_template,
+        &public_template,
+        &private_template,
     )?;
+    secure_templates::check_made(&bound, &[public, private])?;
     Ok(ResponseBody::KeyPair { public, private })
 }
 
@@ -68,6 +75,7 @@ pub fn wrap(
 ) -> CkResult<Response> {
     let bound = crypto_session(state, ctx, session)?;
     check_mechanism(&bound, mechanism, CKF_WRAP)?;
+    secure_templates::check_wrap(&bound, mechanism, wrapping_key, key)?;
     let wrapped = bound
         .driver
         .wrap_key(&bound.object_context(), mechanism, wrapping_key, key)?;
@@ -96,6 +104,7 @@ pub fn unwrap(
 ) -> CkResult<ResponseBody> {
     let bound = crypto_session(state, ctx, session)?;
     check_mechanism(&bound, mechanism, CKF_UNWRAP)?;
+    let template = secure_templates::unwrapped_key(&bound, mechanism, template)?;
     let handle = state.handles.allocate(ctx.tenant())?;
     bound.driver.unwrap_key(
         &bound.object_context(),
@@ -103,8 +112,9 @@ pub fn unwrap(
         mechanism,
         unwrapping_key,
         wrapped,
-        template,
+        &template,
     )?;
+    secure_templates::check_made(&bound, &[handle])?;
     Ok(ResponseBody::Object(handle))
 }
 
@@ -119,13 +129,15 @@ pub fn derive(
 ) -> CkResult<ResponseBody> {
     let bound = crypto_session(state, ctx, session)?;
     check_mechanism(&bound, mechanism, CKF_DERIVE)?;
+    let template = secure_templates::new_key(&bound, CKO_SECRET_KEY, template)?;
     let handle = state.handles.allocate(ctx.tenant())?;
     bound.driver.derive_key(
         &bound.object_context(),
         handle,
         mechanism,
         base_key,
-        template,
+        &template,
     )?;
+    secure_templates::check_derived(&bound, base_key, handle)?;
     Ok(ResponseBody::Object(handle))
 }

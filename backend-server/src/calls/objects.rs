@@ -3,6 +3,7 @@
 //! [`crate::attributes`]; visibility and storage are the driver's. New
 //! objects get a handle from the tenant's own counter.
 
+use cryptoki_sys::CKO_DATA;
 use hsmlink_protocol::{Attribute, AttributeType, ObjectHandle, ResponseBody, SessionHandle};
 
 use crate::dispatch::{ClientContext, ServerState, bind};
@@ -18,10 +19,12 @@ pub fn create(
 ) -> CkResult<ResponseBody> {
     let bound = bind(state, ctx, session)?;
     bound.require_fresh_pin()?;
+    let template = secure_templates::new_key(&bound, CKO_DATA, template)?;
     let handle = state.handles.allocate(ctx.tenant())?;
     bound
         .driver
-        .create_object(&bound.object_context(), handle, template)?;
+        .create_object(&bound.object_context(), handle, &template)?;
+    secure_templates::check_made(&bound, &[handle])?;
     Ok(ResponseBody::Object(handle))
 }
 
@@ -40,6 +43,7 @@ pub fn copy(
     bound
         .driver
         .copy_object(&bound.object_context(), object, handle, template)?;
+    secure_templates::check_made(&bound, &[handle])?;
     Ok(ResponseBody::Object(handle))
 }
 
@@ -100,6 +104,7 @@ pub fn set(
     let bound = bind(state, ctx, session)?;
     bound.require_fresh_pin()?;
     secure_templates::check_no_widening(&bound, object, template)?;
+    secure_templates::check_set(&bound, object, template)?;
     bound
         .driver
         .set_attributes(&bound.object_context(), object, template)?;
