@@ -41,8 +41,25 @@ fn tr31() -> Mechanism<'static> {
     )
 }
 
-/// A session AES key with `value`: a KBPK (wrap and unwrap) or a key to
-/// export (extractable, not sensitive).
+/// Runs `make` logged in as the tenant's SO (a KBPK whose value the test
+/// knows is one the SO vouches for, `CKA_TRUSTED`: on a strict partition
+/// only such a key, or one generated on the token, may wrap).
+fn as_so<T>(session: &Session, make: impl FnOnce() -> T) -> T {
+    use cryptoki::session::UserType;
+    session.logout().unwrap();
+    session
+        .login(UserType::So, Some(&common::pin(common::SO_PIN)))
+        .unwrap();
+    let made = make();
+    session.logout().unwrap();
+    session
+        .login(UserType::User, Some(&common::pin(PIN)))
+        .unwrap();
+    made
+}
+
+/// A session AES key with `value`: a KBPK (wrap and unwrap, made and
+/// trusted by the SO) or a key to export (extractable, not sensitive).
 fn aes_key(session: &Session, value: &[u8], kbpk: bool) -> ObjectHandle {
     let mut template = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
@@ -51,7 +68,13 @@ fn aes_key(session: &Session, value: &[u8], kbpk: bool) -> ObjectHandle {
         Attribute::Value(value.to_vec()),
     ];
     if kbpk {
-        template.extend([Attribute::Wrap(true), Attribute::Unwrap(true)]);
+        template.extend([
+            Attribute::Wrap(true),
+            Attribute::Unwrap(true),
+            Attribute::Private(false),
+            Attribute::Trusted(true),
+        ]);
+        return as_so(session, || session.create_object(&template).unwrap());
     } else {
         template.extend([
             Attribute::Wrap(false),
@@ -400,25 +423,25 @@ fn bad_blocks_give_precise_codes_and_create_nothing() {
     );
 }
 
-/// A session TDES KBPK (`CKK_DES2` for 16 bytes, `CKK_DES3` for 24).
+/// A session TDES KBPK (`CKK_DES2` for 16 bytes, `CKK_DES3` for 24), made
+/// and trusted by the SO.
 fn tdes_kbpk(session: &Session, value: &[u8]) -> ObjectHandle {
     let key_type = if value.len() == 16 {
         KeyType::DES2
     } else {
         KeyType::DES3
     };
-    session
-        .create_object(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(key_type),
-            Attribute::Token(false),
-            Attribute::Value(value.to_vec()),
-            Attribute::Wrap(true),
-            Attribute::Unwrap(true),
-            Attribute::Encrypt(false),
-            Attribute::Decrypt(false),
-        ])
-        .unwrap()
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(key_type),
+        Attribute::Token(false),
+        Attribute::Value(value.to_vec()),
+        Attribute::Wrap(true),
+        Attribute::Unwrap(true),
+        Attribute::Private(false),
+        Attribute::Trusted(true),
+    ];
+    as_so(session, || session.create_object(&template).unwrap())
 }
 
 /// One TDES key in versions A, B and C made by a Thales payShield 10k
@@ -457,6 +480,7 @@ fn tdes_versions_b_and_c_import_and_b_round_trips_with_psec() {
                         AttributeType::Wrap,
                         AttributeType::Encrypt,
                         AttributeType::Extractable,
+                        AttributeType::Trusted,
                     ],
                 )
                 .unwrap();
@@ -468,14 +492,17 @@ fn tdes_versions_b_and_c_import_and_b_round_trips_with_psec() {
             ] {
                 assert!(attrs.contains(&want), "{block}: {want:?} not in {attrs:?}");
             }
-            // A K0 key wraps: what it wraps with DES3-ECB is what OpenSSL
-            // makes of the published key.
+            // A K0 key wraps (it came under a trusted KBPK, so it is
+            // trusted too): what it wraps with DES3-ECB is what OpenSSL
+            // makes of the published key. (A 64-bit secret: no stronger
+            // than the two-key TDES key wrapping it.)
+            assert!(attrs.contains(&Attribute::Trusted(true)), "{attrs:?}");
             let data = session
                 .create_object(&[
                     Attribute::Class(ObjectClass::SECRET_KEY),
                     Attribute::KeyType(KeyType::GENERIC_SECRET),
                     Attribute::Token(false),
-                    Attribute::Value(vec![0x11; 16]),
+                    Attribute::Value(vec![0x11; 8]),
                     Attribute::Extractable(true),
                     Attribute::Sensitive(false),
                 ])
@@ -483,7 +510,7 @@ fn tdes_versions_b_and_c_import_and_b_round_trips_with_psec() {
             let wrapped = session.wrap_key(&Mechanism::Des3Ecb, key, data).unwrap();
             assert_eq!(
                 wrapped,
-                openssl_des_ede_ecb(&unhex(PAYSHIELD_TDES_KEY), &[0x11; 16]),
+                openssl_des_ede_ecb(&unhex(PAYSHIELD_TDES_KEY), &[0x11; 8]),
                 "{block}"
             );
         }
@@ -513,6 +540,39 @@ fn tdes_versions_b_and_c_import_and_b_round_trips_with_psec() {
                 ("BK0TB00E".to_owned(), kek.clone())
             );
         }
+        // Under a KBPK the user made from a value, an imported KEK is as
+        // known as that KBPK: not trusted, it unwraps but never wraps.
+        let user_kbpk = session
+            .create_object(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::DES3),
+                Attribute::Token(false),
+                Attribute::Value(kbpk_value.clone()),
+                Attribute::Unwrap(true),
+            ])
+            .unwrap();
+        let block = psec_wrap(&kbpk_value, "B0000K0TB00E0000", &kek);
+        let known = import(&session, user_kbpk, &block).unwrap();
+        assert_eq!(
+            session
+                .get_attributes(known, &[AttributeType::Trusted])
+                .unwrap(),
+            [Attribute::Trusted(false)]
+        );
+        let secret = session
+            .create_object(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::Token(false),
+                Attribute::Value(vec![0x22; 8]),
+                Attribute::Extractable(true),
+                Attribute::Sensitive(false),
+            ])
+            .unwrap();
+        assert_eq!(
+            rv(session.wrap_key(&Mechanism::Des3Ecb, known, secret)),
+            RvError::KeyFunctionNotPermitted
+        );
         // A three-key TDES key (112 bits) may not leave under a two-key
         // KBPK (80 bits); it may under AES-128.
         let des3: Vec<u8> = (0u8..24).map(|b| b ^ 0x4B).collect();

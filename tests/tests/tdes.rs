@@ -458,7 +458,10 @@ fn tdes_keys_modes_wrapping_and_errors() {
         wrapping(&session);
         return;
     }
-    let deployment = Deployment::start();
+    // Wrapping under a DES3 key the test made from a value: the mechanism's
+    // behaviour, which a strict partition refuses before it runs (a known
+    // wrapping key, and DES3 is weaker than the AES keys it wraps).
+    let deployment = Deployment::start_relaxed();
     run_in_child(
         "tdes_keys_modes_wrapping_and_errors",
         &deployment.module_env(),

@@ -521,19 +521,22 @@ fn keys_load_from_an_independent_kdh_and_bad_tokens_create_nothing() {
             assert!(attrs.contains(&want), "{want:?} not in {attrs:?}");
         }
         // Its value, seen by psec: exported again in a TR-31 block.
+        // The KBPK's value is the test's, so the SO vouches for it.
         let kbpk_value: Vec<u8> = (0u8..32).map(|b| b ^ 0x6D).collect();
+        login(&session, UserType::So, SO_PIN);
         let kbpk = session
             .create_object(&[
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::KeyType(KeyType::AES),
                 Attribute::Token(false),
+                Attribute::Private(false),
                 Attribute::Value(kbpk_value.clone()),
                 Attribute::Wrap(true),
                 Attribute::Unwrap(true),
-                Attribute::Encrypt(false),
-                Attribute::Decrypt(false),
+                Attribute::Trusted(true),
             ])
             .unwrap();
+        login(&session, UserType::User, PIN);
         let tr31 = common::vendor(CKM_HSMLINK_TR31);
         let exported = session.wrap_key(&tr31, kbpk, kek).unwrap();
         assert_eq!(

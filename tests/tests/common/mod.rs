@@ -113,6 +113,26 @@ impl Deployment {
         deployment
     }
 
+    /// [`Self::start`] with the tenant's partition on `secure_templates =
+    /// "relaxed"`: for tests of a mechanism's own behaviour (wrapping under
+    /// a key the caller made) that the strict rules refuse before it runs.
+    pub fn start_relaxed() -> Self {
+        let mut deployment = Self::init();
+        let path = deployment.path("server.toml");
+        let text = std::fs::read_to_string(&path).expect("server.toml");
+        assert!(text.contains("driver = \"soft\""), "{text}");
+        std::fs::write(
+            &path,
+            text.replace(
+                "driver = \"soft\"",
+                "driver = \"soft\"\nsecure_templates = \"relaxed\"",
+            ),
+        )
+        .expect("write server.toml");
+        deployment.run_server();
+        deployment
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

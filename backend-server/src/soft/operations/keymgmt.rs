@@ -318,15 +318,34 @@ fn unwrap_keyblock(
     let header_ascii = wrapped
         .get(..header.encoded_len())
         .ok_or(Ckr(CKR_WRAPPED_KEY_INVALID))?;
-    store_keyblock_key(
-        partition,
-        ctx,
-        handle,
-        &header,
+    let received = Received {
+        header: &header,
         header_ascii,
-        &value,
-        template,
-    )
+        value: &value,
+        trusted: never_known(kbpk),
+    };
+    store_keyblock_key(partition, ctx, handle, &received, template)
+}
+
+/// No caller can know the key's value: generated on the token and never
+/// readable, or vouched for by the SO (`CKA_TRUSTED`) — the secure
+/// templates' test for a wrapping key (`crate::secure_templates`).
+fn never_known(key: &Key) -> bool {
+    key.flag(cka::CKA_TRUSTED)
+        || (key.flag(cka::CKA_LOCAL)
+            && (key.flag(cka::CKA_ALWAYS_SENSITIVE) || key.flag(cka::CKA_NEVER_EXTRACTABLE)))
+}
+
+/// A key received in a key block or a TR-34 token.
+struct Received<'a> {
+    header: &'a Header,
+    header_ascii: &'a [u8],
+    value: &'a [u8],
+    /// It came by a path no caller can read: under a KBPK that is itself
+    /// never known, or in a TR-34 token from a KDH the SO trusts to a
+    /// never-known receiving key. Such a key gets `CKA_TRUSTED`, so a
+    /// key-encryption key loaded remotely may wrap on a strict partition.
+    trusted: bool,
 }
 
 /// Stores a key received with its key block header (TR-31 or TR-34): the
@@ -337,11 +356,10 @@ fn store_keyblock_key(
     partition: &SoftPartition,
     ctx: &ObjectContext,
     handle: ObjectHandle,
-    header: &Header,
-    header_ascii: &[u8],
-    value: &[u8],
+    received: &Received<'_>,
     template: &[Attribute],
 ) -> CkResult<()> {
+    let (header, value) = (received.header, received.value);
     let usages = header_usages(&header.key_usage, header.algorithm, header.mode_of_use)
         .ok_or(Ckr(CKR_WRAPPED_KEY_INVALID))?;
     let key_type = keyblock_key_type(header.algorithm, value.len())?;
@@ -393,8 +411,11 @@ fn store_keyblock_key(
     )?;
     attrs.insert(
         CKA_HSMLINK_KEYBLOCK_HEADER,
-        AttributeValue::Bytes(header_ascii.to_vec()),
+        AttributeValue::Bytes(received.header_ascii.to_vec()),
     );
+    if received.trusted {
+        attrs.insert(cka::CKA_TRUSTED, AttributeValue::Bool(true));
+    }
     attrs.insert(
         CKA_HSMLINK_KEY_VERSION,
         AttributeValue::Bytes(header.key_version.to_vec()),
@@ -439,6 +460,7 @@ fn unwrap_tr34(
         MechanismParams::Iv(nonce) if !nonce.is_empty() => Freshness::Nonce(nonce),
         _ => return Err(Ckr(CKR_MECHANISM_PARAM_INVALID)),
     };
+    let receiver_never_known = never_known(receiver);
     let receiver = super::asymmetric::rsa_private(receiver)?;
     let (anchors, certificates) = partition.x509_certificates(ctx);
     let trust = Trust {
@@ -451,15 +473,13 @@ fn unwrap_tr34(
             tr34_error(e)
         })?;
     tracing::info!(host = %imported.host, "TR-34 key token accepted");
-    store_keyblock_key(
-        partition,
-        ctx,
-        handle,
-        &imported.header,
-        &imported.header_ascii,
-        &imported.key,
-        template,
-    )
+    let received = Received {
+        header: &imported.header,
+        header_ascii: &imported.header_ascii,
+        value: &imported.key,
+        trusted: receiver_never_known,
+    };
+    store_keyblock_key(partition, ctx, handle, &received, template)
 }
 
 /// A secret key's security strength in bits (NIST SP 800-57 part 1 table
