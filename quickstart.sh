@@ -42,6 +42,8 @@ fi
 BIN_DIR="${HSMLINK_BIN_DIR:-$ROOT/target/release}"
 SERVER="$BIN_DIR/hsmlink-server"
 MODULE="$BIN_DIR/libhsmlink_pkcs11.so"
+# The integrity value the server checks at start (software integrity test).
+"$SERVER" integrity --write >/dev/null
 
 # 3. A local deployment, written once.
 if [ ! -f "$DEPLOY/server.toml" ]; then

@@ -31,6 +31,9 @@ install -D -m0644 "$BIN/libhsmlink_pkcs11.so" \
 # Line tables are for our debugging, not for every installed machine.
 objcopy --strip-debug "$STAGE/usr/sbin/hsmlink-server"
 objcopy --strip-debug "$STAGE/usr/lib/$MULTIARCH/pkcs11/libhsmlink_pkcs11.so"
+# The stripped server's integrity value, checked by its software integrity
+# self-test at start (next to it: /usr/sbin/hsmlink-server.hmac).
+"$STAGE/usr/sbin/hsmlink-server" integrity --write >/dev/null
 install -D -m0644 "$ROOT/include/hsmlink.h" "$STAGE/usr/include/hsmlink/hsmlink.h"
 install -D -m0644 "$ROOT/packaging/systemd/hsmlink-server.service" \
     "$STAGE/lib/systemd/system/hsmlink-server.service"

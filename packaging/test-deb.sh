@@ -94,6 +94,10 @@ for _ in $(seq 1 200); do
 done
 [ "$(ps -o user= -p "$SERVER_PID")" = hsmlink ] || { echo "not ok - server not running as hsmlink" >&2; exit 1; }
 echo "ok - the installed server runs as hsmlink with the root key from the credential"
+[ -f /usr/sbin/hsmlink-server.hmac ] || { echo "not ok - no integrity value installed" >&2; exit 1; }
+for _ in $(seq 1 50); do grep -q 'software integrity test passed' "$WORK/server.log" && break; sleep 0.1; done
+grep -q 'software integrity test passed' "$WORK/server.log" || { cat "$WORK/server.log" >&2; echo "not ok - integrity test" >&2; exit 1; }
+echo "ok - the installed server passes its software integrity test"
 [ -f "$WORK/state/hsmlink.db" ] && [ "$(stat -c %U "$WORK/state/hsmlink.db")" = hsmlink ]
 echo "ok - the store is in the state directory, owned by the service user"
 

@@ -370,6 +370,22 @@ impl SecuritySection {
 pub struct SoftSection {
     pub root_key_file: Option<PathBuf>,
     pub root_key_env: Option<String>,
+    /// The software integrity test at start: `when-present` (default)
+    /// checks the executable against its integrity file if there is one,
+    /// `required` also fails without it.
+    #[serde(default)]
+    pub integrity: IntegrityPolicy,
+    /// The integrity file (default: the executable's path + `.hmac`).
+    pub integrity_file: Option<PathBuf>,
+}
+
+/// `[soft] integrity`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IntegrityPolicy {
+    #[default]
+    WhenPresent,
+    Required,
 }
 
 impl SoftSection {

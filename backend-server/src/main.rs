@@ -87,6 +87,16 @@ enum Command {
         #[arg(long = "in")]
         input: PathBuf,
     },
+    /// Write the integrity value of this executable, which `run` checks at
+    /// start (the software integrity self-test).
+    Integrity {
+        /// Write it (to --file, or next to the executable as .hmac).
+        #[arg(long, required = true)]
+        write: bool,
+        /// Where to write it.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 fn parse_tenant(name: &str) -> Result<TenantName, String> {
@@ -126,6 +136,7 @@ fn main() -> ExitCode {
         Command::Report(connection) => hsmlink_server::admin::client::run_report(&connection),
         Command::Backup { config, out } => run_backup(&config, &out),
         Command::Restore { config, input } => run_restore(&config, &input),
+        Command::Integrity { write: _, file } => run_integrity_write(file.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -170,6 +181,7 @@ fn run_server(path: &std::path::Path) -> Result<(), String> {
     logging::init(&config.server.log_level)?;
     // Before any cryptography runs (tests of the error path only).
     hsmlink_server::soft::selftests::apply_break_switch()?;
+    hsmlink_server::soft::integrity::check_at_start(&config.soft);
     hsmlink_server::admin::run_until_signalled(&config).map_err(|e| match e {
         // These name a key of the configuration: say which file.
         ServerError::Tls(_) | ServerError::Bind { .. } | ServerError::State(_) => {
@@ -177,6 +189,17 @@ fn run_server(path: &std::path::Path) -> Result<(), String> {
         }
         ServerError::Io(_) => e.to_string(),
     })
+}
+
+fn run_integrity_write(file: Option<&std::path::Path>) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the executable: {e}"))?;
+    let written = hsmlink_server::soft::integrity::write(&exe, file)?;
+    println!(
+        "hsmlink-server: wrote the integrity value of {} to {}",
+        exe.display(),
+        written.display()
+    );
+    Ok(())
 }
 
 fn run_backup(config: &std::path::Path, out: &std::path::Path) -> Result<(), String> {

@@ -24,6 +24,7 @@ const NAMES: [&str; 14] = [
     "aes", "sm4", "tdes", "sha", "sm3", "hmac", "cmac", "rsa", "ecdsa", "ecdh", "eddsa", "sm2",
     "rng", "pairwise",
 ];
+// "integrity" has a test of its own (below): it needs an integrity file.
 
 fn secret_key(session: &Session, mechanism: &Mechanism, len: Option<u64>) -> ObjectHandle {
     let mut template = vec![
@@ -207,5 +208,134 @@ fn each_self_test_break_switch_puts_the_partition_in_the_error_state() {
                 "{name}: the server log does not say so"
             );
         }
+    }
+}
+
+const INTEGRITY: &str = "the_integrity_test_at_start_checks_the_executable";
+
+/// The partition works (`true`) or is in the error state.
+fn integrity_child() {
+    let want_ok = std::env::var("HSMLINK_TEST_INTEGRITY_OK").unwrap() == "1";
+    let pkcs11 = load_module();
+    let session = user_session(&pkcs11, "integrity", "integrity-pin");
+    let random = session.generate_random_vec(16);
+    let digest = session.digest(&Mechanism::Sha256, b"x");
+    if want_ok {
+        assert_eq!(random.unwrap().len(), 16);
+        assert_eq!(digest.unwrap().len(), 32);
+    } else {
+        assert_eq!(rv(random), RvError::DeviceError);
+        assert_eq!(rv(digest), RvError::DeviceError);
+        // Not cryptography: still served.
+        session.find_objects(&[]).unwrap();
+    }
+}
+
+/// The software integrity test at start (FIPS 140-3 7.10.2.2): the
+/// executable's HMAC against the integrity file `hsmlink-server integrity
+/// --write` made. A good file passes; a wrong one, a missing one when
+/// required, or the break switch put the partition in the error state.
+#[test]
+fn the_integrity_test_at_start_checks_the_executable() {
+    if in_child() {
+        integrity_child();
+        return;
+    }
+    let mut deployment = Deployment::init();
+    let file = deployment.path("hsmlink-server.hmac");
+    let out = std::process::Command::new(common::server_bin())
+        .args(["integrity", "--write", "--file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let good = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(good.trim().len(), 64, "an HMAC-SHA-256 in hex: {good}");
+    let config = deployment.path("server.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("[soft]"));
+    std::fs::write(
+        &config,
+        text.replacen(
+            "[soft]",
+            &format!(
+                "[soft]\nintegrity = \"required\"\nintegrity_file = \"{}\"",
+                file.display()
+            ),
+            1,
+        ),
+    )
+    .unwrap();
+
+    let mut bad = good.clone().into_bytes();
+    bad[0] = if bad[0] == b'0' { b'1' } else { b'0' };
+    /// One start of the server: the integrity file's content (none: no
+    /// file), the break switch, whether cryptography works, what is logged.
+    struct Start {
+        what: &'static str,
+        content: Option<Vec<u8>>,
+        switch: &'static str,
+        ok: bool,
+        logged: &'static str,
+    }
+    let start = |what, content, switch, ok, logged| Start {
+        what,
+        content,
+        switch,
+        ok,
+        logged,
+    };
+    let cases = [
+        start(
+            "good file",
+            Some(good.clone().into_bytes()),
+            "",
+            true,
+            "software integrity test passed",
+        ),
+        start(
+            "wrong value",
+            Some(bad),
+            "",
+            false,
+            "software integrity test failed",
+        ),
+        start("missing, required", None, "", false, "is missing"),
+        start(
+            "break switch",
+            Some(good.into_bytes()),
+            "integrity",
+            false,
+            "does not match",
+        ),
+    ];
+    for Start {
+        what,
+        content,
+        switch,
+        ok,
+        logged,
+    } in cases
+    {
+        match content {
+            Some(c) => std::fs::write(&file, c).unwrap(),
+            None => std::fs::remove_file(&file).unwrap(),
+        }
+        deployment.stop_server();
+        deployment.run_server_with_env(&[("HSMLINK_BREAK_SELF_TESTS", OsString::from(switch))]);
+        let mut env = deployment.module_env();
+        env.push((
+            "HSMLINK_TEST_INTEGRITY_OK",
+            OsString::from(if ok { "1" } else { "0" }),
+        ));
+        common::run_in_child(INTEGRITY, &env);
+        assert!(
+            deployment.server_log().contains(logged),
+            "{what}: the server log does not say {logged:?}"
+        );
     }
 }

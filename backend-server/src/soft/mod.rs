@@ -2,6 +2,7 @@
 //! hierarchy ([`keys`]), PIN hashes ([`pins`]) and partitions
 //! ([`partition`], a [`crate::driver::PartitionDriver`]).
 
+pub mod integrity;
 pub mod keys;
 pub mod mechanisms;
 pub mod operations;

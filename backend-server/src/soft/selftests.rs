@@ -136,10 +136,11 @@ impl Health {
 }
 
 fn check(failed: &OnceLock<SelfTestFailed>) -> CkResult<()> {
-    match failed.get() {
-        Some(_) => Err(Ckr(CKR_DEVICE_ERROR)),
-        None => Ok(()),
+    // A failed integrity test at start holds every partition of the process.
+    if failed.get().is_some() || super::integrity::failed() {
+        return Err(Ckr(CKR_DEVICE_ERROR));
     }
+    Ok(())
 }
 
 /// An operation of a partition that may enter the error state while it runs.
