@@ -42,14 +42,16 @@ fi
 BIN_DIR="${HSMLINK_BIN_DIR:-$ROOT/target/release}"
 SERVER="$BIN_DIR/hsmlink-server"
 MODULE="$BIN_DIR/libhsmlink_pkcs11.so"
-# The integrity value the server checks at start (software integrity test).
-"$SERVER" integrity --write >/dev/null
-
 # 3. A local deployment, written once.
 if [ ! -f "$DEPLOY/server.toml" ]; then
     echo "==> hsmlink-server init --dir $DEPLOY --listen $LISTEN"
     "$SERVER" init --dir "$DEPLOY" --listen "$LISTEN"
 fi
+# The integrity value of the server just built, which it checks at start
+# (software integrity test), kept with the deployment.
+"$SERVER" integrity --write --file "$DEPLOY/hsmlink-server.hmac" >/dev/null
+grep -q '^integrity_file' "$DEPLOY/server.toml" ||
+    sed -i "s|^\[soft\]|[soft]\nintegrity_file = \"$DEPLOY/hsmlink-server.hmac\"|" "$DEPLOY/server.toml"
 
 # 4. The server, unless it already runs.
 if [ -f "$DEPLOY/server.pid" ] && kill -0 "$(cat "$DEPLOY/server.pid")" 2>/dev/null; then
