@@ -781,6 +781,87 @@ mod tests {
     }
 
     #[test]
+    fn a_destroyed_key_keeps_its_object_not_its_material() {
+        use hsmlink_protocol::vendor::{CKS_HSMLINK_DEACTIVATED, CKS_HSMLINK_DESTROYED};
+        let t = [
+            a(cka::CKA_CLASS, AttributeValue::Ulong(CKO_PRIVATE_KEY)),
+            a(cka::CKA_KEY_TYPE, AttributeValue::Ulong(CKK_RSA)),
+            a(cka::CKA_MODULUS, AttributeValue::Bytes(vec![0xc5; 32])),
+            a(
+                cka::CKA_PUBLIC_EXPONENT,
+                AttributeValue::Bytes(vec![1, 0, 1]),
+            ),
+            a(
+                cka::CKA_PRIVATE_EXPONENT,
+                AttributeValue::Bytes(vec![7; 32]),
+            ),
+            a(cka::CKA_PRIME_1, AttributeValue::Bytes(vec![3; 16])),
+            a(cka::CKA_PRIME_2, AttributeValue::Bytes(vec![5; 16])),
+        ];
+        let mut attrs = new_object(&t, Actor::User, "id").unwrap();
+        assert_eq!(key_life(&attrs), State::Active);
+        let state = |v: u64| [a(CKA_HSMLINK_KEY_STATE, AttributeValue::Ulong(v))];
+        // Active -> destroyed skips a state; nothing changes.
+        let before = attrs.clone();
+        assert_eq!(
+            modify(
+                &mut attrs,
+                &state(CKS_HSMLINK_DESTROYED),
+                Actor::User,
+                false
+            ),
+            Err(Ckr(CKR_ATTRIBUTE_VALUE_INVALID))
+        );
+        assert_eq!(attrs, before);
+        modify(
+            &mut attrs,
+            &state(CKS_HSMLINK_DEACTIVATED),
+            Actor::User,
+            false,
+        )
+        .unwrap();
+        // The SO may not destroy.
+        assert_eq!(
+            modify(&mut attrs, &state(CKS_HSMLINK_DESTROYED), Actor::So, false),
+            Err(Ckr(CKR_ATTRIBUTE_READ_ONLY))
+        );
+        assert!(attrs.contains_key(&cka::CKA_PRIVATE_EXPONENT));
+        modify(
+            &mut attrs,
+            &state(CKS_HSMLINK_DESTROYED),
+            Actor::User,
+            false,
+        )
+        .unwrap();
+        let profile = Profile::of(&attrs).unwrap();
+        assert!(
+            attrs.keys().all(|t| profile.flags(*t) & SECRET == 0),
+            "{attrs:?}"
+        );
+        for gone in [
+            cka::CKA_PRIVATE_EXPONENT,
+            cka::CKA_PRIME_1,
+            cka::CKA_PRIME_2,
+        ] {
+            assert!(!attrs.contains_key(&gone));
+        }
+        assert!(attrs.contains_key(&cka::CKA_MODULUS));
+        // Its other attributes may still change; a copy stays destroyed.
+        modify(
+            &mut attrs,
+            &[a(cka::CKA_LABEL, AttributeValue::Bytes(b"old".to_vec()))],
+            Actor::User,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            modify(&mut attrs, &state(CKS_HSMLINK_ACTIVE), Actor::User, true),
+            Err(Ckr(CKR_ATTRIBUTE_READ_ONLY))
+        );
+        assert_eq!(key_life(&attrs), State::Destroyed);
+    }
+
+    #[test]
     fn modulus_bits() {
         let t = [
             a(cka::CKA_CLASS, AttributeValue::Ulong(CKO_PUBLIC_KEY)),
