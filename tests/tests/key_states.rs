@@ -212,7 +212,10 @@ fn move_to(session: &Session, keys: Keys, state: u64) {
     }
 }
 
-fn outcome<T: std::fmt::Debug>(result: cryptoki::error::Result<T>) -> Result<(), RvError> {
+/// Ok, or the `CK_RV` of the refusal.
+type Outcome = Result<(), RvError>;
+
+fn outcome<T: std::fmt::Debug>(result: cryptoki::error::Result<T>) -> Outcome {
     match result {
         Ok(_) => Ok(()),
         Err(_) => Err(rv(result)),
@@ -226,7 +229,7 @@ fn check_uses(session: &Session, state: u64, keys: Keys, made: &Made, reference:
     let active = state == ACTIVE;
     let expect = |allowed: bool, refusal: RvError| if allowed { Ok(()) } else { Err(refusal) };
     let no = RvError::KeyFunctionNotPermitted;
-    let cases: Vec<(&str, Result<(), RvError>, Result<(), RvError>)> = vec![
+    let cases: Vec<(&str, Outcome, Outcome)> = vec![
         (
             "encrypt",
             outcome(session.encrypt(&Mechanism::AesEcb, keys.data, &PLAIN)),
@@ -342,8 +345,21 @@ fn check_uses(session: &Session, state: u64, keys: Keys, made: &Made, reference:
     // The readable key's value: there until destroyed, then gone (the
     // object and its other attributes stay).
     let value = value_of(session, keys.target);
+    // AttributeInfo has no PartialEq: compare its Debug form.
+    let info = |key| {
+        format!(
+            "{:?}",
+            session
+                .get_attribute_info(key, &[AttributeType::Value])
+                .unwrap()
+        )
+    };
     if state == DESTROYED {
         assert_eq!(value, None, "a destroyed key kept its CKA_VALUE");
+        // CKR_ATTRIBUTE_TYPE_INVALID: no value at all, sensitive or not.
+        assert_eq!(info(keys.target), "[TypeInvalid]");
+        assert_eq!(info(keys.data), "[TypeInvalid]");
+        assert_eq!(info(keys.ec_private), "[TypeInvalid]");
         let rest = session
             .get_attributes(
                 keys.target,
@@ -359,6 +375,7 @@ fn check_uses(session: &Session, state: u64, keys: Keys, made: &Made, reference:
         assert_eq!(curve.len(), 1);
     } else if state != PRE_ACTIVATION {
         assert_eq!(value.as_deref(), Some(made.target_value.as_slice()));
+        assert_eq!(info(keys.data), "[Sensitive]");
     } else {
         assert_eq!(value.map(|v| v.len()), Some(16));
     }
