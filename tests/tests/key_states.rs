@@ -694,3 +694,58 @@ fn key_states_hold_on_every_use_across_a_restart_and_are_audited() {
     let (ok, _, stderr) = deployment.server_command(&["audit", "verify"]);
     assert!(ok, "audit verify: {stderr}");
 }
+
+const DRIVER_TEST: &str = "the_pkcs11_driver_does_not_know_key_states";
+
+/// Behind the `pkcs11` driver the vendor module decides; SoftHSMv2 does
+/// not know the attribute: key states are a soft-HSM feature for now, and
+/// nothing else changes there.
+fn on_softhsm() {
+    let pkcs11 = load_module();
+    let session = common::user_session(&pkcs11, "states", USER_PIN);
+    let template = |extra: Option<Attribute>| {
+        let mut t = vec![
+            Attribute::ValueLen(16.into()),
+            Attribute::Token(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+        ];
+        t.extend(extra);
+        t
+    };
+    assert_eq!(
+        rv(session.generate_key(&Mechanism::AesKeyGen, &template(Some(state_attr(ACTIVE))))),
+        RvError::AttributeTypeInvalid
+    );
+    let key = session
+        .generate_key(&Mechanism::AesKeyGen, &template(None))
+        .unwrap();
+    let info = session
+        .get_attribute_info(key, &[AttributeType::VendorDefined(CKA_HSMLINK_KEY_STATE)])
+        .unwrap();
+    assert_eq!(format!("{info:?}"), "[TypeInvalid]");
+    assert_eq!(
+        rv(set_state(&session, key, DEACTIVATED)),
+        RvError::AttributeTypeInvalid
+    );
+    session.encrypt(&Mechanism::AesEcb, key, &PLAIN).unwrap();
+}
+
+#[test]
+fn the_pkcs11_driver_does_not_know_key_states() {
+    if in_child() {
+        on_softhsm();
+        return;
+    }
+    if !common::softhsm_available() {
+        eprintln!("SKIPPED: SoftHSMv2 is not installed (Debian package softhsm2)");
+        return;
+    }
+    let device = common::SoftHsmDevice::new("states");
+    let mut deployment = Deployment::init();
+    deployment.use_pkcs11_device("states", &device);
+    deployment.run_server_with_env(&device.env());
+    let mut env = deployment.module_env();
+    env.extend(device.env());
+    run_in_child(DRIVER_TEST, &env);
+}
