@@ -48,6 +48,31 @@
 #define CKA_HSMLINK_KEYBLOCK_HEADER 0xC8530300UL
 #define CKA_HSMLINK_KEY_VERSION 0xC8530301UL
 
+/*
+ * Key states after NIST SP 800-57 part 1, section 5.3 (soft HSM partitions;
+ * a vendor module behind the pkcs11 driver answers CKR_ATTRIBUTE_TYPE_INVALID).
+ * CKA_HSMLINK_KEY_STATE is a CK_ULONG on every key object, CKS_HSMLINK_ACTIVE
+ * unless the creating template asks for CKS_HSMLINK_PRE_ACTIVATION (no other
+ * value at creation). C_SetAttributeValue moves it forward only:
+ *   PRE_ACTIVATION -> ACTIVE, PRE_ACTIVATION or ACTIVE -> DEACTIVATED,
+ *   any but DESTROYED -> COMPROMISED, DEACTIVATED or COMPROMISED -> DESTROYED;
+ * another move is CKR_ATTRIBUTE_VALUE_INVALID, any change of a DESTROYED
+ * key CKR_ATTRIBUTE_READ_ONLY. The user moves the keys they see; the SO may
+ * only mark a (public) key COMPROMISED. Every use is checked:
+ *   PRE_ACTIVATION  no use                               CKR_KEY_FUNCTION_NOT_PERMITTED
+ *   ACTIVE          what the usage attributes allow
+ *   DEACTIVATED     decrypt, verify, verify-recover, unwrap only; never
+ *   COMPROMISED     wrapped out (C_WrapKey: CKR_KEY_NOT_WRAPPABLE)
+ *   DESTROYED       no use; the key material (CKA_VALUE, private components)
+ *                   is wiped, the object and its other attributes stay
+ */
+#define CKA_HSMLINK_KEY_STATE 0xC8530302UL
+#define CKS_HSMLINK_PRE_ACTIVATION 0UL
+#define CKS_HSMLINK_ACTIVE 1UL
+#define CKS_HSMLINK_DEACTIVATED 2UL
+#define CKS_HSMLINK_COMPROMISED 3UL
+#define CKS_HSMLINK_DESTROYED 4UL
+
 /* Parameter of CKM_HSMLINK_SM2_SM3: the signer's distinguishing identifier. */
 typedef struct CK_HSMLINK_SM2_PARAMS {
     CK_BYTE_PTR pUserID;

@@ -20,11 +20,13 @@ use cryptoki_sys::{
 };
 use hsmlink_protocol::attribute_kind::{self as cka, AttributeKind, kind_of};
 use hsmlink_protocol::vendor::{
-    CKA_HSMLINK_KEY_VERSION, CKA_HSMLINK_KEYBLOCK_HEADER, CKK_HSMLINK_SM2, CKK_HSMLINK_SM4,
+    CKA_HSMLINK_KEY_STATE, CKA_HSMLINK_KEY_VERSION, CKA_HSMLINK_KEYBLOCK_HEADER, CKK_HSMLINK_SM2,
+    CKK_HSMLINK_SM4, CKS_HSMLINK_ACTIVE,
 };
 use hsmlink_protocol::{Attribute, AttributeValue};
 
 use crate::error::{CkResult, Ckr};
+use crate::key_state::{self, State};
 
 /// Must be in the creation template (`CKR_TEMPLATE_INCOMPLETE` otherwise).
 pub const REQUIRED: u16 = 1 << 0;
@@ -45,6 +47,10 @@ pub const SO_SETS_TRUE: u16 = 1 << 6;
 pub const INDEX: u16 = 1 << 7;
 /// May be changed by `C_CopyObject` although not by `C_SetAttributeValue`.
 pub const COPY_CHANGES: u16 = 1 << 8;
+/// A key state (`CKA_HSMLINK_KEY_STATE`): its moves follow
+/// [`key_state::check_transition`]; the move to destroyed wipes every
+/// `SECRET` attribute.
+pub const LIFE_STATE: u16 = 1 << 9;
 
 /// The value an attribute takes when the template does not give one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +148,12 @@ const KEY: &[Rule] = &[
     ),
     // Enforced by the soft driver's key checks (soft/operations).
     r(cka::CKA_ALLOWED_MECHANISMS, 0, Absent),
+    // NIST SP 800-57 key state (key_state.rs), enforced on every use.
+    r(
+        CKA_HSMLINK_KEY_STATE,
+        MODIFIABLE | LIFE_STATE,
+        Ulong(CKS_HSMLINK_ACTIVE),
+    ),
 ];
 
 const PUBLIC_KEY: &[Rule] = &[
@@ -390,10 +402,13 @@ fn check_kind(attribute: &Attribute) -> CkResult<()> {
     }
 }
 
-/// Who is asking: the SO may set `CKA_TRUSTED`.
+/// Who is asking: the SO may set `CKA_TRUSTED`; the user moves key states
+/// (the SO marks keys compromised only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Actor {
     So,
+    User,
+    /// A session without a login.
     Other,
 }
 
@@ -440,6 +455,9 @@ pub fn new_object(
     if actor != Actor::So && attrs.get(&cka::CKA_TRUSTED) == Some(&AttributeValue::Bool(true)) {
         return Err(Ckr(CKR_ATTRIBUTE_READ_ONLY));
     }
+    if let Some(state) = ulong(attrs.get(&CKA_HSMLINK_KEY_STATE)) {
+        key_state::check_initial(state)?;
+    }
     check_values(&profile, &attrs)?;
     derive(&profile, &mut attrs, unique_id);
     Ok(attrs)
@@ -447,6 +465,10 @@ pub fn new_object(
 
 /// Values that have the right kind but are wrong for the key type.
 fn check_values(profile: &Profile, attrs: &BTreeMap<u64, AttributeValue>) -> CkResult<()> {
+    if key_life(attrs) == State::Destroyed {
+        // Its material is gone; nothing left to check.
+        return Ok(());
+    }
     if profile.class == CKO_SECRET_KEY {
         let key_type = ulong(attrs.get(&cka::CKA_KEY_TYPE)).ok_or(Ckr::GENERAL)?;
         let len = bytes(attrs.get(&cka::CKA_VALUE)).map_or(0, <[u8]>::len);
@@ -620,13 +642,29 @@ pub fn modify(
         if rule.flags & SO_SETS_TRUE != 0 && new == Some(true) && actor != Actor::So {
             return Err(Ckr(CKR_ATTRIBUTE_READ_ONLY));
         }
+        if rule.flags & LIFE_STATE != 0 {
+            let to =
+                State::from_value(ulong(Some(&value)).ok_or(Ckr(CKR_ATTRIBUTE_VALUE_INVALID))?)?;
+            key_state::check_transition(State::of(ulong(current)), to, actor)?;
+        }
         next.insert(attr, value);
+    }
+    // A destroyed key keeps its object, not its material (on every path
+    // that reaches the state; the removed values are wiped on free).
+    if key_life(&next) == State::Destroyed {
+        next.retain(|attr, _| profile.flags(*attr) & SECRET == 0);
     }
     // Class-level checks still hold (nothing above changes lengths of key
     // values, but keep the invariant in one place).
     check_values(&profile, &next)?;
     *attrs = next;
     Ok(())
+}
+
+/// The key state of an object's attributes (active for a key stored before
+/// key states, and for objects that are not keys).
+pub fn key_life(attrs: &BTreeMap<u64, AttributeValue>) -> State {
+    State::of(ulong(attrs.get(&CKA_HSMLINK_KEY_STATE)))
 }
 
 /// What `C_GetAttributeValue` may reveal of `attr`.
@@ -740,6 +778,87 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_destroyed_key_keeps_its_object_not_its_material() {
+        use hsmlink_protocol::vendor::{CKS_HSMLINK_DEACTIVATED, CKS_HSMLINK_DESTROYED};
+        let t = [
+            a(cka::CKA_CLASS, AttributeValue::Ulong(CKO_PRIVATE_KEY)),
+            a(cka::CKA_KEY_TYPE, AttributeValue::Ulong(CKK_RSA)),
+            a(cka::CKA_MODULUS, AttributeValue::Bytes(vec![0xc5; 32])),
+            a(
+                cka::CKA_PUBLIC_EXPONENT,
+                AttributeValue::Bytes(vec![1, 0, 1]),
+            ),
+            a(
+                cka::CKA_PRIVATE_EXPONENT,
+                AttributeValue::Bytes(vec![7; 32]),
+            ),
+            a(cka::CKA_PRIME_1, AttributeValue::Bytes(vec![3; 16])),
+            a(cka::CKA_PRIME_2, AttributeValue::Bytes(vec![5; 16])),
+        ];
+        let mut attrs = new_object(&t, Actor::User, "id").unwrap();
+        assert_eq!(key_life(&attrs), State::Active);
+        let state = |v: u64| [a(CKA_HSMLINK_KEY_STATE, AttributeValue::Ulong(v))];
+        // Active -> destroyed skips a state; nothing changes.
+        let before = attrs.clone();
+        assert_eq!(
+            modify(
+                &mut attrs,
+                &state(CKS_HSMLINK_DESTROYED),
+                Actor::User,
+                false
+            ),
+            Err(Ckr(CKR_ATTRIBUTE_VALUE_INVALID))
+        );
+        assert_eq!(attrs, before);
+        modify(
+            &mut attrs,
+            &state(CKS_HSMLINK_DEACTIVATED),
+            Actor::User,
+            false,
+        )
+        .unwrap();
+        // The SO may not destroy.
+        assert_eq!(
+            modify(&mut attrs, &state(CKS_HSMLINK_DESTROYED), Actor::So, false),
+            Err(Ckr(CKR_ATTRIBUTE_READ_ONLY))
+        );
+        assert!(attrs.contains_key(&cka::CKA_PRIVATE_EXPONENT));
+        modify(
+            &mut attrs,
+            &state(CKS_HSMLINK_DESTROYED),
+            Actor::User,
+            false,
+        )
+        .unwrap();
+        let profile = Profile::of(&attrs).unwrap();
+        assert!(
+            attrs.keys().all(|t| profile.flags(*t) & SECRET == 0),
+            "{attrs:?}"
+        );
+        for gone in [
+            cka::CKA_PRIVATE_EXPONENT,
+            cka::CKA_PRIME_1,
+            cka::CKA_PRIME_2,
+        ] {
+            assert!(!attrs.contains_key(&gone));
+        }
+        assert!(attrs.contains_key(&cka::CKA_MODULUS));
+        // Its other attributes may still change; a copy stays destroyed.
+        modify(
+            &mut attrs,
+            &[a(cka::CKA_LABEL, AttributeValue::Bytes(b"old".to_vec()))],
+            Actor::User,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            modify(&mut attrs, &state(CKS_HSMLINK_ACTIVE), Actor::User, true),
+            Err(Ckr(CKR_ATTRIBUTE_READ_ONLY))
+        );
+        assert_eq!(key_life(&attrs), State::Destroyed);
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod error;
 pub mod handles;
 pub mod identity;
 pub mod init;
+pub mod key_state;
 pub mod logging;
 pub mod metering;
 pub mod metering_series;

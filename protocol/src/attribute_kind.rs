@@ -152,6 +152,7 @@ const ULONGS: &[u64] = &[
     CKA_HW_FEATURE_TYPE,
     CKA_MECHANISM_TYPE,
     CKA_PROFILE_ID,
+    crate::vendor::CKA_HSMLINK_KEY_STATE,
 ];
 
 #[cfg(test)]

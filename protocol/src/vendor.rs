@@ -47,6 +47,24 @@ pub const CKM_HSMLINK_TR34: u64 = HSMLINK_VENDOR_BASE | 0x0201;
 pub const CKA_HSMLINK_KEYBLOCK_HEADER: u64 = HSMLINK_VENDOR_BASE | 0x0300;
 /// The key block's key version number (two ASCII characters); read-only.
 pub const CKA_HSMLINK_KEY_VERSION: u64 = HSMLINK_VENDOR_BASE | 0x0301;
+/// The key's state after NIST SP 800-57 part 1 section 5.3 (`CK_ULONG`, one
+/// of the `CKS_HSMLINK_*` values below); on every key of the soft HSM,
+/// moved forward only by `C_SetAttributeValue`, enforced on every use.
+pub const CKA_HSMLINK_KEY_STATE: u64 = HSMLINK_VENDOR_BASE | 0x0302;
+
+// ---- Values of CKA_HSMLINK_KEY_STATE ----
+// Plain small numbers (values of one attribute, not vendor-range numbers).
+/// Made but not yet to be used: no use at all.
+pub const CKS_HSMLINK_PRE_ACTIVATION: u64 = 0;
+/// In use: every use its usage attributes allow (the default).
+pub const CKS_HSMLINK_ACTIVE: u64 = 1;
+/// Retired: only processes what it protected before (verify,
+/// verify-recover, decrypt, unwrap); never wrapped out.
+pub const CKS_HSMLINK_DEACTIVATED: u64 = 2;
+/// Known or suspected to be in the wrong hands: as deactivated.
+pub const CKS_HSMLINK_COMPROMISED: u64 = 3;
+/// The key material is wiped; the object stays for the audit trail: no use.
+pub const CKS_HSMLINK_DESTROYED: u64 = 4;
 
 /// Every vendor constant with its C name, for the header check and for logs.
 pub const ALL: &[(&str, u64)] = &[
@@ -70,6 +88,17 @@ pub const ALL: &[(&str, u64)] = &[
     ("CKM_HSMLINK_TR34", CKM_HSMLINK_TR34),
     ("CKA_HSMLINK_KEYBLOCK_HEADER", CKA_HSMLINK_KEYBLOCK_HEADER),
     ("CKA_HSMLINK_KEY_VERSION", CKA_HSMLINK_KEY_VERSION),
+    ("CKA_HSMLINK_KEY_STATE", CKA_HSMLINK_KEY_STATE),
+];
+
+/// The values of `CKA_HSMLINK_KEY_STATE` with their C names, for the header
+/// check and for the audit log.
+pub const KEY_STATES: &[(&str, u64)] = &[
+    ("CKS_HSMLINK_PRE_ACTIVATION", CKS_HSMLINK_PRE_ACTIVATION),
+    ("CKS_HSMLINK_ACTIVE", CKS_HSMLINK_ACTIVE),
+    ("CKS_HSMLINK_DEACTIVATED", CKS_HSMLINK_DEACTIVATED),
+    ("CKS_HSMLINK_COMPROMISED", CKS_HSMLINK_COMPROMISED),
+    ("CKS_HSMLINK_DESTROYED", CKS_HSMLINK_DESTROYED),
 ];
 
 #[cfg(test)]
@@ -89,6 +118,23 @@ mod tests {
                 "include/hsmlink.h lacks `{wanted}`"
             );
         }
+    }
+
+    /// The key-state values too, in decimal (`#define CKS_... 0UL`).
+    #[test]
+    fn c_header_has_the_key_states() {
+        let header = include_str!("../../include/hsmlink.h");
+        for (name, value) in KEY_STATES {
+            let wanted = format!("#define {name} {value}UL");
+            assert!(
+                header
+                    .lines()
+                    .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == wanted),
+                "include/hsmlink.h lacks `{wanted}`"
+            );
+        }
+        let values: Vec<u64> = KEY_STATES.iter().map(|(_, v)| *v).collect();
+        assert_eq!(values, [0, 1, 2, 3, 4]);
     }
 
     #[test]

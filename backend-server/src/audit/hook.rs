@@ -209,6 +209,22 @@ fn user_type_name(user_type: u64) -> String {
     }
 }
 
+/// The key state a template asks for (`CKA_HSMLINK_KEY_STATE=CKS_HSMLINK_
+/// DEACTIVATED`), for the record's `detail`: not a secret, and what an
+/// auditor of key states looks for. Other template values stay out.
+fn key_state_detail(template: &[hsmlink_protocol::Attribute]) -> Option<String> {
+    use hsmlink_protocol::AttributeValue;
+    use hsmlink_protocol::vendor::CKA_HSMLINK_KEY_STATE;
+    let attribute = template
+        .iter()
+        .find(|a| a.attr_type.0 == CKA_HSMLINK_KEY_STATE)?;
+    let value = match &attribute.value {
+        AttributeValue::Ulong(v) => crate::key_state::name(*v),
+        _ => "?".to_owned(),
+    };
+    Some(format!("CKA_HSMLINK_KEY_STATE={value}"))
+}
+
 /// Before the call: `None` if it is neither audited nor metered.
 pub fn plan(state: &ServerState, ctx: &ClientContext, request: &Request) -> Option<Plan> {
     use Request as R;
@@ -288,9 +304,16 @@ pub fn plan(state: &ServerState, ctx: &ClientContext, request: &Request) -> Opti
             mechanism = Some(m.mechanism.0);
             key = Some(base_key.0);
         }
-        R::CopyObject { object, .. }
-        | R::DestroyObject { object, .. }
-        | R::SetAttributeValue { object, .. } => objects.push(object.0),
+        R::CopyObject {
+            object, template, ..
+        }
+        | R::SetAttributeValue {
+            object, template, ..
+        } => {
+            objects.push(object.0);
+            detail = key_state_detail(template);
+        }
+        R::DestroyObject { object, .. } => objects.push(object.0),
         R::Login { user_type, .. } | R::LoginUser { user_type, .. } => {
             detail = Some(user_type_name(user_type.0));
         }

@@ -16,6 +16,7 @@ use cryptoki_sys::{
     CKR_SESSION_READ_ONLY, CKR_USER_NOT_LOGGED_IN,
 };
 use hsmlink_protocol::attribute_kind as cka;
+use hsmlink_protocol::vendor::{CKA_HSMLINK_KEY_STATE, CKS_HSMLINK_ACTIVE};
 use hsmlink_protocol::{
     Attribute, AttributeResult, AttributeType, AttributeValue, ObjectHandle, Secret, codec,
 };
@@ -475,10 +476,10 @@ fn new_kek(name: &str, root: &RootKey, store: &dyn Store) -> Result<PartitionKek
 }
 
 pub(crate) fn actor(ctx: &ObjectContext) -> Actor {
-    if ctx.login == Some(UserKind::So) {
-        Actor::So
-    } else {
-        Actor::Other
+    match ctx.login {
+        Some(UserKind::So) => Actor::So,
+        Some(UserKind::User) => Actor::User,
+        None => Actor::Other,
     }
 }
 
@@ -662,6 +663,10 @@ impl PartitionDriver for SoftPartition {
         Ok(types
             .iter()
             .map(|t| match object.attrs.get(&t.0) {
+                // A key stored before key states were kept is active.
+                None if t.0 == CKA_HSMLINK_KEY_STATE && profile.is_key() => {
+                    AttributeResult::Value(AttributeValue::Ulong(CKS_HSMLINK_ACTIVE))
+                }
                 None => AttributeResult::Invalid,
                 Some(_) if attributes::is_hidden(&profile, &object.attrs, t.0) => {
                     AttributeResult::Sensitive
@@ -680,7 +685,13 @@ impl PartitionDriver for SoftPartition {
         let mut inner = self.lock();
         let object = Self::visible(&inner, ctx, handle)?;
         Self::check_writable(ctx, object)?;
-        if !object.flag(cka::CKA_MODIFIABLE) {
+        // A key's state moves forward even when its other attributes are
+        // fixed: deactivating or reporting a key compromised only narrows it.
+        let only_state = !template.is_empty()
+            && template
+                .iter()
+                .all(|a| a.attr_type.0 == CKA_HSMLINK_KEY_STATE);
+        if !object.flag(cka::CKA_MODIFIABLE) && !only_state {
             return Err(Ckr(CKR_ACTION_PROHIBITED));
         }
         let mut attrs = object.attrs.clone();

@@ -66,6 +66,11 @@ pub fn wrap_key(
     if key.class() != CKO_SECRET_KEY {
         return Err(Ckr(CKR_KEY_NOT_WRAPPABLE));
     }
+    // Only an active key leaves the token, in any form (SP 800-57 5.3:
+    // a retired or compromised key is not distributed).
+    if !crate::key_state::permits_export(key.state()) {
+        return Err(Ckr(CKR_KEY_NOT_WRAPPABLE));
+    }
     if !key.flag(cka::CKA_EXTRACTABLE) {
         return Err(Ckr(CKR_KEY_UNEXTRACTABLE));
     }

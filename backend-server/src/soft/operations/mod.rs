@@ -31,6 +31,7 @@ use zeroize::Zeroizing;
 use crate::attributes::{boolean, bytes, ulong};
 use crate::driver::{Begun, CryptoDriver, ObjectContext, OpKind, Operation};
 use crate::error::{CkResult, Ckr};
+use crate::key_state;
 use crate::soft::partition::SoftPartition;
 
 /// The `CK_RV` of an engine failure, one for one.
@@ -281,11 +282,25 @@ impl Key {
         Ok(Zeroizing::new(self.bytes(cka::CKA_VALUE)?.to_vec()))
     }
 
-    /// `CKR_KEY_FUNCTION_NOT_PERMITTED` unless the usage attribute is true
-    /// and `CKA_ALLOWED_MECHANISMS`, when present, lists `mechanism`.
-    /// A key imported from a key block is also held to the block's header
-    /// (whatever its usage attributes were changed to since).
+    /// The key's state (`CKA_HSMLINK_KEY_STATE`, NIST SP 800-57).
+    pub fn state(&self) -> key_state::State {
+        crate::attributes::key_life(&self.attrs)
+    }
+
+    /// `CKR_KEY_FUNCTION_NOT_PERMITTED` unless the key's state allows the
+    /// use, the usage attribute is true and `CKA_ALLOWED_MECHANISMS`, when
+    /// present, lists `mechanism`. A key imported from a key block is also
+    /// held to the block's header (whatever its usage attributes were
+    /// changed to since). Every use of a key by the soft HSM passes here
+    /// (operations, wrap, unwrap, derive, key blocks, `C_DigestKey`).
     pub fn permits(&self, usage: u64, mechanism: u64) -> CkResult<()> {
+        if !key_state::permits_usage(self.state(), usage) {
+            return Err(Ckr(CKR_KEY_FUNCTION_NOT_PERMITTED));
+        }
+        if usage == 0 {
+            // A use no usage attribute names (C_DigestKey): the state only.
+            return Ok(());
+        }
         if !self.flag(usage) {
             return Err(Ckr(CKR_KEY_FUNCTION_NOT_PERMITTED));
         }
@@ -436,6 +451,7 @@ impl CryptoDriver for SoftPartition {
         if key.class() != CKO_SECRET_KEY {
             return Err(Ckr(CKR_KEY_INDIGESTIBLE));
         }
+        key.permits(0, 0)?;
         operation.update(&key.value()?)?;
         Ok(())
     }
