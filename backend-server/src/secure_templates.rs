@@ -56,7 +56,7 @@ use cryptoki_sys::{
 };
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::vendor::{
-    CKK_HSMLINK_SM2, CKK_HSMLINK_SM4, CKM_HSMLINK_TR31, HSMLINK_VENDOR_BASE,
+    CKK_HSMLINK_SM2, CKK_HSMLINK_SM4, CKM_HSMLINK_TR31, CKM_HSMLINK_TR34,
 };
 use hsmlink_protocol::{
     Attribute, AttributeResult, AttributeType, AttributeValue, Mechanism, ObjectHandle,
@@ -277,13 +277,15 @@ pub(crate) fn new_key<'t>(
 
 /// The unwrapping mechanisms whose wrapped form carries the key's usage (a
 /// key-block header): `CKM_HSMLINK_TR31`, and the TR-34 key token
-/// (`CKM_HSMLINK_TR34`, `HSMLINK_VENDOR_BASE | 0x0201`, whose key block
-/// carries a TR-31 header; named here by number until the constant reaches
-/// this branch).
-const USAGE_BOUND: [u64; 2] = [CKM_HSMLINK_TR31, HSMLINK_VENDOR_BASE | 0x0201];
+/// (`CKM_HSMLINK_TR34`, whose key block carries a TR-31 header).
+const USAGE_BOUND: [u64; 2] = [CKM_HSMLINK_TR31, CKM_HSMLINK_TR34];
 
 /// [`new_key`] for `C_UnwrapKey`: a key block's header gives the usage, so
-/// its template is only checked, never completed.
+/// its template is only checked, never completed. An unwrapped key is
+/// always sensitive: the wrapped form says nothing of whether the key was,
+/// so a template asking `CKA_SENSITIVE` false would read a sensitive key
+/// out through a wrap and an unwrap (`CKR_TEMPLATE_INCONSISTENT`); the
+/// forwarded template says `CKA_SENSITIVE` true.
 pub(crate) fn unwrapped_key<'t>(
     bound: &Bound<'_>,
     mechanism: &Mechanism,
@@ -292,12 +294,26 @@ pub(crate) fn unwrapped_key<'t>(
     if !strict(bound) {
         return Ok(Cow::Borrowed(template));
     }
+    if given(template, cka::CKA_SENSITIVE) == Some(false) {
+        return Err(Ckr(CKR_TEMPLATE_INCONSISTENT));
+    }
     let parts = Parts {
         parts: vec![(class_in(template, CKO_SECRET_KEY), template)],
     };
     let fill = !USAGE_BOUND.contains(&mechanism.mechanism.0);
-    let mut out = parts.complete(fill)?;
-    Ok(out.pop().unwrap_or(Cow::Borrowed(template)))
+    let out = parts
+        .complete(fill)?
+        .pop()
+        .unwrap_or(Cow::Borrowed(template));
+    if given(&out, cka::CKA_SENSITIVE).is_some() {
+        return Ok(out);
+    }
+    let mut sensitive = out.into_owned();
+    sensitive.push(Attribute::new(
+        cka::CKA_SENSITIVE,
+        AttributeValue::Bool(true),
+    ));
+    Ok(Cow::Owned(sensitive))
 }
 
 /// A template as given, or completed.

@@ -475,6 +475,39 @@ fn attacks(session: &Session, driver: &str) {
     );
     let _ = decrypting_copy;
 
+    // Unwrap as readable: the blob of a sensitive key unwrapped with
+    // CKA_SENSITIVE false would give its value away. Refused; an unwrap
+    // that says nothing makes a sensitive key.
+    let before = object_count(session);
+    assert_eq!(
+        rv(session.unwrap_key(
+            &Mechanism::AesKeyWrap,
+            kek,
+            &blob,
+            &with(
+                unwrap_template(),
+                vec![Attribute::Sensitive(false), Attribute::Extractable(true)]
+            ),
+        )),
+        RvError::TemplateInconsistent
+    );
+    assert_eq!(object_count(session), before, "a refused unwrap made a key");
+    let quiet_copy = session
+        .unwrap_key(
+            &Mechanism::AesKeyWrap,
+            kek,
+            &blob,
+            &with(unwrap_template(), vec![Attribute::Encrypt(true)]),
+        )
+        .unwrap();
+    assert_eq!(
+        session
+            .get_attributes(quiet_copy, &[AttributeType::Sensitive])
+            .unwrap(),
+        [Attribute::Sensitive(true)],
+        "{driver}: an unwrapped key is sensitive"
+    );
+
     // A transport key leaves only in a key block: wrapped with AES key
     // wrap it could come back as a decryption key of its wrapped keys.
     let movable_kek = generate(&with(
