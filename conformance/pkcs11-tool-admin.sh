@@ -86,8 +86,16 @@ same "$WORK/msg" "$WORK/cbc.out" "AES-CBC-PAD round trip on the token"
 # Wrapping: the AES-128 key wrapped under the AES-256 KEK (RFC 3394), unwrapped as a new key.
 p11 --wrap --id 0b --application-id 08 --mechanism AES-KEY-WRAP --output-file "$WORK/wrapped.bin"
 [ "$(stat -c %s "$WORK/wrapped.bin")" -eq 24 ] || { echo "not ok - wrapped AES-128 is not 24 bytes" >&2; exit 1; }
+# pkcs11-tool asks CKA_SENSITIVE false unless told --sensitive: a strict
+# partition refuses to unwrap a key as readable (it would read a sensitive
+# key out), so first that refusal, then the unwrap with --sensitive.
+if "${P11[@]}" --unwrap --id 0b --mechanism AES-KEY-WRAP --input-file "$WORK/wrapped.bin" \
+    --key-type AES: --application-id 0c --application-label readable --extractable >"$WORK/readable.err" 2>&1; then
+    echo "not ok - a key was unwrapped as readable on a strict partition" >&2; exit 1
+fi
+expect "unwrap as readable refused" "CKR_TEMPLATE_INCONSISTENT" "$WORK/readable.err"
 p11 --unwrap --id 0b --mechanism AES-KEY-WRAP --input-file "$WORK/wrapped.bin" \
-    --key-type AES: --application-id 0a --application-label unwrapped --extractable
+    --key-type AES: --application-id 0a --application-label unwrapped --extractable --sensitive
 "${P11[@]}" --list-objects --type secrkey >"$WORK/secret.txt" 2>&1
 expect "unwrapped key stored" "label:[[:space:]]+unwrapped" "$WORK/secret.txt"
 p11 --encrypt --id 08 --mechanism AES-ECB --input-file <(printf '0123456789abcdef') --output-file "$WORK/a.bin"
