@@ -11,7 +11,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{Deployment, hex, in_child, load_module, run_in_child, rv, unhex};
@@ -100,29 +100,6 @@ fn object_count(session: &Session) -> usize {
 
 // ---- the independent implementations ----
 
-/// A virtual environment with psec from PyPI; its python.
-fn psec_venv(dir: &Path) -> PathBuf {
-    let venv = dir.join("psec-venv");
-    let made = Command::new("/usr/bin/python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("run /usr/bin/python3 -m venv");
-    assert!(made.success(), "python3 -m venv failed");
-    let pip = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", "psec"])
-        .output()
-        .expect("run pip");
-    assert!(
-        pip.status.success(),
-        "cannot install psec from PyPI (is PyPI reachable?): the TR-31 \
-         cross-check needs it.\n{}{}",
-        String::from_utf8_lossy(&pip.stdout),
-        String::from_utf8_lossy(&pip.stderr)
-    );
-    venv.join("bin/python")
-}
-
 fn python(script: &str, args: &[&str]) -> String {
     let python = std::env::var_os(PYTHON_ENV).expect("psec python from the parent");
     let out = Command::new(python)
@@ -161,21 +138,6 @@ fn psec_unwrap(kbpk: &[u8], block: &[u8]) -> (String, Vec<u8>) {
     (fields.to_owned(), unhex(key))
 }
 
-/// OpenSSL's AES-ECB encryption of one zero block under `key`.
-fn openssl_ecb_zero(key: &[u8]) -> Vec<u8> {
-    let cipher = format!("-aes-{}-ecb", key.len() * 8);
-    let mut child = Command::new("openssl")
-        .args(["enc", &cipher, "-nopad", "-K", &hex(key)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run openssl");
-    child.stdin.take().unwrap().write_all(&[0u8; 16]).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
-
 fn deployment_env(
     deployment: &Deployment,
     python: &Path,
@@ -205,7 +167,7 @@ fn published_and_psec_blocks_import_and_exports_unwrap_in_psec() {
         let zero = session
             .encrypt(&Mechanism::AesEcb, key, &[0u8; 16])
             .unwrap();
-        assert_eq!(zero, openssl_ecb_zero(&unhex(PAYSHIELD_D0_KEY)));
+        assert_eq!(zero, common::openssl_aes_ecb_zero(&unhex(PAYSHIELD_D0_KEY)));
         let attrs = session
             .get_attributes(
                 key,
@@ -254,7 +216,7 @@ fn published_and_psec_blocks_import_and_exports_unwrap_in_psec() {
         let zero = session
             .encrypt(&Mechanism::AesEcb, key, &[0u8; 16])
             .unwrap();
-        assert_eq!(zero, openssl_ecb_zero(&data_key));
+        assert_eq!(zero, common::openssl_aes_ecb_zero(&data_key));
         // ...and back: hsmlink's export unwraps in psec, same header, same key.
         let exported = session.wrap_key(&tr31(), kbpk, key).unwrap();
         assert_eq!(
@@ -359,7 +321,7 @@ fn published_and_psec_blocks_import_and_exports_unwrap_in_psec() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let python = psec_venv(dir.path());
+    let python = common::python_venv(dir.path(), "psec-venv", &["psec"], "the TR-31 cross-check");
     let deployment = Deployment::start();
     run_in_child(
         "published_and_psec_blocks_import_and_exports_unwrap_in_psec",
@@ -593,7 +555,7 @@ fn tdes_versions_b_and_c_import_and_b_round_trips_with_psec() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let python = psec_venv(dir.path());
+    let python = common::python_venv(dir.path(), "psec-venv", &["psec"], "the TR-31 cross-check");
     let deployment = Deployment::start();
     run_in_child(
         "tdes_versions_b_and_c_import_and_b_round_trips_with_psec",

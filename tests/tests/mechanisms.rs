@@ -420,20 +420,6 @@ fn sm2_signatures_verify_with_openssl() {
     );
 }
 
-/// Runs `openssl ARGS` in `dir`; fails the test with its error output.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The DER INTEGERs of an ECDSA-Sig-Value as fixed 32-byte r || s.
 fn der_signature_to_raw(der: &[u8]) -> Vec<u8> {
     fn integer(bytes: &[u8]) -> (&[u8], &[u8]) {
@@ -491,7 +477,7 @@ fn openssl_sm2_signatures_verify_on_the_token() {
     }
     let deployment = Deployment::start();
     let dir = deployment.dir.path();
-    let openssl = |args: &[&str]| openssl(dir, args);
+    let openssl = |args: &[&str]| common::openssl(dir, args);
     std::fs::write(dir.join("msg"), MESSAGE).unwrap();
     openssl(&["genpkey", "-algorithm", "SM2", "-out", "sm2.pem"]);
     openssl(&[
@@ -644,7 +630,7 @@ fn sm2_ciphertexts_round_trip_with_openssl() {
     }
     let deployment = Deployment::start();
     let dir = deployment.dir.path();
-    let openssl = |args: &[&str]| openssl(dir, args);
+    let openssl = |args: &[&str]| common::openssl(dir, args);
     openssl(&["genpkey", "-algorithm", "SM2", "-out", "sm2.pem"]);
     openssl(&[
         "pkey",

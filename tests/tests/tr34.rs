@@ -12,9 +12,8 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{Deployment, SO_PIN, hex, in_child, load_module, run_in_child, rv, unhex};
@@ -48,25 +47,13 @@ fn pki() -> PathBuf {
 
 // ---- the parent: PKI and virtual environment ----
 
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A CA (`ca`), KDH 1 (`kdh`, serial 7) and KDH 2 (`kdh2`, serial 8,
 /// revoked on the CA's CRL `crl.der`) under it, and a rogue CA with its own
 /// KDH (`rogue-kdh`) under the same name as KDH 1.
 fn make_pki(dir: &Path) {
     let ca = |name: &str, cn: &str| {
-        openssl(
+        common::openssl(
+            dir,
             &[
                 "req",
                 "-x509",
@@ -84,13 +71,13 @@ fn make_pki(dir: &Path) {
                 "-addext",
                 "basicConstraints=critical,CA:TRUE",
             ],
-            dir,
         );
     };
     ca("ca", "TR-34 test CA KDH");
     ca("rogue", "TR-34 test CA KDH");
     let issue = |name: &str, issuer: &str, serial: &str| {
-        openssl(
+        common::openssl(
+            dir,
             &[
                 "req",
                 "-newkey",
@@ -103,9 +90,9 @@ fn make_pki(dir: &Path) {
                 "-subj",
                 "/O=hsmlink tests/CN=KDH",
             ],
-            dir,
         );
-        openssl(
+        common::openssl(
+            dir,
             &[
                 "x509",
                 "-req",
@@ -122,7 +109,6 @@ fn make_pki(dir: &Path) {
                 "-out",
                 &format!("{name}.pem"),
             ],
-            dir,
         );
     };
     issue("kdh", "ca", "7");
@@ -136,28 +122,29 @@ fn make_pki(dir: &Path) {
          default_md = sha256\ndefault_crl_days = 30\n",
     )
     .unwrap();
-    openssl(
+    common::openssl(
+        dir,
         &[
             "ca", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.pem", "-revoke",
             "kdh2.pem",
         ],
-        dir,
     );
-    openssl(
+    common::openssl(
+        dir,
         &[
             "ca", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.pem", "-gencrl", "-out",
             "crl.pem",
         ],
-        dir,
     );
-    openssl(
+    common::openssl(
+        dir,
         &[
             "crl", "-in", "crl.pem", "-outform", "DER", "-out", "crl.der",
         ],
-        dir,
     );
     for name in ["ca", "kdh", "rogue"] {
-        openssl(
+        common::openssl(
+            dir,
             &[
                 "x509",
                 "-in",
@@ -167,39 +154,8 @@ fn make_pki(dir: &Path) {
                 "-out",
                 &format!("{name}.der"),
             ],
-            dir,
         );
     }
-}
-
-/// A virtual environment with the KDH's libraries and psec; its python.
-fn kdh_venv(dir: &Path) -> PathBuf {
-    let venv = dir.join("kdh-venv");
-    let made = Command::new("/usr/bin/python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("run /usr/bin/python3 -m venv");
-    assert!(made.success(), "python3 -m venv failed");
-    let pip = Command::new(venv.join("bin/pip"))
-        .args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "asn1crypto",
-            "cryptography",
-            "psec",
-        ])
-        .output()
-        .expect("run pip");
-    assert!(
-        pip.status.success(),
-        "cannot install asn1crypto, cryptography and psec from PyPI (is PyPI \
-         reachable?): the TR-34 test's key distribution host needs them.\n{}{}",
-        String::from_utf8_lossy(&pip.stdout),
-        String::from_utf8_lossy(&pip.stderr)
-    );
-    venv.join("bin/python")
 }
 
 // ---- the child: the KDH's side, run from the test ----
@@ -262,21 +218,6 @@ fn now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-/// OpenSSL's AES-ECB encryption of one zero block under `key`.
-fn openssl_ecb_zero(key: &[u8]) -> Vec<u8> {
-    let cipher = format!("-aes-{}-ecb", key.len() * 8);
-    let mut child = Command::new("openssl")
-        .args(["enc", &cipher, "-nopad", "-K", &hex(key)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run openssl");
-    child.stdin.take().unwrap().write_all(&[0u8; 16]).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    out.stdout
 }
 
 /// psec's reading of a TR-31 `block` under `kbpk`: header fields and key.
@@ -444,7 +385,7 @@ fn keys_load_from_an_independent_kdh_and_bad_tokens_create_nothing() {
             session
                 .encrypt(&Mechanism::AesEcb, key, &[0u8; 16])
                 .unwrap(),
-            openssl_ecb_zero(&aes)
+            common::openssl_aes_ecb_zero(&aes)
         );
         assert_eq!(header_of(&session, key), b"D0000D0AB00E0000");
         let attrs = session
@@ -662,7 +603,12 @@ fn keys_load_from_an_independent_kdh_and_bad_tokens_create_nothing() {
     }
     let dir = tempfile::tempdir().unwrap();
     make_pki(dir.path());
-    let python = kdh_venv(dir.path());
+    let python = common::python_venv(
+        dir.path(),
+        "kdh-venv",
+        &["asn1crypto", "cryptography", "psec"],
+        "the TR-34 test's key distribution host",
+    );
     let deployment = Deployment::start();
     let mut env = deployment.module_env();
     env.push((PYTHON_ENV, python.into_os_string()));

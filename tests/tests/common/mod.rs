@@ -844,3 +844,68 @@ pub fn unhex(text: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// Runs `openssl ARGS` in `dir`; fails the test with its error output.
+pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// OpenSSL's AES-ECB encryption of one zero block under `key` (a key's
+/// value seen from outside the token).
+pub fn openssl_aes_ecb_zero(key: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let cipher = format!("-aes-{}-ecb", key.len() * 8);
+    let mut child = Command::new("openssl")
+        .args(["enc", &cipher, "-nopad", "-K", &hex(key)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&[0u8; 16])
+        .expect("write to openssl");
+    let out = child.wait_with_output().expect("openssl output");
+    assert!(out.status.success(), "openssl enc {cipher}");
+    out.stdout
+}
+
+/// A virtual environment `dir/name` with `packages` from PyPI; its python.
+/// Fails saying which test needs them when PyPI cannot be reached.
+pub fn python_venv(
+    dir: &std::path::Path,
+    name: &str,
+    packages: &[&str],
+    needed_by: &str,
+) -> PathBuf {
+    let venv = dir.join(name);
+    let made = Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("run /usr/bin/python3 -m venv");
+    assert!(made.success(), "python3 -m venv failed");
+    let pip = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(packages)
+        .output()
+        .expect("run pip");
+    assert!(
+        pip.status.success(),
+        "cannot install {packages:?} from PyPI (is PyPI reachable?): {needed_by} needs them.\n{}{}",
+        String::from_utf8_lossy(&pip.stdout),
+        String::from_utf8_lossy(&pip.stderr)
+    );
+    venv.join("bin/python")
+}

@@ -134,6 +134,17 @@ fn store_secret(
     partition.store_new(ctx, vec![(handle, id, attrs)])
 }
 
+/// `C_UnwrapKey` of a key block (TR-31) or a key token (TR-34).
+type KeyBlockImport = fn(
+    &SoftPartition,
+    &ObjectContext,
+    ObjectHandle,
+    &Mechanism,
+    &Key,
+    &[u8],
+    &[Attribute],
+) -> CkResult<()>;
+
 pub fn unwrap_key(
     partition: &SoftPartition,
     ctx: &ObjectContext,
@@ -151,19 +162,14 @@ pub fn unwrap_key(
     check_key_type(OpKind::Decrypt, family, &unwrapping)
         .map_err(|_| Ckr(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT))?;
     unwrapping.permits(cka::CKA_UNWRAP, mechanism.mechanism.0)?;
-    if family == Family::Tr34 {
-        return unwrap_tr34(
-            partition,
-            ctx,
-            handle,
-            mechanism,
-            &unwrapping,
-            wrapped,
-            template,
-        );
-    }
-    if family == Family::KeyBlock {
-        return unwrap_keyblock(
+    // The forms whose header gives the key its attributes.
+    let keyblock_import = match family {
+        Family::Tr34 => Some(unwrap_tr34 as KeyBlockImport),
+        Family::KeyBlock => Some(unwrap_keyblock as KeyBlockImport),
+        _ => None,
+    };
+    if let Some(import) = keyblock_import {
+        return import(
             partition,
             ctx,
             handle,
