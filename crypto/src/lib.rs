@@ -17,6 +17,7 @@ pub mod error;
 pub mod keyblock;
 pub mod keywrap;
 pub mod mac;
+pub mod prepared;
 pub mod rng;
 pub mod rsa;
 pub mod selftest;

@@ -23,8 +23,10 @@ use crate::cipher::{self, BlockAlg, Mode};
 use crate::digest::{self, DigestAlg};
 use crate::ec::{self, Curve, EcdhKdf};
 use crate::mac::{self, MacAlg};
+use crate::prepared::{EcdsaSigner, RsaSigner};
 use crate::rsa::{RsaPrivate, RsaPublic};
 use crate::{rng, sm2, tdes};
+use zeroize::Zeroizing;
 
 /// One self-test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -302,8 +304,11 @@ fn run(test: SelfTest, corrupt: bool) -> bool {
             };
             let digest = digest::digest(DigestAlg::Sha256, KAT_MESSAGE);
             let signed = key.sign_pkcs1v15_digest(DigestAlg::Sha256, &digest);
+            // Both engines: the RustCrypto reference and AWS-LC (prepared).
+            let prepared = RsaSigner::new(key).sign_pkcs1v15_digest(DigestAlg::Sha256, &digest);
             let public = RsaPublic::from_components(&unhex(RSA_N), &unhex("010001"));
             same(signed, RSA_SIG)
+                && same(prepared, RSA_SIG)
                 && public.is_ok_and(|p| {
                     verifies(p.verify_pkcs1v15_digest(DigestAlg::Sha256, &digest, &unhex(RSA_SIG)))
                 })
@@ -319,6 +324,9 @@ fn run(test: SelfTest, corrupt: bool) -> bool {
             ));
             verifies(ec::ecdsa_verify(Curve::P256, &point, &digest, &known))
                 && ec::ecdsa_sign(Curve::P256, &d, &digest)
+                    .is_ok_and(|sig| ec::ecdsa_verify(Curve::P256, &point, &digest, &sig).is_ok())
+                && EcdsaSigner::new(Curve::P256, Zeroizing::new(d.clone()))
+                    .and_then(|k| k.sign(&digest))
                     .is_ok_and(|sig| ec::ecdsa_verify(Curve::P256, &point, &digest, &sig).is_ok())
                 && ec::public_from_private(Curve::P256, &d).is_ok_and(|p| p == point)
         }

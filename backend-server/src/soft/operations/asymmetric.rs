@@ -12,10 +12,12 @@ use cryptoki_sys::*;
 use hsmlink_crypto::digest::{DigestAlg, Hasher};
 use hsmlink_crypto::ec::{self, Curve};
 use hsmlink_crypto::keywrap::{self, WrapAlg};
+use hsmlink_crypto::prepared::{EcdsaSigner, RsaSigner};
 use hsmlink_crypto::rsa::{self, RsaPrivate, RsaPublic};
 use hsmlink_crypto::sm2;
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::{MAX_FRAME_BODY, Mechanism, MechanismParams};
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::{Family, Key, ck, digest_of_mechanism, digest_of_mgf, no_params};
@@ -43,9 +45,9 @@ pub enum Scheme {
 /// The key, ready for its engine.
 #[derive(Debug)]
 pub enum Engine {
-    RsaPrivate(Box<RsaPrivate>, Scheme),
+    RsaPrivate(Arc<RsaSigner>, Scheme),
     RsaPublic(RsaPublic, Scheme),
-    EcPrivate(Curve, Zeroizing<Vec<u8>>),
+    EcPrivate(Arc<EcdsaSigner>),
     EcPublic(Curve, Vec<u8>),
     EdPrivate(Zeroizing<Vec<u8>>),
     EdPublic(Vec<u8>),
@@ -94,7 +96,8 @@ impl AsymOp {
 
     fn signature_len(&self) -> usize {
         match &self.engine {
-            Engine::EcPrivate(c, _) | Engine::EcPublic(c, _) => c.signature_len(),
+            Engine::EcPrivate(k) => k.curve().signature_len(),
+            Engine::EcPublic(c, _) => c.signature_len(),
             Engine::EdPrivate(_) | Engine::EdPublic(_) => 64,
             Engine::Sm2Private(_) | Engine::Sm2Public(_) => sm2::SIGNATURE_LEN,
             _ => self.modulus_len().unwrap_or(0),
@@ -127,7 +130,7 @@ impl AsymOp {
                 Scheme::PkcsHash(alg) => k.sign_pkcs1v15_digest(*alg, m),
                 Scheme::Oaep { .. } => return Err(Ckr(CKR_FUNCTION_NOT_SUPPORTED)),
             },
-            Engine::EcPrivate(c, d) => ec::ecdsa_sign(*c, d, m),
+            Engine::EcPrivate(k) => k.sign(m),
             Engine::EdPrivate(seed) => ec::ed25519_sign(seed, m).map(|s| s.to_vec()),
             Engine::Sm2Private(d) => sm2::sign_digest(d, m).map(|s| s.to_vec()),
             _ => return Err(Ckr(CKR_FUNCTION_NOT_SUPPORTED)),
@@ -424,9 +427,10 @@ fn pss_params(mechanism: &Mechanism, hash_of_mechanism: Option<DigestAlg>) -> Ck
 /// The RSA engine for `kind` (private key for sign/decrypt, public for the rest).
 pub fn rsa_engine(kind: OpKind, key: &Key, scheme: Scheme) -> CkResult<Engine> {
     Ok(match kind {
-        OpKind::Sign | OpKind::SignRecover | OpKind::Decrypt => {
-            Engine::RsaPrivate(Box::new(rsa_private(key)?), scheme)
-        }
+        OpKind::Sign | OpKind::SignRecover | OpKind::Decrypt => Engine::RsaPrivate(
+            key.prepared.rsa(|| rsa_private(key).map(RsaSigner::new))?,
+            scheme,
+        ),
         _ => Engine::RsaPublic(rsa_public(key)?, scheme),
     })
 }
@@ -476,10 +480,10 @@ pub fn begin(kind: OpKind, family: Family, mechanism: &Mechanism, key: &Key) -> 
             no_params(mechanism)?;
             let curve = curve_of(key)?;
             let engine = if private {
-                Engine::EcPrivate(
-                    curve,
-                    scalar(key.bytes(cka::CKA_VALUE)?, curve.field_len())?,
-                )
+                Engine::EcPrivate(key.prepared.ecdsa(|| {
+                    let d = scalar(key.bytes(cka::CKA_VALUE)?, curve.field_len())?;
+                    EcdsaSigner::new(curve, d).map_err(ck)
+                })?)
             } else {
                 let point = decode_point(key.bytes(cka::CKA_EC_POINT)?, curve.point_len())
                     .ok_or(Ckr(CKR_KEY_TYPE_INCONSISTENT))?;

@@ -16,12 +16,14 @@ pub mod keymgmt;
 pub mod symmetric;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use cryptoki_sys::*;
 use hsmlink_crypto::CryptoError;
 use hsmlink_crypto::cipher::BlockAlg;
 use hsmlink_crypto::digest::DigestAlg;
 use hsmlink_crypto::keywrap::WrapAlg;
+use hsmlink_crypto::prepared::{EcdsaSigner, RsaSigner};
 use hsmlink_crypto::tdes::MacKind as TdesMacKind;
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::vendor::*;
@@ -248,10 +250,49 @@ pub fn no_params(mechanism: &Mechanism) -> CkResult<()> {
     }
 }
 
-/// A key's attributes, as a cryptographic call reads them.
+/// A key's attributes, as a cryptographic call reads them, and the engines
+/// already built from them.
 #[derive(Debug)]
 pub struct Key {
     pub attrs: BTreeMap<u64, AttributeValue>,
+    pub prepared: Arc<Prepared>,
+}
+
+/// Signing engines built from a key object's attributes on first use and
+/// kept with the object (`hsmlink_crypto::prepared`): parsing and checking
+/// an RSA key costs more than a signature. An object whose attributes
+/// change is a new object with an empty `Prepared`, so nothing stale is
+/// kept; dropping the object drops (and wipes) the engines.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    rsa: OnceLock<Arc<RsaSigner>>,
+    ecdsa: OnceLock<Arc<EcdsaSigner>>,
+}
+
+impl Prepared {
+    /// The kept engine, or `build`'s, which is then kept. Two first uses at
+    /// once may both build; one is kept.
+    fn get_or_build<T>(
+        cell: &OnceLock<Arc<T>>,
+        build: impl FnOnce() -> CkResult<T>,
+    ) -> CkResult<Arc<T>> {
+        if let Some(kept) = cell.get() {
+            return Ok(kept.clone());
+        }
+        let built = Arc::new(build()?);
+        Ok(cell.get_or_init(|| built).clone())
+    }
+
+    pub fn rsa(&self, build: impl FnOnce() -> CkResult<RsaSigner>) -> CkResult<Arc<RsaSigner>> {
+        Self::get_or_build(&self.rsa, build)
+    }
+
+    pub fn ecdsa(
+        &self,
+        build: impl FnOnce() -> CkResult<EcdsaSigner>,
+    ) -> CkResult<Arc<EcdsaSigner>> {
+        Self::get_or_build(&self.ecdsa, build)
+    }
 }
 
 impl Key {
@@ -392,9 +433,8 @@ pub fn check_key_type(kind: OpKind, family: Family, key: &Key) -> CkResult<()> {
 
 impl SoftPartition {
     fn key(&self, ctx: &ObjectContext, handle: ObjectHandle) -> CkResult<Key> {
-        Ok(Key {
-            attrs: self.crypto_key(ctx, handle)?,
-        })
+        let (attrs, prepared) = self.crypto_key(ctx, handle)?;
+        Ok(Key { attrs, prepared })
     }
 }
 
