@@ -32,7 +32,6 @@ mod writer;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -41,7 +40,7 @@ pub use record::{PROVIDER_CHAIN, Record};
 
 use crate::metering::Metering;
 use key::AuditKey;
-use writer::{Msg, Writer};
+use writer::{Committer, Writer};
 
 /// What the writer thread needs (from `[audit]` and `[metering]`).
 #[derive(Clone, Debug)]
@@ -111,10 +110,9 @@ pub struct AdminAction<'a> {
     pub duration: Duration,
 }
 
-/// The audit log of a running server: a handle on the writer thread.
-#[derive(Debug)]
+/// The audit log of a running server: its writer and housekeeping thread.
 pub struct Audit {
-    tx: SyncSender<Msg>,
+    committer: Arc<Committer>,
     thread: Mutex<Option<JoinHandle<()>>>,
     public_key: [u8; 32],
     metering: Arc<Metering>,
@@ -126,18 +124,25 @@ impl Audit {
     pub fn start(settings: AuditSettings, metering: Arc<Metering>) -> Result<Self, AuditError> {
         let key = AuditKey::load_or_create(&settings.key_file).map_err(AuditError)?;
         let public_key = key.public();
-        let (tx, rx) = sync_channel(settings.queue_capacity.max(1));
         let writer = Writer::open(settings, key, metering.clone()).map_err(AuditError)?;
+        let committer = Arc::new(Committer::new(writer));
+        let housekeeper = committer.clone();
         let thread = std::thread::Builder::new()
             .name("hsmlink-audit".to_owned())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| AuditError(format!("cannot start the writer thread: {e}")))?;
+            .spawn(move || housekeeper.housekeep())
+            .map_err(|e| AuditError(format!("cannot start the audit thread: {e}")))?;
         Ok(Self {
-            tx,
+            committer,
             thread: Mutex::new(Some(thread)),
             public_key,
             metering,
         })
+    }
+
+    /// True if a commit is flushed to disk before the calls it covers
+    /// return (`durability = "fsync"`).
+    pub fn flushes_to_disk(&self) -> bool {
+        self.committer.flushes_to_disk()
     }
 
     /// The Ed25519 public key that signs the chain heads.
@@ -151,22 +156,13 @@ impl Audit {
 
     /// Records `record` and returns once it is committed.
     pub fn record(&self, record: Record) -> Result<(), AuditError> {
-        let (done, wait) = sync_channel(1);
-        self.tx
-            .send(Msg::Record(Box::new(record), Some(done)))
-            .map_err(|_| AuditError("the audit writer is stopped".to_owned()))?;
-        match wait.recv() {
-            Ok(result) => result.map_err(AuditError),
-            Err(_) => Err(AuditError("the audit writer is stopped".to_owned())),
-        }
+        self.committer.record(record).map_err(AuditError)
     }
 
     /// Queues `record` without waiting; it is committed with the next
     /// group, before any record queued after it.
     pub fn record_queued(&self, record: Record) -> Result<(), AuditError> {
-        self.tx
-            .send(Msg::Record(Box::new(record), None))
-            .map_err(|_| AuditError("the audit writer is stopped".to_owned()))
+        self.committer.record_queued(record).map_err(AuditError)
     }
 
     /// Records an admin action and returns once it is committed. For the
@@ -200,13 +196,7 @@ impl Audit {
     /// Commits everything queued, signs every chain head that moved and
     /// writes the metering counters; returns once done.
     pub fn sync(&self) -> Result<(), AuditError> {
-        let (done, wait) = sync_channel(1);
-        self.tx
-            .send(Msg::Sync(done))
-            .map_err(|_| AuditError("the audit writer is stopped".to_owned()))?;
-        wait.recv()
-            .map_err(|_| AuditError("the audit writer is stopped".to_owned()))?
-            .map_err(AuditError)
+        self.committer.sync().map_err(AuditError)
     }
 
     /// Stops the writer after committing what is queued, signing the heads
@@ -218,12 +208,17 @@ impl Audit {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(thread) = thread {
-            let (done, wait) = sync_channel(1);
-            if self.tx.send(Msg::Shutdown(done)).is_ok() {
-                let _ = wait.recv();
-            }
+            self.committer.stop();
             let _ = thread.join();
         }
+    }
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("public_key", &record::hex(&self.public_key))
+            .finish_non_exhaustive()
     }
 }
 

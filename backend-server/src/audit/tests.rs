@@ -484,3 +484,59 @@ fn an_expired_login_is_recorded_and_ends_operations() {
     assert_eq!(r.rv.0, 0);
     assert_eq!(sign(&f, &c, s, private), 0);
 }
+
+/// Calls on many threads commit each other's records (group commit on the
+/// caller's thread); queued records keep their place; every record is in
+/// its chain once and the chains verify. After `close`, records are
+/// refused, not lost silently.
+#[test]
+fn concurrent_callers_share_commits_and_lose_nothing() {
+    let f = audited(settings(&Fixture::new()));
+    let audit = f.state.audit().unwrap().clone();
+    const THREADS: usize = 8;
+    const EACH: usize = 150;
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let audit = audit.clone();
+            scope.spawn(move || {
+                for i in 0..EACH {
+                    let record = Record {
+                        chain: format!("chain-{}", t % 3),
+                        op: format!("t{t}.{i}"),
+                        ..Record::default()
+                    };
+                    if i % 10 == 0 {
+                        audit.record_queued(record).unwrap();
+                    } else {
+                        audit.record(record).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let all = records(&f);
+    assert_eq!(all.len(), THREADS * EACH);
+    // Each thread's records are in its chain in the order it made them,
+    // the queued ones included.
+    for t in 0..THREADS {
+        let chain = format!("chain-{}", t % 3);
+        let seqs: Vec<(u64, usize)> = all
+            .iter()
+            .filter(|r| r.chain == chain && r.op.starts_with(&format!("t{t}.")))
+            .map(|r| (r.seq, r.op[format!("t{t}.").len()..].parse().unwrap()))
+            .collect();
+        assert_eq!(seqs.len(), EACH);
+        assert!(seqs.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
+    }
+    let report = verify(&f);
+    assert!(report.ok(), "{report:#?}");
+
+    audit.close();
+    let refused = audit.record(Record {
+        chain: "chain-0".to_owned(),
+        op: "late".to_owned(),
+        ..Record::default()
+    });
+    assert!(refused.unwrap_err().to_string().contains("stopped"));
+    assert!(audit.record_queued(Record::default()).is_err());
+}

@@ -1,16 +1,24 @@
-//! The audit writer thread: the only writer of the audit tables. It takes
-//! records from a bounded channel, gives each its place in its chain and
-//! commits them in groups (one SQLite transaction, `synchronous=FULL`, per
-//! group: everything that queued while the previous commit was on disk),
-//! then wakes the calls waiting for their records. It also signs chain
-//! heads (every `sign_every_records` records of a chain, every
-//! `sign_interval_s` for chains that grew, and at shutdown), prunes records
-//! past the retention, and writes the metering counters.
+//! The only writer of the audit tables, and its group commit.
+//!
+//! A call that must be recorded before its reply queues its record and
+//! takes the writer's lock; whoever holds the lock commits everything
+//! queued — its own record and those that queued meanwhile — in one SQLite
+//! transaction (`synchronous=FULL`: one fsync per group), in queue order,
+//! and tells each record's caller the outcome. A caller that finds its
+//! record committed when it gets the lock goes on at once. So one call
+//! alone commits on its own thread, with no hand-over to another thread
+//! and back (two thread wake-ups, the largest cost of a call on an idle
+//! machine), and concurrent calls still share one fsync.
+//!
+//! A housekeeping thread commits records queued without waiting
+//! (`record_queued`), signs chain heads (every `sign_every_records`
+//! records of a chain at commit, every `sign_interval_s` for chains that
+//! grew, and at shutdown), prunes records past the retention, and writes
+//! the metering counters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -27,14 +35,192 @@ const MAX_GROUP: usize = 1024;
 /// How often retention is enforced.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-pub(super) type Done = SyncSender<Result<(), String>>;
+/// Where the outcome of a waited-for record is left.
+type Outcome = Arc<OnceLock<Result<(), String>>>;
 
-pub(super) enum Msg {
-    Record(Box<Record>, Option<Done>),
-    /// Commit what is queued, sign every grown chain, write metering.
-    Sync(Done),
-    /// [`Msg::Sync`], then stop.
-    Shutdown(Done),
+const STOPPED: &str = "the audit writer is stopped";
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Default)]
+struct Queue {
+    records: VecDeque<(Box<Record>, Option<Outcome>)>,
+    closed: bool,
+}
+
+/// The housekeeper's alarm: a queued record, or the end.
+#[derive(Default)]
+struct Alarm {
+    rung: bool,
+    stop: bool,
+}
+
+/// The writer, its queue and the housekeeper's alarm.
+pub(super) struct Committer {
+    queue: Mutex<Queue>,
+    writer: Mutex<Writer>,
+    alarm: Mutex<Alarm>,
+    bell: Condvar,
+    queue_capacity: usize,
+    fsync: bool,
+}
+
+impl Committer {
+    pub(super) fn flushes_to_disk(&self) -> bool {
+        self.fsync
+    }
+
+    pub(super) fn new(writer: Writer) -> Self {
+        let queue_capacity = writer.settings.queue_capacity.max(1);
+        let fsync = writer.settings.fsync;
+        Self {
+            fsync,
+            queue: Mutex::new(Queue::default()),
+            writer: Mutex::new(writer),
+            alarm: Mutex::new(Alarm::default()),
+            bell: Condvar::new(),
+            queue_capacity,
+        }
+    }
+
+    fn enqueue(&self, record: Record, outcome: Option<Outcome>) -> Result<usize, String> {
+        let mut queue = locked(&self.queue);
+        if queue.closed {
+            return Err(STOPPED.to_owned());
+        }
+        queue.records.push_back((Box::new(record), outcome));
+        Ok(queue.records.len())
+    }
+
+    /// Records `record` and returns once it is committed (by this thread or
+    /// by the one that held the lock when it queued).
+    pub(super) fn record(&self, record: Record) -> Result<(), String> {
+        let outcome = Outcome::default();
+        self.enqueue(record, Some(outcome.clone()))?;
+        let mut writer = locked(&self.writer);
+        if outcome.get().is_none() {
+            self.commit_queued(&mut writer);
+        }
+        outcome
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Err(STOPPED.to_owned()))
+    }
+
+    /// Queues `record`; the housekeeper commits it soon, before any record
+    /// queued after it. Beyond `queue_capacity` queued records the caller
+    /// commits them itself.
+    pub(super) fn record_queued(&self, record: Record) -> Result<(), String> {
+        if self.enqueue(record, None)? >= self.queue_capacity {
+            self.commit_queued(&mut locked(&self.writer));
+        } else {
+            locked(&self.alarm).rung = true;
+            self.bell.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Commits everything queued, in groups of at most [`MAX_GROUP`].
+    fn commit_queued(&self, writer: &mut Writer) {
+        loop {
+            let mut group: Vec<_> = {
+                let mut queue = locked(&self.queue);
+                let n = queue.records.len().min(MAX_GROUP);
+                queue.records.drain(..n).collect()
+            };
+            if group.is_empty() {
+                return;
+            }
+            let result = writer.commit(&mut group);
+            if let Err(e) = &result {
+                error!(records = group.len(), "audit: commit failed: {e}");
+            }
+            for (_, outcome) in group {
+                if let Some(outcome) = outcome {
+                    let _ = outcome.set(result.clone());
+                }
+            }
+        }
+    }
+
+    /// Commits what is queued, signs every chain head that moved and
+    /// writes the metering counters.
+    pub(super) fn sync(&self) -> Result<(), String> {
+        let mut writer = locked(&self.writer);
+        self.commit_queued(&mut writer);
+        let result = writer.sign_grown();
+        writer.flush_metering();
+        result
+    }
+
+    /// The housekeeping thread's loop, until [`Self::stop`].
+    pub(super) fn housekeep(&self) {
+        let now = Instant::now();
+        let (sign_interval, flush_interval) = {
+            let writer = locked(&self.writer);
+            (
+                writer.settings.sign_interval,
+                writer.settings.metering_flush,
+            )
+        };
+        let mut next_sign = now + sign_interval;
+        let mut next_flush = now + flush_interval;
+        let mut next_prune = now;
+        loop {
+            let now = Instant::now();
+            {
+                let mut writer = locked(&self.writer);
+                self.commit_queued(&mut writer);
+                if now >= next_prune {
+                    next_prune = now + PRUNE_EVERY;
+                    if let Err(e) = writer.prune() {
+                        error!("audit: pruning failed: {e}");
+                    }
+                }
+                if now >= next_sign {
+                    next_sign = now + sign_interval;
+                    if let Err(e) = writer.sign_grown() {
+                        error!("audit: signing the chain heads failed: {e}");
+                    }
+                }
+                if now >= next_flush {
+                    next_flush = now + flush_interval;
+                    writer.flush_metering();
+                }
+            }
+            let wake = next_sign.min(next_flush).min(next_prune);
+            let mut alarm = locked(&self.alarm);
+            while !alarm.rung && !alarm.stop {
+                let left = wake.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                alarm = self
+                    .bell
+                    .wait_timeout(alarm, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            alarm.rung = false;
+            if alarm.stop {
+                drop(alarm);
+                let mut writer = locked(&self.writer);
+                locked(&self.queue).closed = true;
+                self.commit_queued(&mut writer);
+                writer.finish();
+                return;
+            }
+        }
+    }
+
+    /// Ends [`Self::housekeep`] after a last commit, head signature and
+    /// metering write; records queued later are refused.
+    pub(super) fn stop(&self) {
+        locked(&self.alarm).stop = true;
+        self.bell.notify_one();
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -179,86 +365,9 @@ impl Writer {
         })
     }
 
-    /// Serves the channel until [`Msg::Shutdown`] or until every sender is
-    /// gone.
-    pub(super) fn run(mut self, rx: Receiver<Msg>) {
-        let now = Instant::now();
-        let mut next_sign = now + self.settings.sign_interval;
-        let mut next_flush = now + self.settings.metering_flush;
-        let mut next_prune = now;
-        let mut group: Vec<(Box<Record>, Option<Done>)> = Vec::new();
-        loop {
-            let now = Instant::now();
-            if now >= next_prune {
-                next_prune = now + PRUNE_EVERY;
-                if let Err(e) = self.prune() {
-                    error!("audit: pruning failed: {e}");
-                }
-            }
-            if now >= next_sign {
-                next_sign = now + self.settings.sign_interval;
-                if let Err(e) = self.sign_grown() {
-                    error!("audit: signing the chain heads failed: {e}");
-                }
-            }
-            if now >= next_flush {
-                next_flush = now + self.settings.metering_flush;
-                self.flush_metering();
-            }
-            let wake = next_sign.min(next_flush).min(next_prune);
-            let first = match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-                Ok(msg) => msg,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.finish();
-                    return;
-                }
-            };
-            let mut control = None;
-            let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    Msg::Record(r, done) => group.push((r, done)),
-                    Msg::Sync(done) => {
-                        control = Some((done, false));
-                        break;
-                    }
-                    Msg::Shutdown(done) => {
-                        control = Some((done, true));
-                        break;
-                    }
-                }
-                if group.len() >= MAX_GROUP {
-                    break;
-                }
-                next = rx.try_recv().ok();
-            }
-            if !group.is_empty() {
-                let result = self.commit(&mut group);
-                if let Err(e) = &result {
-                    error!(records = group.len(), "audit: commit failed: {e}");
-                }
-                for (_, done) in group.drain(..) {
-                    if let Some(done) = done {
-                        let _ = done.send(result.clone());
-                    }
-                }
-            }
-            if let Some((done, stop)) = control {
-                let result = self.sign_grown();
-                self.flush_metering();
-                let _ = done.send(result);
-                if stop {
-                    self.finish();
-                    return;
-                }
-            }
-        }
-    }
-
     /// Whatever is left at the end: drained by the caller already; sign
     /// and flush once more.
-    fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         if let Err(e) = self.sign_grown() {
             error!("audit: signing the chain heads at shutdown failed: {e}");
         }
@@ -356,7 +465,7 @@ impl Writer {
 
     /// Commits a group: all its records, and the head of every chain that
     /// grew by `sign_every_records` since its last signature.
-    fn commit(&mut self, group: &mut [(Box<Record>, Option<Done>)]) -> Result<(), String> {
+    fn commit(&mut self, group: &mut [(Box<Record>, Option<Outcome>)]) -> Result<(), String> {
         let mut chains = self.chains.clone();
         let tx = self.conn.transaction().map_err(sql)?;
         for (record, _) in group.iter_mut() {
