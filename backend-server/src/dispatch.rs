@@ -163,6 +163,18 @@ impl ServerState {
         self.app_grace
     }
 
+    /// True if every partition behind `tenant`'s slots runs in this
+    /// process (no call can wait on a device).
+    pub(crate) fn in_process(&self, tenant: &TenantName) -> bool {
+        self.registry.any_tenant(tenant).is_some_and(|t| {
+            t.slots().all(|s| {
+                self.registry
+                    .driver(&s.partition)
+                    .is_some_and(|d| !d.may_block())
+            })
+        })
+    }
+
     pub(crate) fn driver<S: Borrow<Slot>>(&self, slot: S) -> CkResult<Arc<dyn PartitionDriver>> {
         self.registry
             .driver(&slot.borrow().partition)

@@ -87,6 +87,13 @@ impl ObjectContext {
 pub trait PartitionDriver: CryptoDriver + Send + Sync + Debug {
     fn token_state(&self) -> TokenState;
 
+    /// True if a call may wait on something outside this process (a
+    /// vendor module's device): such calls never run on an async task
+    /// ([`crate::scheduling`]).
+    fn may_block(&self) -> bool {
+        true
+    }
+
     /// `C_InitToken`: sets (or checks, if initialised) the SO PIN and the
     /// label, destroys every object and the user PIN.
     fn init_token(&self, so_pin: &Secret, label: &str) -> CkResult<()>;

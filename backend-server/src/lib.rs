@@ -45,6 +45,7 @@ pub mod partition_state;
 pub mod pkcs11;
 pub mod ratelimit;
 pub mod registry;
+pub mod scheduling;
 pub mod secure_templates;
 pub mod server;
 pub mod sessions;

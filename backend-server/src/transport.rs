@@ -52,6 +52,7 @@ use crate::dispatch::{ClientContext, ServerState};
 use crate::identity::{self, PeerIdentity};
 use crate::ratelimit::{ConnectionLimits, LoginThrottle, TenantSlot};
 use crate::registry::Live;
+use crate::scheduling;
 use crate::sessions::AppKey;
 
 /// "hsmlink-server 0.1.0", sent in `HelloReply::Accepted`.
@@ -336,10 +337,18 @@ async fn serve_requests(
             let _permit = permit;
             let id = header.request_id;
             let function = request.function_name();
-            // The dispatcher blocks (store commits, PIN hashing). Its
-            // thread's stack is scrubbed after each request: key bytes and
-            // schedules the engines left in popped frames are wiped.
-            let response = {
+            // What may block (store commits, PIN hashing, disk flushes of
+            // the audit log) runs on the blocking pool; the rest here
+            // ([`scheduling`]). The stack is scrubbed after each request:
+            // key bytes and schedules the engines left in popped frames are
+            // wiped.
+            let inline = state.in_process(ctx.tenant())
+                && scheduling::runs_inline(&request, audit_flushes(&state));
+            let response = if inline {
+                let response = answer(&state, &throttle, &ctx, request);
+                hsmlink_crypto::stack::scrub();
+                response
+            } else {
                 let ctx = ctx.clone();
                 let state = state.clone();
                 tokio::task::spawn_blocking(move || {
@@ -371,6 +380,11 @@ async fn serve_requests(
         log_task_failure(done, ctx);
     }
     end
+}
+
+/// True if an audited call waits for a disk flush before its reply.
+fn audit_flushes(state: &ServerState) -> bool {
+    state.audit().is_some_and(|audit| audit.flushes_to_disk())
 }
 
 /// Counts one connection of an application for as long as it lives.

@@ -30,7 +30,7 @@ use crate::partition_state::{self, PinRules};
 use crate::soft::keys::{
     Algorithms, KeyError, MasterKey, PartitionKek, RootKey, fill_random, wrapped_under_kek,
 };
-use crate::soft::operations::route;
+use crate::soft::operations::{Prepared, route};
 use crate::soft::pins::PinHashParams;
 use crate::soft::selftests::{Health, tests_for};
 use crate::store::{ObjectRecord, PartitionRecord, Store};
@@ -80,9 +80,24 @@ struct SoftObject {
     attrs: BTreeMap<u64, AttributeValue>,
     /// Session objects: the application and session that created them.
     owner: Option<(OwnerId, OwnerId)>,
+    /// Engines built from `attrs` by the cryptographic calls.
+    prepared: Arc<Prepared>,
 }
 
 impl SoftObject {
+    fn new(
+        id: String,
+        attrs: BTreeMap<u64, AttributeValue>,
+        owner: Option<(OwnerId, OwnerId)>,
+    ) -> Self {
+        Self {
+            id,
+            attrs,
+            owner,
+            prepared: Arc::default(),
+        }
+    }
+
     fn private(&self) -> bool {
         boolean(self.attrs.get(&cka::CKA_PRIVATE)) == Some(true)
     }
@@ -206,11 +221,7 @@ impl SoftPartition {
             })?;
             objects.insert(
                 stored.handle,
-                SoftObject {
-                    id: stored.object_id,
-                    attrs,
-                    owner: None,
-                },
+                SoftObject::new(stored.object_id, attrs, None),
             );
         }
         Ok(Self {
@@ -323,11 +334,7 @@ impl SoftPartition {
             return Err(Ckr::GENERAL);
         }
         let token = boolean(attrs.get(&cka::CKA_TOKEN)) == Some(true);
-        let object = SoftObject {
-            id,
-            attrs,
-            owner: (!token).then_some((ctx.app, ctx.session)),
-        };
+        let object = SoftObject::new(id, attrs, (!token).then_some((ctx.app, ctx.session)));
         self.save_object(inner, handle.0, &object)?;
         inner.objects.insert(handle.0, object);
         Ok(())
@@ -340,7 +347,7 @@ impl SoftPartition {
         &self,
         ctx: &ObjectContext,
         handle: ObjectHandle,
-    ) -> CkResult<BTreeMap<u64, AttributeValue>> {
+    ) -> CkResult<(BTreeMap<u64, AttributeValue>, Arc<Prepared>)> {
         let inner = self.lock();
         let object = inner
             .objects
@@ -364,7 +371,7 @@ impl SoftPartition {
         ) {
             return Err(Ckr(CKR_KEY_HANDLE_INVALID));
         }
-        Ok(object.attrs.clone())
+        Ok((object.attrs.clone(), object.prepared.clone()))
     }
 
     /// The X.509 certificates `ctx` sees, DER: those with `CKA_TRUSTED`
@@ -535,6 +542,12 @@ fn decode_object(
 }
 
 impl PartitionDriver for SoftPartition {
+    /// Everything is in memory but the store's commits, which are
+    /// scheduled apart ([`crate::scheduling`]).
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn token_state(&self) -> TokenState {
         partition_state::token_state(&self.lock().record, &self.policy)
     }
@@ -696,11 +709,7 @@ impl PartitionDriver for SoftPartition {
         }
         let mut attrs = object.attrs.clone();
         attributes::modify(&mut attrs, template, actor(ctx), false)?;
-        let updated = SoftObject {
-            id: object.id.clone(),
-            attrs,
-            owner: object.owner,
-        };
+        let updated = SoftObject::new(object.id.clone(), attrs, object.owner);
         self.save_object(&inner, handle.0, &updated)?;
         inner.objects.insert(handle.0, updated);
         Ok(())
