@@ -29,6 +29,7 @@ use cryptoki_sys::{
 use hsmlink_protocol::AppInstance;
 use parking_lot::RwLock;
 
+use crate::client::attribute_cache::AttributeCache;
 use crate::client::local::LocalOps;
 use crate::config::{self, Config};
 use crate::error::Error;
@@ -48,6 +49,8 @@ pub struct Library {
     pub local: LocalOps,
     /// The SM numbers the application uses besides hsmlink's.
     pub profile: SmProfile,
+    /// Length queries' answers for the reads that follow them.
+    pub attributes: AttributeCache,
 }
 
 impl Library {
@@ -77,6 +80,7 @@ impl Library {
             transport,
             local: LocalOps::default(),
             profile: config.sm_profile,
+            attributes: AttributeCache::default(),
         })
     }
 }
@@ -90,6 +94,7 @@ impl Library {
             transport,
             local: LocalOps::default(),
             profile: SmProfile::default(),
+            attributes: AttributeCache::default(),
         }
     }
 }

@@ -13,7 +13,7 @@ use cryptoki::error::RvError;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 
 const PIN: &str = "user-pin-5678";
@@ -149,7 +149,24 @@ fn child() {
     mark("random");
     assert_eq!(session.generate_random_vec(32).unwrap().len(), 32);
     done();
+    // cryptoki asks the lengths (NULL buffers), then the values: the
+    // module keeps the first answer for the second call.
+    let (public, _) = ec;
+    mark("attribute read");
+    let read = session
+        .get_attributes(public, &[AttributeType::Label, AttributeType::EcPoint])
+        .unwrap();
+    done();
+    assert!(matches!(&read[..], [Attribute::Label(_), Attribute::EcPoint(p)] if p.len() > 64));
     eprintln!("--- end");
+    // A write in between is seen by the next read.
+    session
+        .update_attributes(public, &[Attribute::Label(b"renamed".to_vec())])
+        .unwrap();
+    assert_eq!(
+        session.get_attributes(public, &[AttributeType::Label]).unwrap(),
+        vec![Attribute::Label(b"renamed".to_vec())]
+    );
 
     // The rules of the standard with deferred inits.
     let (_, private) = ec;
@@ -246,5 +263,5 @@ fn one_frame_per_single_part_operation() {
         assert_eq!(frames.len(), 1, "{name}: {frames:#?}");
         counted += 1;
     }
-    assert_eq!(counted, 15);
+    assert_eq!(counted, 16);
 }

@@ -5,6 +5,7 @@
 //! from the server are shape-checked: a response body other than the one a
 //! request calls for is a broken peer, reported as `CKR_DEVICE_ERROR`.
 
+pub mod attribute_cache;
 pub mod crypto;
 mod deferred;
 pub mod general;
@@ -37,6 +38,7 @@ pub fn not_supported() -> Result<(), Error> {
 /// Sends `request`; a failure `CK_RV` from the server becomes the error,
 /// success yields the response body for the caller to shape-check.
 fn call(library: &Library, request: &Request) -> Result<ResponseBody, Error> {
+    library.attributes.before(request);
     let response = library.transport.call(request)?;
     if response.rv.is_ok() {
         Ok(response.body)
@@ -61,6 +63,7 @@ fn call(library: &Library, request: &Request) -> Result<ResponseBody, Error> {
 /// length query, more data than room) is a broken peer.
 fn output(library: &Library, request: &Request, spec: OutputSpec) -> Result<Output, Error> {
     let function = request.function_name();
+    library.attributes.before(request);
     let response = library.transport.call(request)?;
     let too_small = response.rv.0 == wire_rv(CKR_BUFFER_TOO_SMALL);
     if !response.rv.is_ok() && !too_small {

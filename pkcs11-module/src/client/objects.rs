@@ -74,7 +74,29 @@ pub fn object_size(
 /// same order. The server answers `CKR_OK` even when some entries are
 /// sensitive or invalid; the caller turns those into the final `CK_RV`. An
 /// answer with another number of entries is a broken peer.
+///
+/// `length_query`: the caller gave no buffer for some entry; its answer is
+/// kept for the read that follows ([`super::attribute_cache`]), which is
+/// then answered without a round trip.
 pub fn attribute_values(
+    library: &Library,
+    session: SessionHandle,
+    object: ObjectHandle,
+    types: Vec<AttributeType>,
+    length_query: bool,
+) -> Result<Vec<AttributeResult>, Error> {
+    let cache = &library.attributes;
+    let results = match cache.take(session, object, &types) {
+        Some(kept) => kept,
+        None => ask_attribute_values(library, session, object, types.clone())?,
+    };
+    if length_query {
+        cache.keep(session, object, types, results.clone());
+    }
+    Ok(results)
+}
+
+fn ask_attribute_values(
     library: &Library,
     session: SessionHandle,
     object: ObjectHandle,

@@ -184,6 +184,7 @@ fn sessions_and_objects_against_the_fake_server() {
         session,
         ObjectHandle(0x20),
         vec![AttributeType(CKA_CLASS), AttributeType(CKA_VALUE)],
+        false,
     )
     .unwrap();
     assert_eq!(
@@ -198,7 +199,8 @@ fn sessions_and_objects_against_the_fake_server() {
             &library,
             session,
             ObjectHandle(5),
-            vec![]
+            vec![],
+            false,
         )),
         CKR_OBJECT_HANDLE_INVALID
     );
@@ -258,7 +260,8 @@ fn session_and_object_answers_of_the_wrong_shape_are_device_errors() {
             &library,
             session,
             ObjectHandle(1),
-            vec![AttributeType(0), AttributeType(1)]
+            vec![AttributeType(0), AttributeType(1)],
+            false,
         )),
         CKR_DEVICE_ERROR
     );

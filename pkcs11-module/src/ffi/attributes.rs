@@ -96,6 +96,14 @@ impl Template<'_> {
             .collect()
     }
 
+    /// True if some entry has no buffer (`pValue` NULL): the caller asks
+    /// for lengths.
+    pub fn has_length_query(&self) -> bool {
+        (0..self.len)
+            .filter_map(|index| self.entry(index))
+            .any(|entry| entry.pValue.is_null())
+    }
+
     /// An input template as wire attributes (`C_CreateObject`, `C_CopyObject`,
     /// `C_SetAttributeValue`, `C_FindObjectsInit`).
     pub fn to_wire(&self) -> Result<Vec<Attribute>, Error> {

@@ -123,6 +123,7 @@ pub(super) unsafe extern "C" fn C_GetAttributeValue(
             SessionHandle(wire(hSession)),
             ObjectHandle(wire(hObject)),
             types.clone(),
+            template.has_length_query(),
         )?;
         template.write_results(&library.profile.results_out(&types, results))
     })
