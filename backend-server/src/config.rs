@@ -53,7 +53,7 @@
 //!                                    # audit.pruned record); 0 keeps them forever
 //! sign_every_records = 1000          # sign a chain head every this many records of a chain,
 //! sign_interval_s = 60               # every this many seconds if it grew, and at shutdown
-//! queue_capacity = 4096              # records waiting for the writer thread at most
+//! queue_capacity = 4096              # records queued without waiting, at most
 //! durability = "fsync"               # "fsync": a record is on disk before the reply it
 //!                                    # describes; "os": handed to the OS (a server crash
 //!                                    # loses nothing, a power loss may lose the last commits)

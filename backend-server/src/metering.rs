@@ -71,7 +71,7 @@ pub fn hour_of(ts_ms: i64) -> i64 {
     ts_ms.div_euclid(HOUR_MS) * HOUR_MS
 }
 
-/// The in-memory counters, shared by every request and the writer thread.
+/// The in-memory counters, shared by every request and the audit housekeeping thread.
 #[derive(Debug, Default)]
 pub struct Metering {
     pending: Mutex<HashMap<MeterKey, Counts>>,

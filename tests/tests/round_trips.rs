@@ -164,7 +164,9 @@ fn child() {
         .update_attributes(public, &[Attribute::Label(b"renamed".to_vec())])
         .unwrap();
     assert_eq!(
-        session.get_attributes(public, &[AttributeType::Label]).unwrap(),
+        session
+            .get_attributes(public, &[AttributeType::Label])
+            .unwrap(),
         vec![Attribute::Label(b"renamed".to_vec())]
     );
 

@@ -8,7 +8,7 @@
 //!
 //! Records form one hash chain per tenant (and `@provider` for admin
 //! actions on no tenant): each carries the SHA-256 of the previous record's
-//! canonical encoding ([`record`]). The writer thread ([`writer`]) signs the
+//! canonical encoding ([`record`]). The writer ([`writer`]) signs the
 //! chain heads with the server's Ed25519 audit key ([`key`]) every
 //! `sign_every_records` records, every `sign_interval_s` and at shutdown.
 //! [`reader`] verifies and exports; [`cli`] is `hsmlink-server audit`.
@@ -42,7 +42,7 @@ use crate::metering::Metering;
 use key::AuditKey;
 use writer::{Committer, Writer};
 
-/// What the writer thread needs (from `[audit]` and `[metering]`).
+/// What the writer needs (from `[audit]` and `[metering]`).
 #[derive(Clone, Debug)]
 pub struct AuditSettings {
     /// The store's SQLite file.
@@ -53,7 +53,7 @@ pub struct AuditSettings {
     pub retention_days: Option<u32>,
     pub sign_every_records: u64,
     pub sign_interval: Duration,
-    /// Records waiting for the writer at most; callers wait beyond.
+    /// Records queued without waiting, at most; beyond, the caller commits them.
     pub queue_capacity: usize,
     pub metering_flush: Duration,
     /// `true` (default): a commit is on disk (fsync, `synchronous=FULL`)
@@ -120,7 +120,7 @@ pub struct Audit {
 
 impl Audit {
     /// Loads (or makes) the audit key, opens the audit tables and starts the
-    /// writer thread. The store's migrations must have run.
+    /// housekeeping thread. The store's migrations must have run.
     pub fn start(settings: AuditSettings, metering: Arc<Metering>) -> Result<Self, AuditError> {
         let key = AuditKey::load_or_create(&settings.key_file).map_err(AuditError)?;
         let public_key = key.public();
