@@ -149,15 +149,26 @@ fn child() {
     mark("random");
     assert_eq!(session.generate_random_vec(32).unwrap().len(), 32);
     done();
-    // cryptoki asks the lengths (NULL buffers), then the values: the
-    // module keeps the first answer for the second call.
+    // cryptoki asks the lengths (NULL buffers; a buffer for fixed-size
+    // attributes), then the values it lacks: the module keeps the first
+    // answer for the second call.
     let (public, _) = ec;
     mark("attribute read");
     let read = session
-        .get_attributes(public, &[AttributeType::Label, AttributeType::EcPoint])
+        .get_attributes(
+            public,
+            &[
+                AttributeType::Label,
+                AttributeType::KeyType,
+                AttributeType::EcPoint,
+            ],
+        )
         .unwrap();
     done();
-    assert!(matches!(&read[..], [Attribute::Label(_), Attribute::EcPoint(p)] if p.len() > 64));
+    assert!(matches!(
+        &read[..],
+        [Attribute::Label(_), Attribute::KeyType(KeyType::EC), Attribute::EcPoint(p)] if p.len() > 64
+    ));
     eprintln!("--- end");
     // A write in between is seen by the next read.
     session

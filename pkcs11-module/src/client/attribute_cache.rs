@@ -3,8 +3,8 @@
 //! Applications read attributes in two calls: `C_GetAttributeValue` with
 //! NULL buffers for the lengths, then again with buffers of those lengths.
 //! The server answers both with the values, so the module keeps the first
-//! answer; the second call — same session, same object, same attributes,
-//! within [`KEEP`] — is answered from it without a round trip. An answer
+//! answer; the second call — same session, same object, attributes the
+//! first asked, within [`KEEP`] — is answered from it without a round trip. An answer
 //! is used once. Every request that could change what it says (a write to
 //! an object, a login or logout, closing sessions, ...) drops every kept
 //! answer before it is sent; what other processes do meanwhile is seen as
@@ -53,7 +53,9 @@ impl AttributeCache {
     }
 
     /// The kept answer for this call, if it is the one that follows the
-    /// length query; the session's kept answer is gone either way.
+    /// length query: the same object, and attributes the query asked (the
+    /// `cryptoki` crate asks again only for those whose length it lacked);
+    /// the session's kept answer is gone either way.
     pub fn take(
         &self,
         session: SessionHandle,
@@ -61,8 +63,16 @@ impl AttributeCache {
         types: &[AttributeType],
     ) -> Option<Vec<AttributeResult>> {
         let kept = self.kept.lock().remove(&session)?;
-        (kept.object == object && kept.types == types && kept.at.elapsed() <= KEEP)
-            .then_some(kept.results)
+        if kept.object != object || kept.at.elapsed() > KEEP {
+            return None;
+        }
+        types
+            .iter()
+            .map(|t| {
+                let at = kept.types.iter().position(|k| k == t)?;
+                kept.results.get(at).cloned()
+            })
+            .collect()
     }
 
     /// Called before each request is sent: drops every kept answer unless
@@ -157,8 +167,14 @@ mod tests {
         assert_eq!(cache.take(S, ObjectHandle(8), &types()), None);
         // The mismatch used the session's answer up.
         assert_eq!(cache.take(S, O, &types()), None);
+        // A subset, in any order, is answered.
         cache.keep(S, O, types(), results());
-        assert_eq!(cache.take(S, O, &types()[..1]), None);
+        assert_eq!(
+            cache.take(S, O, &[types()[1], types()[0]]),
+            Some(vec![results()[1].clone(), results()[0].clone()])
+        );
+        cache.keep(S, O, types(), results());
+        assert_eq!(cache.take(S, O, &[AttributeType(0x100)]), None);
     }
 
     #[test]
