@@ -329,47 +329,40 @@ async fn serve_requests(
                 Err(_) => break "internal error".to_owned(),
             },
         };
-        let state = shared.state.clone();
+        // What may block (store commits, PIN hashing, disk flushes of the
+        // audit log) runs on the blocking pool, in a task of its own, so
+        // that the connection reads on; the rest is answered here, before
+        // the next frame is read ([`scheduling`]). The module sends one
+        // request at a time per connection, so nothing waits behind it.
+        let (id, function) = (header.request_id, request.function_name());
+        let state = &shared.state;
+        if state.in_process(ctx.tenant()) && scheduling::runs_inline(&request, audit_flushes(state))
+        {
+            let response = answer_and_scrub(state, &shared.throttle, ctx, request);
+            drop(permit);
+            let reply = reply_for(state, ctx, version, id, function, response);
+            if replies.send(reply).await.is_err() {
+                break "writer gone".to_owned();
+            }
+            continue;
+        }
+        let state = state.clone();
         let throttle = shared.throttle.clone();
         let ctx = ctx.clone();
         let replies = replies.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            let id = header.request_id;
-            let function = request.function_name();
-            // What may block (store commits, PIN hashing, disk flushes of
-            // the audit log) runs on the blocking pool; the rest here
-            // ([`scheduling`]). The stack is scrubbed after each request:
-            // key bytes and schedules the engines left in popped frames are
-            // wiped.
-            let inline = state.in_process(ctx.tenant())
-                && scheduling::runs_inline(&request, audit_flushes(&state));
-            let response = if inline {
-                let response = answer(&state, &throttle, &ctx, request);
-                hsmlink_crypto::stack::scrub();
-                response
-            } else {
-                let ctx = ctx.clone();
-                let state = state.clone();
+            let response = {
+                let (ctx, state) = (ctx.clone(), state.clone());
                 tokio::task::spawn_blocking(move || {
-                    let response = answer(&state, &throttle, &ctx, request);
-                    hsmlink_crypto::stack::scrub();
-                    response
+                    answer_and_scrub(&state, &throttle, &ctx, request)
                 })
                 .await
                 .unwrap_or_else(|_| Response::error(CKR_GENERAL_ERROR))
             };
-            state.registry.live().metrics.request(response.rv.0);
-            debug!(
-                conn = ctx.connection,
-                tenant = %ctx.tenant(),
-                request_id = id,
-                function,
-                rv = %format_args!("{:#x}", response.rv.0),
-                "request"
-            );
+            let reply = reply_for(&state, &ctx, version, id, function, response);
             // An error here means the writer is gone: the connection is closing.
-            let _ = replies.send(encode_response(version, id, &response)).await;
+            let _ = replies.send(reply).await;
         });
     };
 
@@ -380,6 +373,40 @@ async fn serve_requests(
         log_task_failure(done, ctx);
     }
     end
+}
+
+/// [`answer`], then the stack below is scrubbed: key bytes and schedules
+/// the engines left in popped frames are wiped.
+fn answer_and_scrub(
+    state: &ServerState,
+    throttle: &Arc<LoginThrottle>,
+    ctx: &ClientContext,
+    request: Request,
+) -> Response {
+    let response = answer(state, throttle, ctx, request);
+    hsmlink_crypto::stack::scrub();
+    response
+}
+
+/// Counts and logs an answer, and frames it.
+fn reply_for(
+    state: &ServerState,
+    ctx: &ClientContext,
+    version: u16,
+    id: u64,
+    function: &str,
+    response: Response,
+) -> Vec<u8> {
+    state.registry.live().metrics.request(response.rv.0);
+    debug!(
+        conn = ctx.connection,
+        tenant = %ctx.tenant(),
+        request_id = id,
+        function,
+        rv = %format_args!("{:#x}", response.rv.0),
+        "request"
+    );
+    encode_response(version, id, &response)
 }
 
 /// True if an audited call waits for a disk flush before its reply.
