@@ -5,9 +5,11 @@
 //! 2. The client's `Hello`, answered with `HelloReply` (also within the
 //!    handshake timeout). A certificate that names no known tenant, or no
 //!    common protocol version, gets `Rejected` and the connection closes.
-//! 3. Request frames. Each request runs in its own task, at most
-//!    `max_in_flight_per_connection` at a time; replies go through a channel
-//!    to one writer task, so they may leave out of order.
+//! 3. Request frames. A request that cannot block is answered in the read
+//!    loop; any other runs on the blocking pool, at most
+//!    `max_in_flight_per_connection` at a time ([`crate::scheduling`]);
+//!    replies go through a channel to one writer task, so they may leave
+//!    out of order.
 //!
 //! Every accepted connection is tracked by the registry ([`Live`]): a
 //! revoked certificate or a disabled tenant cuts it at once (the requests
@@ -350,19 +352,15 @@ async fn serve_requests(
         let throttle = shared.throttle.clone();
         let ctx = ctx.clone();
         let replies = replies.clone();
-        tasks.spawn(async move {
+        // Straight onto the pool (no async task in between, whose spawn
+        // and wake-up cost a thread wake each); the reply goes to the
+        // writer from there.
+        tasks.spawn_blocking(move || {
             let _permit = permit;
-            let response = {
-                let (ctx, state) = (ctx.clone(), state.clone());
-                tokio::task::spawn_blocking(move || {
-                    answer_and_scrub(&state, &throttle, &ctx, request)
-                })
-                .await
-                .unwrap_or_else(|_| Response::error(CKR_GENERAL_ERROR))
-            };
+            let response = answer_and_scrub(&state, &throttle, &ctx, request);
             let reply = reply_for(&state, &ctx, version, id, function, response);
             // An error here means the writer is gone: the connection is closing.
-            let _ = replies.send(reply).await;
+            let _ = replies.blocking_send(reply);
         });
     };
 
