@@ -175,6 +175,16 @@ pub fn ecdsa_sign(curve: Curve, d: &[u8], digest: &[u8]) -> Result<Vec<u8>> {
     })
 }
 
+/// `KeyTypeInconsistent` unless `point` is an uncompressed point of the
+/// curve.
+pub fn check_point(curve: Curve, point: &[u8]) -> Result<()> {
+    on_curve!(curve, m => {
+        m::ecdsa::VerifyingKey::from_sec1_bytes(point)
+            .map(|_| ())
+            .map_err(|_| CryptoError::KeyTypeInconsistent)
+    })
+}
+
 /// `CKM_ECDSA` verification (FIPS 186-5 section 6.4.2): `SignatureLenRange`
 /// if `sig` is not 2 x field width, `SignatureInvalid` if it fails.
 pub fn ecdsa_verify(curve: Curve, point: &[u8], digest: &[u8], sig: &[u8]) -> Result<()> {

