@@ -918,7 +918,7 @@ fn ecdsa_p1363_verify_prepared() {
                 let h = digest(alg, &v.msg);
                 let got = match &verifier {
                     Ok(k) => Got::unit(k.verify(&h, &v.sig)),
-                    Err(e) => Got::unit(Err(e.clone())),
+                    Err(e) => Got::unit(Err(*e)),
                 };
                 t.record(&id, v.result, got);
             }
