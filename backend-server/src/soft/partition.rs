@@ -77,7 +77,9 @@ struct Inner {
 struct SoftObject {
     /// Also its `CKA_UNIQUE_ID`, and part of the sealing AAD.
     id: String,
-    attrs: BTreeMap<u64, AttributeValue>,
+    /// Shared with the cryptographic calls that read the key ([`Key`]),
+    /// never changed: a change makes a new object.
+    attrs: Arc<BTreeMap<u64, AttributeValue>>,
     /// Session objects: the application and session that created them.
     owner: Option<(OwnerId, OwnerId)>,
     /// Engines built from `attrs` by the cryptographic calls.
@@ -92,7 +94,7 @@ impl SoftObject {
     ) -> Self {
         Self {
             id,
-            attrs,
+            attrs: Arc::new(attrs),
             owner,
             prepared: Arc::default(),
         }
@@ -347,7 +349,7 @@ impl SoftPartition {
         &self,
         ctx: &ObjectContext,
         handle: ObjectHandle,
-    ) -> CkResult<(BTreeMap<u64, AttributeValue>, Arc<Prepared>)> {
+    ) -> CkResult<(Arc<BTreeMap<u64, AttributeValue>>, Arc<Prepared>)> {
         let inner = self.lock();
         let object = inner
             .objects
@@ -507,7 +509,7 @@ fn encode_object(
     let private = object.private();
     let mut clear = Vec::new();
     let mut secret = Vec::new();
-    for (attr, value) in &object.attrs {
+    for (attr, value) in object.attrs.iter() {
         let attribute = Attribute::new(*attr, value.clone());
         if attributes::stored_in_clear(&profile, private, *attr) {
             clear.push(attribute);
@@ -622,7 +624,7 @@ impl PartitionDriver for SoftPartition {
         if !object.flag(cka::CKA_COPYABLE) {
             return Err(Ckr(CKR_ACTION_PROHIBITED));
         }
-        let mut attrs = object.attrs.clone();
+        let mut attrs = BTreeMap::clone(&object.attrs);
         attributes::modify(&mut attrs, template, actor(ctx), true)?;
         Self::may_hold(ctx, &attrs)?;
         let id = new_object_id()?;
@@ -707,7 +709,7 @@ impl PartitionDriver for SoftPartition {
         if !object.flag(cka::CKA_MODIFIABLE) && !only_state {
             return Err(Ckr(CKR_ACTION_PROHIBITED));
         }
-        let mut attrs = object.attrs.clone();
+        let mut attrs = BTreeMap::clone(&object.attrs);
         attributes::modify(&mut attrs, template, actor(ctx), false)?;
         let updated = SoftObject::new(object.id.clone(), attrs, object.owner);
         self.save_object(&inner, handle.0, &updated)?;

@@ -254,7 +254,7 @@ pub fn no_params(mechanism: &Mechanism) -> CkResult<()> {
 /// already built from them.
 #[derive(Debug)]
 pub struct Key {
-    pub attrs: BTreeMap<u64, AttributeValue>,
+    pub attrs: Arc<BTreeMap<u64, AttributeValue>>,
     pub prepared: Arc<Prepared>,
 }
 
