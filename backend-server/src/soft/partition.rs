@@ -30,7 +30,7 @@ use crate::partition_state::{self, PinRules};
 use crate::soft::keys::{
     Algorithms, KeyError, MasterKey, PartitionKek, RootKey, fill_random, wrapped_under_kek,
 };
-use crate::soft::operations::{Prepared, route};
+use crate::soft::operations::{Key, Prepared, route};
 use crate::soft::pins::PinHashParams;
 use crate::soft::selftests::{Health, tests_for};
 use crate::store::{ObjectRecord, PartitionRecord, Store};
@@ -345,11 +345,7 @@ impl SoftPartition {
     /// A copy of the attributes of the key `handle`, for a cryptographic
     /// call: `CKR_KEY_HANDLE_INVALID` if there is no such key for `ctx`,
     /// `CKR_USER_NOT_LOGGED_IN` for a private key without the user logged in.
-    pub(crate) fn crypto_key(
-        &self,
-        ctx: &ObjectContext,
-        handle: ObjectHandle,
-    ) -> CkResult<(Arc<BTreeMap<u64, AttributeValue>>, Arc<Prepared>)> {
+    pub(crate) fn crypto_key(&self, ctx: &ObjectContext, handle: ObjectHandle) -> CkResult<Key> {
         let inner = self.lock();
         let object = inner
             .objects
@@ -373,7 +369,10 @@ impl SoftPartition {
         ) {
             return Err(Ckr(CKR_KEY_HANDLE_INVALID));
         }
-        Ok((object.attrs.clone(), object.prepared.clone()))
+        Ok(Key {
+            attrs: object.attrs.clone(),
+            prepared: object.prepared.clone(),
+        })
     }
 
     /// The X.509 certificates `ctx` sees, DER: those with `CKA_TRUSTED`

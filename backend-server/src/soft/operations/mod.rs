@@ -439,13 +439,6 @@ pub fn check_key_type(kind: OpKind, family: Family, key: &Key) -> CkResult<()> {
     }
 }
 
-impl SoftPartition {
-    fn key(&self, ctx: &ObjectContext, handle: ObjectHandle) -> CkResult<Key> {
-        let (attrs, prepared) = self.crypto_key(ctx, handle)?;
-        Ok(Key { attrs, prepared })
-    }
-}
-
 impl CryptoDriver for SoftPartition {
     fn begin_operation(
         &self,
@@ -467,7 +460,7 @@ impl CryptoDriver for SoftPartition {
                 needs_context_login: false,
             });
         }
-        let key = self.key(ctx, key.ok_or(Ckr(CKR_KEY_HANDLE_INVALID))?)?;
+        let key = self.crypto_key(ctx, key.ok_or(Ckr(CKR_KEY_HANDLE_INVALID))?)?;
         check_key_type(kind, family, &key)?;
         key.permits(usage(kind), mechanism.mechanism.0)?;
         let (operation, hash_prefix): (Box<dyn Operation>, Option<Vec<u8>>) = match family {
@@ -495,7 +488,7 @@ impl CryptoDriver for SoftPartition {
         handle: ObjectHandle,
     ) -> CkResult<()> {
         self.health().check()?;
-        let key = self.key(ctx, handle)?;
+        let key = self.crypto_key(ctx, handle)?;
         if key.class() != CKO_SECRET_KEY {
             return Err(Ckr(CKR_KEY_INDIGESTIBLE));
         }
@@ -592,5 +585,5 @@ pub(crate) fn key_of(
     ctx: &ObjectContext,
     handle: ObjectHandle,
 ) -> CkResult<Key> {
-    partition.key(ctx, handle)
+    partition.crypto_key(ctx, handle)
 }
