@@ -1453,8 +1453,24 @@ fn strict_partition_separates_roles_and_guards_wrapping() {
         unwrap(vec![a(CKA_WRAP, Bool(true)), a(CKA_DECRYPT, Bool(true))]),
         err(CKR_TEMPLATE_INCONSISTENT)
     );
-    let copy = object(unwrap(vec![a(CKA_WRAP, Bool(true))]));
-    assert_eq!(wrap(copy, target), err(CKR_KEY_FUNCTION_NOT_PERMITTED));
+    // The wrap ledger: no transport copy of a data key, and no key out of
+    // a blob this partition never made.
+    assert_eq!(
+        unwrap(vec![a(CKA_WRAP, Bool(true))]),
+        err(CKR_TEMPLATE_INCONSISTENT)
+    );
+    object(unwrap(vec![a(CKA_ENCRYPT, Bool(true))]));
+    let foreign = t.ask(Request::UnwrapKey {
+        session: t.h,
+        mechanism: m(CKM_AES_KEY_WRAP),
+        unwrapping_key: kek,
+        wrapped_key: vec![0x5a; 24],
+        template: vec![
+            a(CKA_CLASS, Ulong(CKO_SECRET_KEY)),
+            a(CKA_KEY_TYPE, Ulong(CKK_AES)),
+        ],
+    });
+    assert_eq!(foreign, err(CKR_WRAPPED_KEY_INVALID));
     // Derivation keeps the base key's strength (up to 128 bits).
     let base = object(aes(32, vec![a(CKA_DERIVE, Bool(true))]));
     let derive = |len: u64| {
