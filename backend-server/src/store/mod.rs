@@ -61,6 +61,12 @@ pub struct DeviceObjectRecord {
     pub handle: u64,
     /// 16 random bytes.
     pub uid: Vec<u8>,
+    /// `CKA_HSMLINK_KEY_STATE` of a key (vendor modules do not know it):
+    /// `None` is active.
+    pub key_state: Option<u64>,
+    /// A destroyed key whose device object is gone: its remaining
+    /// attributes (codec encoding of `Vec<Attribute>`, no key material).
+    pub tombstone: Option<Vec<u8>>,
 }
 
 /// What a strict partition's wrap ledger holds of one blob that left it
@@ -153,6 +159,14 @@ pub trait Store: Send + Sync + Debug {
     /// Records a new device object (its handle and uid are new).
     fn put_device_object(&self, record: &DeviceObjectRecord) -> Result<(), StoreError>;
     fn delete_device_object(&self, partition: &str, handle: u64) -> Result<(), StoreError>;
+    /// A device object's key state, and its tombstone once destroyed.
+    fn set_device_key_state(
+        &self,
+        partition: &str,
+        handle: u64,
+        key_state: u64,
+        tombstone: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
     /// The wrap ledger's record of a blob (by its SHA-256), if any.
     fn wrap_record(&self, partition: &str, digest: &[u8])
     -> Result<Option<WrapRecord>, StoreError>;

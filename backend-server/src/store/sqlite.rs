@@ -155,6 +155,10 @@ const MIGRATIONS: &[&str] = &[
         wrapped_at INTEGER NOT NULL,
         PRIMARY KEY (partition, digest)
     ) STRICT;",
+    // 7: key states of pkcs11 partitions' keys (vendor modules do not know
+    // CKA_HSMLINK_KEY_STATE), and the tombstone of a destroyed key.
+    "ALTER TABLE device_objects ADD COLUMN key_state INTEGER;
+    ALTER TABLE device_objects ADD COLUMN tombstone BLOB;",
 ];
 
 /// The key ring's schema (its own file, its own version).
@@ -465,7 +469,10 @@ impl Store for SqliteStore {
     fn device_objects(&self, partition: &str) -> Result<Vec<DeviceObjectRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT handle, uid FROM device_objects WHERE partition = ?1 ORDER BY handle")
+            .prepare(
+                "SELECT handle, uid, key_state, tombstone FROM device_objects \
+                 WHERE partition = ?1 ORDER BY handle",
+            )
             .map_err(err)?;
         let rows = stmt
             .query_map(params![partition], |row| {
@@ -473,6 +480,8 @@ impl Store for SqliteStore {
                     partition: partition.to_owned(),
                     handle: row.get::<_, i64>(0)? as u64,
                     uid: row.get(1)?,
+                    key_state: row.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    tombstone: row.get(3)?,
                 })
             })
             .map_err(err)?;
@@ -484,8 +493,15 @@ impl Store for SqliteStore {
             .map_err(|_| StoreError(format!("object handle {} out of range", r.handle)))?;
         self.conn()
             .execute(
-                "INSERT INTO device_objects (partition, handle, uid) VALUES (?1, ?2, ?3)",
-                params![r.partition, handle, r.uid],
+                "INSERT INTO device_objects (partition, handle, uid, key_state, tombstone) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    r.partition,
+                    handle,
+                    r.uid,
+                    r.key_state.map(|v| v as i64),
+                    r.tombstone
+                ],
             )
             .map_err(err)?;
         Ok(())
@@ -500,6 +516,29 @@ impl Store for SqliteStore {
                 params![partition, handle],
             )
             .map_err(err)?;
+        Ok(())
+    }
+
+    fn set_device_key_state(
+        &self,
+        partition: &str,
+        handle: u64,
+        key_state: u64,
+        tombstone: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let handle = i64::try_from(handle)
+            .map_err(|_| StoreError(format!("object handle {handle} out of range")))?;
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE device_objects SET key_state = ?3, tombstone = ?4 \
+                 WHERE partition = ?1 AND handle = ?2",
+                params![partition, handle, key_state as i64, tombstone],
+            )
+            .map_err(err)?;
+        if changed == 0 {
+            return Err(StoreError(format!("no device object {handle}")));
+        }
         Ok(())
     }
 
@@ -976,6 +1015,8 @@ mod tests {
             partition: "d0".to_owned(),
             handle,
             uid: vec![uid; 16],
+            key_state: None,
+            tombstone: None,
         };
         store.put_device_object(&obj(9, 1)).unwrap();
         store.put_device_object(&obj(3, 2)).unwrap();
@@ -996,6 +1037,17 @@ mod tests {
         );
         store.delete_device_object("d0", 3).unwrap();
         assert_eq!(store.device_objects("d0").unwrap(), vec![obj(9, 1)]);
+        // Key states and tombstones live on the row.
+        store.set_device_key_state("d0", 9, 2, None).unwrap();
+        store
+            .set_device_key_state("d0", 9, 4, Some(&[1, 2]))
+            .unwrap();
+        assert!(store.set_device_key_state("d0", 3, 2, None).is_err());
+        let row = &store.device_objects("d0").unwrap()[0];
+        assert_eq!(
+            (row.key_state, row.tombstone.as_deref()),
+            (Some(4), Some(&[1u8, 2][..]))
+        );
         store.reinitialize_partition(&r).unwrap();
         assert!(store.device_objects("d0").unwrap().is_empty());
     }
