@@ -5,7 +5,8 @@
 //!
 //! - the key-separation attack: a key that only signs and verifies (a CMAC
 //!   key), wrapped with AES key wrap, unwrapped as an encryption,
-//!   decryption or derivation key: refused, nothing made;
+//!   decryption or derivation key: refused, nothing made; a TDES key that
+//!   only encrypts, wrapped with CBC-PAD, unwrapped to decrypt (soft HSM);
 //! - the honest round trip, with the same or fewer roles, and an unwrap
 //!   that names no role (it gets the recorded ones); the unwrapped key
 //!   works as the original did;
@@ -119,7 +120,7 @@ fn object_count(session: &Session) -> usize {
 }
 
 /// The key-separation attack and the honest round trips.
-fn separation(session: &Session) {
+fn separation(session: &Session, driver: &str) {
     let kek = kek(session, false);
     // A CMAC key: signs and verifies, nothing else.
     let mac_key = data_key(
@@ -161,6 +162,56 @@ fn separation(session: &Session) {
     );
     assert_eq!(rv(as_generic), RvError::TemplateInconsistent);
     assert_eq!(object_count(session), before, "a refused unwrap made a key");
+
+    // CBC-PAD (the soft HSM wraps with it under TDES; SoftHSMv2 through
+    // hsmlink does not): a DES2 key that only encrypts, under a generated
+    // DES3 KEK.
+    if driver == "soft" {
+        let cbc_pad = Mechanism::Des3CbcPad([5; 8]);
+        let des3_kek = session
+            .generate_key(
+                &Mechanism::Des3KeyGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::Wrap(true),
+                    Attribute::Unwrap(true),
+                ],
+            )
+            .unwrap();
+        let des2 = session
+            .generate_key(
+                &Mechanism::Des2KeyGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::Extractable(true),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(false),
+                    Attribute::Sign(false),
+                    Attribute::Verify(false),
+                    Attribute::Derive(false),
+                ],
+            )
+            .unwrap();
+        let blob = session.wrap_key(&cbc_pad, des3_kek, des2).unwrap();
+        let unwrap = |roles: &[Attribute]| {
+            let mut template = vec![
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::DES2),
+                Attribute::Token(false),
+            ];
+            template.extend_from_slice(roles);
+            session.unwrap_key(&cbc_pad, des3_kek, &blob, &template)
+        };
+        assert_eq!(
+            rv(unwrap(&[Attribute::Decrypt(true)])),
+            RvError::TemplateInconsistent
+        );
+        let back = unwrap(&[Attribute::Encrypt(true)]).unwrap();
+        assert_eq!(
+            session.encrypt(&Mechanism::Des3Ecb, back, &[3; 8]).unwrap(),
+            session.encrypt(&Mechanism::Des3Ecb, des2, &[3; 8]).unwrap()
+        );
+    }
 
     // Honest: the same roles, fewer roles, or none named (the record's).
     let same = unwrap(&[Attribute::Sign(true), Attribute::Verify(true)]).unwrap();
@@ -386,7 +437,7 @@ fn suite() {
     let pkcs11 = load_module();
     let session = user_session(&pkcs11, "ledger", USER_PIN);
     let driver = std::env::var(DRIVER).unwrap_or_else(|_| "soft".to_owned());
-    separation(&session);
+    separation(&session, &driver);
     foreign(&session, &driver);
 }
 
