@@ -764,7 +764,39 @@ fn a_relaxed_partition_accepts_conflicting_roles() {
             rv(session.update_attributes(known, &[Attribute::Derive(true)])),
             RvError::AttributeReadOnly
         );
-        let _ = key;
+        // No wrap ledger: a key that only encrypted unwraps with any roles.
+        let encrypting = session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &with(
+                    aes_template(16),
+                    vec![
+                        Attribute::Extractable(true),
+                        Attribute::Encrypt(true),
+                        Attribute::Decrypt(false),
+                        Attribute::Sign(false),
+                        Attribute::Verify(false),
+                        Attribute::Derive(false),
+                        Attribute::Wrap(false),
+                        Attribute::Unwrap(false),
+                    ],
+                ),
+            )
+            .unwrap();
+        let blob = session
+            .wrap_key(&Mechanism::AesKeyWrap, key, encrypting)
+            .unwrap();
+        session
+            .unwrap_key(
+                &Mechanism::AesKeyWrap,
+                key,
+                &blob,
+                &with(
+                    unwrap_template(),
+                    vec![Attribute::Decrypt(true), Attribute::Derive(true)],
+                ),
+            )
+            .unwrap();
         return;
     }
     let mut deployment = Deployment::init();
@@ -785,9 +817,11 @@ fn a_relaxed_partition_accepts_conflicting_roles() {
 
 const MADE_RELAXED: &str = "a_key_made_relaxed_does_not_wrap_once_strict";
 const PHASE: &str = "HSMLINK_SWEEP_PHASE";
+const BLOB: &str = "HSMLINK_SWEEP_BLOB";
 
 /// A partition turned strict after keys with conflicting roles were made on
-/// it relaxed: such a key wraps no more.
+/// it relaxed: such a key wraps no more, and a blob wrapped while it was
+/// relaxed (no wrap ledger) does not unwrap under a key that is not trusted.
 #[test]
 fn a_key_made_relaxed_does_not_wrap_once_strict() {
     if in_child() {
@@ -827,6 +861,16 @@ fn a_key_made_relaxed_does_not_wrap_once_strict() {
             session
                 .wrap_key(&Mechanism::AesKeyWrap, kek, target)
                 .unwrap();
+            // A blob made while relaxed, under a KEK of one role: no
+            // ledger keeps it.
+            let transport = token(
+                b"transport",
+                vec![Attribute::Wrap(true), Attribute::Unwrap(true)],
+            );
+            let blob = session
+                .wrap_key(&Mechanism::AesKeyWrap, transport, target)
+                .unwrap();
+            std::fs::write(std::env::var_os(BLOB).unwrap(), blob).unwrap();
         } else {
             use cryptoki::session::UserType;
             let slot = pkcs11.get_all_slots().unwrap()[0];
@@ -838,6 +882,21 @@ fn a_key_made_relaxed_does_not_wrap_once_strict() {
             assert_eq!(
                 rv(session.wrap_key(&Mechanism::AesKeyWrap, kek, target)),
                 RvError::KeyFunctionNotPermitted
+            );
+            // The relaxed partition's blob is in no wrap ledger: refused
+            // under its (not trusted) KEK once the partition is strict.
+            let transport = session
+                .find_objects(&[Attribute::Label(b"transport".to_vec())])
+                .unwrap()[0];
+            let blob = std::fs::read(std::env::var_os(BLOB).unwrap()).unwrap();
+            assert_eq!(
+                rv(session.unwrap_key(
+                    &Mechanism::AesKeyWrap,
+                    transport,
+                    &blob,
+                    &with(unwrap_template(), vec![Attribute::Encrypt(true)]),
+                )),
+                RvError::WrappedKeyInvalid
             );
         }
         return;
@@ -854,11 +913,15 @@ fn a_key_made_relaxed_does_not_wrap_once_strict() {
     )
     .unwrap();
     deployment.run_server();
+    let blob = deployment.path("relaxed-blob");
     let mut env = deployment.module_env();
+    env.push((BLOB, blob.clone().into()));
     env.push((PHASE, "relaxed".into()));
     run_in_child(MADE_RELAXED, &env);
     deployment.stop_server();
     std::fs::write(&path, strict).unwrap();
     deployment.run_server();
-    run_in_child(MADE_RELAXED, &deployment.module_env());
+    let mut env = deployment.module_env();
+    env.push((BLOB, blob.into()));
+    run_in_child(MADE_RELAXED, &env);
 }
