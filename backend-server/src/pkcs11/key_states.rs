@@ -47,6 +47,11 @@ pub fn without_state(template: &[Attribute]) -> impl Iterator<Item = &Attribute>
         .filter(|a| a.attr_type.0 != CKA_HSMLINK_KEY_STATE)
 }
 
+/// Whether a template names `CKA_HSMLINK_KEY_STATE`.
+pub fn asks_state(template: &[Attribute]) -> bool {
+    asked(template).is_some()
+}
+
 fn asked(template: &[Attribute]) -> Option<&AttributeValue> {
     template
         .iter()

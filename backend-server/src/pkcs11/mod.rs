@@ -106,6 +106,10 @@ pub struct Pkcs11Partition {
     /// Active digest operations by client session, for `C_DigestKey` (the
     /// generic layer hands the driver the operation as a trait object).
     digests: Mutex<HashMap<OwnerId, Weak<Mutex<OpCore>>>>,
+    /// Held by a key-state move and by a copy, from reading the state to
+    /// recording it: moves are forward only, and no copy is more usable
+    /// than its original, also under concurrent calls.
+    moving: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -251,6 +255,7 @@ impl Pkcs11Partition {
                 tombstones,
             }),
             digests: Mutex::new(HashMap::new()),
+            moving: Mutex::new(()),
         };
         for object in unburied {
             partition.finish_burial(object);
@@ -689,6 +694,7 @@ impl PartitionDriver for Pkcs11Partition {
         handle: ObjectHandle,
         template: &[Attribute],
     ) -> CkResult<()> {
+        let _moving = self.moving.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = self.object(ctx, source)?;
         if entry.tombstone {
             // No device object to copy (a difference from the soft HSM,
@@ -860,6 +866,8 @@ impl PartitionDriver for Pkcs11Partition {
         handle: ObjectHandle,
         template: &[Attribute],
     ) -> CkResult<()> {
+        let _moving = key_states::asks_state(template)
+            .then(|| self.moving.lock().unwrap_or_else(PoisonError::into_inner));
         let entry = self.object(ctx, handle)?;
         if entry.owner.is_none() && !ctx.rw {
             return Err(Ckr(CKR_SESSION_READ_ONLY));
