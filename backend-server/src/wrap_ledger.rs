@@ -141,7 +141,8 @@ pub(crate) enum Binding {
     /// A blob from elsewhere under a `CKA_TRUSTED` key: the SO's decision.
     Trusted,
     /// Not in the ledger, under a key the driver should refuse anyway (no
-    /// such key, or one without `CKA_UNWRAP`): whatever it makes goes.
+    /// such key, one without `CKA_UNWRAP`, or in a state that does not
+    /// unwrap): whatever it makes all the same goes.
     Unbound,
 }
 

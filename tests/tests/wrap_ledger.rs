@@ -526,6 +526,14 @@ fn on_both_drivers(test: &str, restart: bool) {
         let mut first = env.clone();
         first.push((PHASE, "before".into()));
         run_in_child(test, &first);
+        if !restart {
+            // The refused foreign blob, said clearly in the server's log.
+            let log = deployment.server_log();
+            assert!(
+                log.contains("not in the partition's wrap ledger"),
+                "no log line for the refused foreign blob:\n{log}"
+            );
+        }
         if restart {
             assert!(deployment.stop_server().unwrap().success());
             deployment.run_server_with_env(server_env);
