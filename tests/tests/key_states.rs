@@ -620,6 +620,52 @@ fn before_restart() {
     }
     write_out(&sets, reference);
     check_transitions(&session);
+    if on_device() {
+        tombstones(&session, sets[&DESTROYED].0);
+    }
+}
+
+/// The pkcs11 driver's tombstones: found on what they keep, by state;
+/// not copied (no device object to copy, README "Key states").
+fn tombstones(session: &Session, keys: Keys) {
+    let state = |v: u64| {
+        Attribute::VendorDefined((
+            AttributeType::VendorDefined(CKA_HSMLINK_KEY_STATE),
+            v.to_ne_bytes().to_vec(),
+        ))
+    };
+    let destroyed = session.find_objects(&[state(DESTROYED)]).unwrap();
+    for key in [
+        keys.data,
+        keys.kek,
+        keys.target,
+        keys.ec_private,
+        keys.ec_public,
+    ] {
+        assert!(destroyed.contains(&key), "{key:?} not found as destroyed");
+    }
+    let secret = session
+        .find_objects(&[
+            state(DESTROYED),
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::ValueLen(16.into()),
+        ])
+        .unwrap();
+    assert!(secret.contains(&keys.target) && !secret.contains(&keys.data));
+    assert!(
+        !session
+            .find_objects(&[state(ACTIVE)])
+            .unwrap()
+            .contains(&keys.data)
+    );
+    assert_eq!(
+        rv(session.copy_object(keys.target, &[Attribute::Token(false)])),
+        RvError::ActionProhibited
+    );
+    assert_eq!(
+        rv(session.update_attributes(keys.target, &[Attribute::Encrypt(false)])),
+        RvError::AttributeReadOnly
+    );
 }
 
 /// Second run, after the server restarted over the same store.
