@@ -49,8 +49,9 @@
 #define CKA_HSMLINK_KEY_VERSION 0xC8530301UL
 
 /*
- * Key states after NIST SP 800-57 part 1, section 5.3 (soft HSM partitions;
- * a vendor module behind the pkcs11 driver answers CKR_ATTRIBUTE_TYPE_INVALID).
+ * Key states after NIST SP 800-57 part 1, section 5.3 (every partition; behind
+ * the pkcs11 driver hsmlink keeps the state, which the vendor module does not
+ * know, and a destroyed key's device object is destroyed).
  * CKA_HSMLINK_KEY_STATE is a CK_ULONG on every key object, CKS_HSMLINK_ACTIVE
  * unless the creating template asks for CKS_HSMLINK_PRE_ACTIVATION (no other
  * value at creation). C_SetAttributeValue moves it forward only:

@@ -34,7 +34,7 @@ use crate::error::{CkResult, Ckr};
 use crate::handles::HandleAllocator;
 use crate::identity::PeerIdentity;
 use crate::metering::Metering;
-use crate::names::TenantName;
+use crate::names::{PartitionName, TenantName};
 use crate::pkcs11::device::DeviceError;
 use crate::registry::{Registry, Slot, Tenant};
 use crate::sessions::{AppKey, Closed, SessionView, Sessions};
@@ -447,6 +447,8 @@ pub(crate) struct Bound<'a> {
     pub mechanisms: &'static [mechanisms::MechanismEntry],
     /// The partition's secure-template rules.
     pub secure_templates: SecureTemplates,
+    /// The partition (the wrap ledger's records are its own).
+    pub partition: PartitionName,
 }
 
 impl Bound<'_> {
@@ -502,6 +504,7 @@ pub(crate) fn bind<'a>(
         state: PhantomData,
         mechanisms: slot.mechanisms(),
         secure_templates: slot.secure_templates,
+        partition: slot.partition.clone(),
     })
 }
 

@@ -3,7 +3,9 @@
 //! lets a key do. The soft HSM's attribute rules ([`crate::attributes`])
 //! apply [`check_transition`]; its single usage check,
 //! `soft::operations::Key::permits`, applies [`permits_usage`], and
-//! `C_WrapKey` [`permits_export`] on the key it wraps.
+//! `C_WrapKey` [`permits_export`] on the key it wraps. The `pkcs11`
+//! driver applies the same functions to the states it keeps for a vendor
+//! device's keys (`pkcs11::key_states`).
 //!
 //! | state | uses | moves to (who) |
 //! | --- | --- | --- |

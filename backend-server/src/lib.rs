@@ -56,6 +56,7 @@ pub(crate) mod testing;
 pub mod tls;
 pub mod token;
 pub mod transport;
+pub mod wrap_ledger;
 
 pub use config::Config;
 pub use dispatch::{ClientContext, ServerState, StateError, handle};

@@ -43,6 +43,10 @@
 //!   (`CKM_HSMLINK_TR31`, whose header carries its usage), so no second
 //!   copy of a key-encryption key can be unwrapped as a decryption key
 //!   (`CKR_KEY_NOT_WRAPPABLE`).
+//! - **Wrapping binds the key's attributes.** A blob wrapped with a
+//!   standard mechanism unwraps with no more than the wrapped key had, and
+//!   a blob the partition never made only under a `CKA_TRUSTED` key
+//!   ([`crate::wrap_ledger`]).
 //! - **Derivation keeps strength.** A secret key made by `C_DeriveKey` is at
 //!   least as strong as its base key, up to 128 bits
 //!   (`CKR_TEMPLATE_INCONSISTENT`).
@@ -424,7 +428,7 @@ pub(crate) fn check_set(
 }
 
 /// Destroys keys just made that may not stay.
-fn discard(bound: &Bound<'_>, made: &[ObjectHandle]) {
+pub(crate) fn discard(bound: &Bound<'_>, made: &[ObjectHandle]) {
     let ctx = bound.object_context();
     for handle in made {
         if let Err(e) = bound.driver.destroy_object(&ctx, *handle) {

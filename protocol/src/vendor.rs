@@ -48,8 +48,9 @@ pub const CKA_HSMLINK_KEYBLOCK_HEADER: u64 = HSMLINK_VENDOR_BASE | 0x0300;
 /// The key block's key version number (two ASCII characters); read-only.
 pub const CKA_HSMLINK_KEY_VERSION: u64 = HSMLINK_VENDOR_BASE | 0x0301;
 /// The key's state after NIST SP 800-57 part 1 section 5.3 (`CK_ULONG`, one
-/// of the `CKS_HSMLINK_*` values below); on every key of the soft HSM,
-/// moved forward only by `C_SetAttributeValue`, enforced on every use.
+/// of the `CKS_HSMLINK_*` values below); on every key, on both drivers
+/// (the `pkcs11` driver keeps it for the device), moved forward only by
+/// `C_SetAttributeValue`, enforced on every use.
 pub const CKA_HSMLINK_KEY_STATE: u64 = HSMLINK_VENDOR_BASE | 0x0302;
 
 // ---- Values of CKA_HSMLINK_KEY_STATE ----

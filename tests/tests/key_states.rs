@@ -1,8 +1,11 @@
 //! Key states after NIST SP 800-57 (`CKA_HSMLINK_KEY_STATE`) through the
-//! real module on the soft HSM: for each state, every use allowed or
-//! refused with its code; the transitions allowed and refused, by the user
-//! and by the SO; a destroyed key's material gone; all of it again after a
-//! server restart; and the audit log naming each state change.
+//! real module, on the soft HSM and on the `pkcs11` driver over SoftHSMv2
+//! (which does not know the attribute: hsmlink keeps the state): for each
+//! state, every use allowed or refused with its code; the transitions
+//! allowed and refused, by the user and by the SO; a destroyed key's
+//! material gone (on SoftHSMv2 the device object itself, its attributes
+//! answered from hsmlink's tombstone); all of it again after a server
+//! restart; and the audit log naming each state change.
 
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -229,7 +232,7 @@ fn check_uses(session: &Session, state: u64, keys: Keys, made: &Made, reference:
     let active = state == ACTIVE;
     let expect = |allowed: bool, refusal: RvError| if allowed { Ok(()) } else { Err(refusal) };
     let no = RvError::KeyFunctionNotPermitted;
-    let cases: Vec<(&str, Outcome, Outcome)> = vec![
+    let mut cases: Vec<(&str, Outcome, Outcome)> = vec![
         (
             "encrypt",
             outcome(session.encrypt(&Mechanism::AesEcb, keys.data, &PLAIN)),
@@ -330,6 +333,10 @@ fn check_uses(session: &Session, state: u64, keys: Keys, made: &Made, reference:
             expect(active, no),
         ),
     ];
+    if on_device() {
+        // No key blocks on the pkcs11 driver.
+        cases.retain(|(what, _, _)| !what.starts_with("key block"));
+    }
     for (what, got, wanted) in cases {
         assert_eq!(got, wanted, "state {state}: {what}");
     }
@@ -613,6 +620,52 @@ fn before_restart() {
     }
     write_out(&sets, reference);
     check_transitions(&session);
+    if on_device() {
+        tombstones(&session, sets[&DESTROYED].0);
+    }
+}
+
+/// The pkcs11 driver's tombstones: found on what they keep, by state;
+/// not copied (no device object to copy, README "Key states").
+fn tombstones(session: &Session, keys: Keys) {
+    let state = |v: u64| {
+        Attribute::VendorDefined((
+            AttributeType::VendorDefined(CKA_HSMLINK_KEY_STATE),
+            v.to_ne_bytes().to_vec(),
+        ))
+    };
+    let destroyed = session.find_objects(&[state(DESTROYED)]).unwrap();
+    for key in [
+        keys.data,
+        keys.kek,
+        keys.target,
+        keys.ec_private,
+        keys.ec_public,
+    ] {
+        assert!(destroyed.contains(&key), "{key:?} not found as destroyed");
+    }
+    let secret = session
+        .find_objects(&[
+            state(DESTROYED),
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::ValueLen(16.into()),
+        ])
+        .unwrap();
+    assert!(secret.contains(&keys.target) && !secret.contains(&keys.data));
+    assert!(
+        !session
+            .find_objects(&[state(ACTIVE)])
+            .unwrap()
+            .contains(&keys.data)
+    );
+    assert_eq!(
+        rv(session.copy_object(keys.target, &[Attribute::Token(false)])),
+        RvError::ActionProhibited
+    );
+    assert_eq!(
+        rv(session.update_attributes(keys.target, &[Attribute::Encrypt(false)])),
+        RvError::AttributeReadOnly
+    );
 }
 
 /// Second run, after the server restarted over the same store.
@@ -622,9 +675,84 @@ fn after_restart() {
     let session = pkcs11.open_rw_session(slot).unwrap();
     session.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
     let (reference, sets) = read_back(&session);
+    let mut uids = String::new();
     for (state, keys, made) in sets {
         check_uses(&session, state, keys, &made, reference);
+        if matches!(state, DEACTIVATED | DESTROYED) {
+            for key in [keys.data, keys.kek, keys.target, keys.ec_private] {
+                let unique = match session
+                    .get_attributes(key, &[AttributeType::UniqueId])
+                    .unwrap()
+                    .as_slice()
+                {
+                    [Attribute::UniqueId(u)] => u.clone(),
+                    other => panic!("no CKA_UNIQUE_ID: {other:?}"),
+                };
+                uids.push_str(&format!("{state} {}\n", String::from_utf8(unique).unwrap()));
+            }
+        }
     }
+    let out = std::env::var_os("KEY_STATES_OUT").unwrap();
+    std::fs::write(format!("{}.uids", out.to_string_lossy()), uids).unwrap();
+}
+
+/// On SoftHSMv2 directly (pkcs11 driver): the device objects of destroyed
+/// keys are gone, those of deactivated keys are there.
+fn on_the_device() {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    let out = std::env::var_os("KEY_STATES_OUT").unwrap();
+    let text = std::fs::read_to_string(format!("{}.uids", out.to_string_lossy())).unwrap();
+    let softhsm = Pkcs11::new(common::SOFTHSM_MODULE).unwrap();
+    softhsm
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = softhsm.get_slots_with_token().unwrap()[0];
+    let session = softhsm.open_ro_session(slot).unwrap();
+    let device_pin = std::env::var("KEY_STATES_DEVICE_PIN").unwrap();
+    session
+        .login(UserType::User, Some(&pin(&device_pin)))
+        .unwrap();
+    // hsmlink's CKA_ID on the device: "hl1:" ‖ uid ‖ the tenant's id.
+    let on_device: Vec<String> = session
+        .find_objects(&[])
+        .unwrap()
+        .into_iter()
+        .filter_map(|o| {
+            match session
+                .get_attributes(o, &[AttributeType::Id])
+                .ok()?
+                .as_slice()
+            {
+                [Attribute::Id(id)] if id.len() >= 20 => Some(hex(&id[4..20]).to_lowercase()),
+                _ => None,
+            }
+        })
+        .collect();
+    let mut checked = 0;
+    for line in text.lines() {
+        let (state, uid) = line.split_once(' ').unwrap();
+        let present = on_device.iter().any(|u| u == uid);
+        if state == DESTROYED.to_string() {
+            assert!(
+                !present,
+                "the device object of destroyed key {uid} is still there"
+            );
+        } else {
+            assert!(
+                present,
+                "the device object of deactivated key {uid} is gone"
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 8);
+}
+
+const DRIVER: &str = "KEY_STATES_DRIVER";
+
+/// Whether the child runs against the pkcs11 driver.
+fn on_device() -> bool {
+    std::env::var(DRIVER).is_ok_and(|d| d == "pkcs11")
 }
 
 #[test]
@@ -633,25 +761,50 @@ fn key_states_hold_on_every_use_across_a_restart_and_are_audited() {
         match std::env::var("KEY_STATES_PHASE").as_deref() {
             Ok("before") => before_restart(),
             Ok("after") => after_restart(),
+            Ok("device") => on_the_device(),
             other => panic!("phase {other:?}"),
         }
         return;
     }
     let mut deployment = Deployment::start();
+    suite(&mut deployment, &[]);
+    drop(deployment);
+
+    if !common::softhsm_available() {
+        eprintln!("SKIPPED (pkcs11 driver): SoftHSMv2 is not installed (Debian package softhsm2)");
+        return;
+    }
+    let device = common::SoftHsmDevice::new("states");
+    let mut deployment = Deployment::init();
+    deployment.use_pkcs11_device("states", &device);
+    deployment.run_server_with_env(&device.env());
+    let mut env = device.env();
+    env.push((DRIVER, OsString::from("pkcs11")));
+    suite(&mut deployment, &env);
+    let mut env = device.env();
+    env.push(("KEY_STATES_DEVICE_PIN", OsString::from(&device.pin)));
+    env.push(("KEY_STATES_OUT", deployment.path("key-states.txt").into()));
+    env.push(("KEY_STATES_PHASE", OsString::from("device")));
+    run_in_child(TEST, &env);
+}
+
+/// The suite in two children, the server restarted between them, then the
+/// audit log; `extra` goes to the children and the server.
+fn suite(deployment: &mut Deployment, extra: &[(&'static str, OsString)]) {
     let out = deployment.path("key-states.txt");
     let module_env = deployment.module_env();
     let env = |phase: &str| {
         let mut env = module_env.clone();
+        env.extend(extra.iter().cloned());
         env.push(("KEY_STATES_OUT", OsString::from(&out)));
         env.push(("KEY_STATES_PHASE", OsString::from(phase)));
         env
     };
     run_in_child(TEST, &env("before"));
     assert!(deployment.stop_server().unwrap().success());
-    deployment.run_server();
+    deployment.run_server_with_env(extra);
     run_in_child(TEST, &env("after"));
     assert!(deployment.stop_server().unwrap().success());
-
     // The audit log: each change with the state asked for and the answer.
     let lines = deployment.audit_export(&["--tenant", "demo"]);
     let set: Vec<&String> = lines
@@ -693,59 +846,4 @@ fn key_states_hold_on_every_use_across_a_restart_and_are_audited() {
     );
     let (ok, _, stderr) = deployment.server_command(&["audit", "verify"]);
     assert!(ok, "audit verify: {stderr}");
-}
-
-const DRIVER_TEST: &str = "the_pkcs11_driver_does_not_know_key_states";
-
-/// Behind the `pkcs11` driver the vendor module decides; SoftHSMv2 does
-/// not know the attribute: key states are a soft-HSM feature for now, and
-/// nothing else changes there.
-fn on_softhsm() {
-    let pkcs11 = load_module();
-    let session = common::user_session(&pkcs11, "states", USER_PIN);
-    let template = |extra: Option<Attribute>| {
-        let mut t = vec![
-            Attribute::ValueLen(16.into()),
-            Attribute::Token(false),
-            Attribute::Encrypt(true),
-            Attribute::Decrypt(true),
-        ];
-        t.extend(extra);
-        t
-    };
-    assert_eq!(
-        rv(session.generate_key(&Mechanism::AesKeyGen, &template(Some(state_attr(ACTIVE))))),
-        RvError::AttributeTypeInvalid
-    );
-    let key = session
-        .generate_key(&Mechanism::AesKeyGen, &template(None))
-        .unwrap();
-    let info = session
-        .get_attribute_info(key, &[AttributeType::VendorDefined(CKA_HSMLINK_KEY_STATE)])
-        .unwrap();
-    assert_eq!(format!("{info:?}"), "[TypeInvalid]");
-    assert_eq!(
-        rv(set_state(&session, key, DEACTIVATED)),
-        RvError::AttributeTypeInvalid
-    );
-    session.encrypt(&Mechanism::AesEcb, key, &PLAIN).unwrap();
-}
-
-#[test]
-fn the_pkcs11_driver_does_not_know_key_states() {
-    if in_child() {
-        on_softhsm();
-        return;
-    }
-    if !common::softhsm_available() {
-        eprintln!("SKIPPED: SoftHSMv2 is not installed (Debian package softhsm2)");
-        return;
-    }
-    let device = common::SoftHsmDevice::new("states");
-    let mut deployment = Deployment::init();
-    deployment.use_pkcs11_device("states", &device);
-    deployment.run_server_with_env(&device.env());
-    let mut env = deployment.module_env();
-    env.extend(device.env());
-    run_in_child(DRIVER_TEST, &env);
 }

@@ -126,8 +126,19 @@ fn check_made(
     mask: u32,
     made: cryptoki::error::Result<ObjectHandle>,
 ) -> Option<ObjectHandle> {
+    check_made_if(session, what, mask, allowed(&on_in(mask)), made)
+}
+
+/// [`check_made`] with the expected outcome given: made if `ok`.
+fn check_made_if(
+    session: &Session,
+    what: &str,
+    mask: u32,
+    ok: bool,
+    made: cryptoki::error::Result<ObjectHandle>,
+) -> Option<ObjectHandle> {
     let on = on_in(mask);
-    if allowed(&on) {
+    if ok {
         let key = made.unwrap_or_else(|e| panic!("{what} {on:?}: refused ({e})"));
         for which in ROLES {
             assert_eq!(
@@ -194,12 +205,17 @@ fn sweep(session: &Session) {
         vec![Attribute::Wrap(true), Attribute::Unwrap(true)],
     ))
     .unwrap();
+    // Every data role, so that the wrap ledger's record (no transport
+    // role: a transport key is not wrapped so) allows each data role.
     let data_key = generate(&with(
         aes_template(16),
         vec![
             Attribute::Extractable(true),
             Attribute::Encrypt(true),
             Attribute::Decrypt(true),
+            Attribute::Sign(true),
+            Attribute::Verify(true),
+            Attribute::Derive(true),
         ],
     ))
     .unwrap();
@@ -227,10 +243,13 @@ fn sweep(session: &Session) {
             mask,
             session.create_object(&with(created_template(&KNOWN[..16]), all_given(mask))),
         );
-        check_made(
+        // The unwrap also may not widen the wrapped key's record (the
+        // wrap ledger): no transport role.
+        check_made_if(
             session,
             "unwrap",
             mask,
+            allowed(&on) && !on.iter().any(|a| is_transport(*a)),
             session.unwrap_key(
                 &Mechanism::AesKeyWrap,
                 kek,
@@ -432,8 +451,9 @@ fn attacks(session: &Session, driver: &str) {
     );
 
     // Double unwrap with conflicting attributes: one unwrap asking for
-    // both roles is refused; two copies with one role each exist, but the
-    // wrapping copy never wraps (its value came from outside).
+    // both roles is refused; so is a copy asking for the transport role
+    // alone (the wrap ledger: the target never wrapped), and a copy with
+    // a role the target had is made.
     let before = object_count(session);
     assert_eq!(
         rv(session.unwrap_key(
@@ -448,14 +468,16 @@ fn attacks(session: &Session, driver: &str) {
         RvError::TemplateInconsistent
     );
     assert_eq!(object_count(session), before, "a refused unwrap made a key");
-    let wrapping_copy = session
-        .unwrap_key(
+    assert_eq!(
+        rv(session.unwrap_key(
             &Mechanism::AesKeyWrap,
             kek,
             &blob,
             &with(unwrap_template(), vec![Attribute::Wrap(true)]),
-        )
-        .unwrap();
+        )),
+        RvError::TemplateInconsistent
+    );
+    assert_eq!(object_count(session), before, "a refused unwrap made a key");
     let decrypting_copy = session
         .unwrap_key(
             &Mechanism::AesKeyWrap,
@@ -469,10 +491,6 @@ fn attacks(session: &Session, driver: &str) {
         vec![Attribute::Extractable(true), Attribute::Encrypt(true)],
     ))
     .unwrap();
-    assert_eq!(
-        rv(session.wrap_key(&Mechanism::AesKeyWrap, wrapping_copy, victim)),
-        RvError::KeyFunctionNotPermitted
-    );
     let _ = decrypting_copy;
 
     // Unwrap as readable: the blob of a sensitive key unwrapped with
@@ -746,7 +764,39 @@ fn a_relaxed_partition_accepts_conflicting_roles() {
             rv(session.update_attributes(known, &[Attribute::Derive(true)])),
             RvError::AttributeReadOnly
         );
-        let _ = key;
+        // No wrap ledger: a key that only encrypted unwraps with any roles.
+        let encrypting = session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &with(
+                    aes_template(16),
+                    vec![
+                        Attribute::Extractable(true),
+                        Attribute::Encrypt(true),
+                        Attribute::Decrypt(false),
+                        Attribute::Sign(false),
+                        Attribute::Verify(false),
+                        Attribute::Derive(false),
+                        Attribute::Wrap(false),
+                        Attribute::Unwrap(false),
+                    ],
+                ),
+            )
+            .unwrap();
+        let blob = session
+            .wrap_key(&Mechanism::AesKeyWrap, key, encrypting)
+            .unwrap();
+        session
+            .unwrap_key(
+                &Mechanism::AesKeyWrap,
+                key,
+                &blob,
+                &with(
+                    unwrap_template(),
+                    vec![Attribute::Decrypt(true), Attribute::Derive(true)],
+                ),
+            )
+            .unwrap();
         return;
     }
     let mut deployment = Deployment::init();
@@ -767,9 +817,11 @@ fn a_relaxed_partition_accepts_conflicting_roles() {
 
 const MADE_RELAXED: &str = "a_key_made_relaxed_does_not_wrap_once_strict";
 const PHASE: &str = "HSMLINK_SWEEP_PHASE";
+const BLOB: &str = "HSMLINK_SWEEP_BLOB";
 
 /// A partition turned strict after keys with conflicting roles were made on
-/// it relaxed: such a key wraps no more.
+/// it relaxed: such a key wraps no more, and a blob wrapped while it was
+/// relaxed (no wrap ledger) does not unwrap under a key that is not trusted.
 #[test]
 fn a_key_made_relaxed_does_not_wrap_once_strict() {
     if in_child() {
@@ -809,6 +861,16 @@ fn a_key_made_relaxed_does_not_wrap_once_strict() {
             session
                 .wrap_key(&Mechanism::AesKeyWrap, kek, target)
                 .unwrap();
+            // A blob made while relaxed, under a KEK of one role: no
+            // ledger keeps it.
+            let transport = token(
+                b"transport",
+                vec![Attribute::Wrap(true), Attribute::Unwrap(true)],
+            );
+            let blob = session
+                .wrap_key(&Mechanism::AesKeyWrap, transport, target)
+                .unwrap();
+            std::fs::write(std::env::var_os(BLOB).unwrap(), blob).unwrap();
         } else {
             use cryptoki::session::UserType;
             let slot = pkcs11.get_all_slots().unwrap()[0];
@@ -820,6 +882,21 @@ fn a_key_made_relaxed_does_not_wrap_once_strict() {
             assert_eq!(
                 rv(session.wrap_key(&Mechanism::AesKeyWrap, kek, target)),
                 RvError::KeyFunctionNotPermitted
+            );
+            // The relaxed partition's blob is in no wrap ledger: refused
+            // under its (not trusted) KEK once the partition is strict.
+            let transport = session
+                .find_objects(&[Attribute::Label(b"transport".to_vec())])
+                .unwrap()[0];
+            let blob = std::fs::read(std::env::var_os(BLOB).unwrap()).unwrap();
+            assert_eq!(
+                rv(session.unwrap_key(
+                    &Mechanism::AesKeyWrap,
+                    transport,
+                    &blob,
+                    &with(unwrap_template(), vec![Attribute::Encrypt(true)]),
+                )),
+                RvError::WrappedKeyInvalid
             );
         }
         return;
@@ -836,11 +913,15 @@ fn a_key_made_relaxed_does_not_wrap_once_strict() {
     )
     .unwrap();
     deployment.run_server();
+    let blob = deployment.path("relaxed-blob");
     let mut env = deployment.module_env();
+    env.push((BLOB, blob.clone().into()));
     env.push((PHASE, "relaxed".into()));
     run_in_child(MADE_RELAXED, &env);
     deployment.stop_server();
     std::fs::write(&path, strict).unwrap();
     deployment.run_server();
-    run_in_child(MADE_RELAXED, &deployment.module_env());
+    let mut env = deployment.module_env();
+    env.push((BLOB, blob.into()));
+    run_in_child(MADE_RELAXED, &env);
 }

@@ -1355,6 +1355,51 @@ fn aes_encrypt_data_derivation() {
 
 // ---- secure templates (strict partition) ----
 
+/// No blob leaves a strict partition unrecorded: a wrap whose wrap-ledger
+/// record cannot be written fails; a length query records nothing.
+#[test]
+fn a_wrap_the_ledger_cannot_record_does_not_leave() {
+    let t = setup();
+    let kek = object(t.generate(
+        CKM_AES_KEY_GEN,
+        vec![
+            a(CKA_VALUE_LEN, Ulong(32)),
+            a(CKA_WRAP, Bool(true)),
+            a(CKA_UNWRAP, Bool(true)),
+        ],
+    ));
+    let key = object(t.generate(
+        CKM_AES_KEY_GEN,
+        vec![a(CKA_VALUE_LEN, Ulong(16)), a(CKA_EXTRACTABLE, Bool(true))],
+    ));
+    let wrap = |out| {
+        t.ask(Request::WrapKey {
+            session: t.h,
+            mechanism: m(CKM_AES_KEY_WRAP),
+            wrapping_key: kek,
+            key,
+            out,
+        })
+    };
+    let rows = || {
+        let db = rusqlite::Connection::open(t.f.db()).unwrap();
+        db.query_row("SELECT count(*) FROM wrap_ledger", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+    };
+    assert_eq!(wrap(LengthQuery), length(24));
+    assert_eq!(rows(), 0, "a length query's bytes do not leave");
+    data(wrap(BIG));
+    assert_eq!(rows(), 1);
+    // The ledger's table gone (a store that cannot write): the wrap fails.
+    rusqlite::Connection::open(t.f.db())
+        .unwrap()
+        .execute_batch("DROP TABLE wrap_ledger")
+        .unwrap();
+    assert_eq!(wrap(BIG), err(CKR_DEVICE_ERROR));
+}
+
 #[test]
 fn strict_partition_separates_roles_and_guards_wrapping() {
     let t = setup();
@@ -1453,8 +1498,24 @@ fn strict_partition_separates_roles_and_guards_wrapping() {
         unwrap(vec![a(CKA_WRAP, Bool(true)), a(CKA_DECRYPT, Bool(true))]),
         err(CKR_TEMPLATE_INCONSISTENT)
     );
-    let copy = object(unwrap(vec![a(CKA_WRAP, Bool(true))]));
-    assert_eq!(wrap(copy, target), err(CKR_KEY_FUNCTION_NOT_PERMITTED));
+    // The wrap ledger: no transport copy of a data key, and no key out of
+    // a blob this partition never made.
+    assert_eq!(
+        unwrap(vec![a(CKA_WRAP, Bool(true))]),
+        err(CKR_TEMPLATE_INCONSISTENT)
+    );
+    object(unwrap(vec![a(CKA_ENCRYPT, Bool(true))]));
+    let foreign = t.ask(Request::UnwrapKey {
+        session: t.h,
+        mechanism: m(CKM_AES_KEY_WRAP),
+        unwrapping_key: kek,
+        wrapped_key: vec![0x5a; 24],
+        template: vec![
+            a(CKA_CLASS, Ulong(CKO_SECRET_KEY)),
+            a(CKA_KEY_TYPE, Ulong(CKK_AES)),
+        ],
+    });
+    assert_eq!(foreign, err(CKR_WRAPPED_KEY_INVALID));
     // Derivation keeps the base key's strength (up to 128 bits).
     let base = object(aes(32, vec![a(CKA_DERIVE, Bool(true))]));
     let derive = |len: u64| {

@@ -3,6 +3,8 @@
 //! driver checks keys, templates and parameters and stores the new objects;
 //! handles come from the tenant's counter.
 
+use std::sync::Arc;
+
 use cryptoki_sys::{
     CKF_DERIVE, CKF_GENERATE, CKF_GENERATE_KEY_PAIR, CKF_UNWRAP, CKF_WRAP, CKO_SECRET_KEY,
     CKR_BUFFER_TOO_SMALL,
@@ -14,8 +16,18 @@ use hsmlink_protocol::{
 
 use crate::calls::operation::{check_mechanism, crypto_session};
 use crate::dispatch::{ClientContext, ServerState};
-use crate::error::CkResult;
+use crate::error::{CkResult, Ckr};
 use crate::secure_templates;
+use crate::store::Store;
+use crate::wrap_ledger;
+
+/// The store the wrap ledger lives in.
+fn store(state: &ServerState) -> CkResult<Arc<dyn Store>> {
+    state.registry.store().map_err(|e| {
+        tracing::error!("wrap ledger: no store: {e}");
+        Ckr::DEVICE
+    })
+}
 
 /// `C_GenerateKey` (5.18.1).
 pub fn generate(
@@ -86,9 +98,14 @@ pub fn wrap(
             rv: Rv(CKR_BUFFER_TOO_SMALL),
             body: ResponseBody::Output(Output::Length(len)),
         },
-        OutputSpec::Capacity(_) => Response::ok(ResponseBody::Output(Output::Data(
-            Secret::from_slice(&wrapped),
-        ))),
+        OutputSpec::Capacity(_) => {
+            // Only bytes that leave are recorded (a length query's are
+            // forgotten), and none leave unrecorded.
+            wrap_ledger::record_wrap(&bound, store(state)?.as_ref(), mechanism, key, &wrapped)?;
+            Response::ok(ResponseBody::Output(Output::Data(Secret::from_slice(
+                &wrapped,
+            ))))
+        }
     })
 }
 
@@ -105,6 +122,14 @@ pub fn unwrap(
     let bound = crypto_session(state, ctx, session)?;
     check_mechanism(&bound, mechanism, CKF_UNWRAP)?;
     let template = secure_templates::unwrapped_key(&bound, mechanism, template)?;
+    let (template, binding) = wrap_ledger::bind_unwrap(
+        &bound,
+        store(state)?.as_ref(),
+        mechanism,
+        unwrapping_key,
+        wrapped,
+        &template,
+    )?;
     let handle = state.handles.allocate(ctx.tenant())?;
     bound.driver.unwrap_key(
         &bound.object_context(),
@@ -115,6 +140,7 @@ pub fn unwrap(
         &template,
     )?;
     secure_templates::check_made(&bound, &[handle])?;
+    wrap_ledger::check_unwrapped(&bound, &binding, handle)?;
     Ok(ResponseBody::Object(handle))
 }
 

@@ -14,6 +14,9 @@
 //!   objects); device handles never reach a tenant.
 //! - [`operations`]: the [`CryptoDriver`](crate::driver::CryptoDriver)
 //!   half, each operation holding its device session.
+//! - [`key_states`]: `CKA_HSMLINK_KEY_STATE`, which vendor modules do not
+//!   know, kept by hsmlink and enforced before a key's use reaches the
+//!   device; a destroyed key's device object goes, a tombstone stays.
 //! - [`mechanisms`]: what a slot lists — the device's mechanisms that
 //!   hsmlink carries — and the hook that maps hsmlink's SM numbers to a
 //!   device's own.
@@ -38,6 +41,7 @@
 )]
 
 pub mod device;
+pub mod key_states;
 pub mod mechanisms;
 pub mod module;
 pub mod objects;
@@ -57,6 +61,7 @@ use hsmlink_protocol::{
 use tracing::{info, warn};
 
 use self::device::{Device, DeviceError};
+use self::key_states::Tombstones;
 use self::module::Module;
 use self::objects::{Defaults, Entry, ObjectMap, Owner, Uid};
 use self::operations::OpCore;
@@ -64,9 +69,12 @@ use self::template::{CTemplate, read_attributes};
 use crate::attributes::{boolean, bytes};
 use crate::driver::{ObjectContext, OwnerId, PartitionDriver, TokenState, UserKind};
 use crate::error::{CkResult, Ckr};
+use crate::key_state::State as KeyState;
 use crate::partition_state::{self, PinRules};
 use crate::soft::partition::SecurityPolicy;
+use crate::soft::partition::actor;
 use crate::store::{DeviceObjectRecord, PartitionRecord, Store};
+use hsmlink_protocol::vendor::CKA_HSMLINK_KEY_STATE;
 
 /// `CK_TOKEN_INFO.model` of a pkcs11-driver token.
 pub const MODEL: &str = "pkcs11";
@@ -98,12 +106,18 @@ pub struct Pkcs11Partition {
     /// Active digest operations by client session, for `C_DigestKey` (the
     /// generic layer hands the driver the operation as a trait object).
     digests: Mutex<HashMap<OwnerId, Weak<Mutex<OpCore>>>>,
+    /// Held by a key-state move and by a copy, from reading the state to
+    /// recording it: moves are forward only, and no copy is more usable
+    /// than its original, also under concurrent calls.
+    moving: Mutex<()>,
 }
 
 #[derive(Debug)]
 struct State {
     record: PartitionRecord,
     objects: ObjectMap,
+    /// The remaining attributes of destroyed keys, by handle.
+    tombstones: Tombstones,
 }
 
 /// What a key lookup gives an operation.
@@ -161,6 +175,8 @@ impl Pkcs11Partition {
         }
         drop(session);
         let mut map = ObjectMap::default();
+        let mut tombstones = Tombstones::new();
+        let mut unburied = Vec::new();
         let rows = store
             .device_objects(name)
             .map_err(|e| fail(e.to_string()))?;
@@ -170,7 +186,32 @@ impl Pkcs11Partition {
                 missing += 1;
                 continue;
             };
-            match on_device.remove(&uid) {
+            let key_state = KeyState::of(row.key_state);
+            let found = on_device.remove(&uid);
+            if let Some(kept) = row.tombstone.as_deref().and_then(key_states::decode) {
+                let value = |attr| {
+                    kept.iter()
+                        .find(|a| a.attr_type.0 == attr)
+                        .map(|a| &a.value)
+                };
+                unburied.extend(found.map(|(object, _, _)| object));
+                map.insert(
+                    row.handle,
+                    Entry {
+                        uid,
+                        device: 0,
+                        class: crate::attributes::ulong(value(cka::CKA_CLASS))
+                            .unwrap_or(CKO_SECRET_KEY),
+                        private: boolean(value(cka::CKA_PRIVATE)).unwrap_or(true),
+                        owner: None,
+                        state: KeyState::Destroyed,
+                        tombstone: true,
+                    },
+                );
+                tombstones.insert(row.handle, kept);
+                continue;
+            }
+            match found {
                 Some((object, class, private)) => map.insert(
                     row.handle,
                     Entry {
@@ -179,6 +220,8 @@ impl Pkcs11Partition {
                         class,
                         private,
                         owner: None,
+                        state: key_state,
+                        tombstone: false,
                     },
                 ),
                 None => missing += 1,
@@ -201,7 +244,7 @@ impl Pkcs11Partition {
             );
         }
         info!(partition = name, device = %device.name, objects = map.len(), "partition open");
-        Ok(Self {
+        let partition = Self {
             name: name.to_owned(),
             device,
             store,
@@ -209,9 +252,15 @@ impl Pkcs11Partition {
             state: Mutex::new(State {
                 record,
                 objects: map,
+                tombstones,
             }),
             digests: Mutex::new(HashMap::new()),
-        })
+            moving: Mutex::new(()),
+        };
+        for object in unburied {
+            partition.finish_burial(object);
+        }
+        Ok(partition)
     }
 
     /// What the slot lists.
@@ -335,6 +384,8 @@ impl Pkcs11Partition {
                 session: ctx.session,
                 generation,
             }),
+            state: new.state,
+            tombstone: false,
         };
         let mut state = self.lock();
         let stored = if state.objects.contains(handle.0) {
@@ -345,6 +396,8 @@ impl Pkcs11Partition {
                     partition: self.name.clone(),
                     handle: handle.0,
                     uid: new.uid.to_vec(),
+                    key_state: (new.state != KeyState::Active).then(|| new.state.value()),
+                    tombstone: None,
                 })
                 .map_err(|e| {
                     warn!(partition = %self.name, "cannot record a device object: {e}");
@@ -369,6 +422,9 @@ impl Pkcs11Partition {
     /// Best effort: a device object we could not record, or a session
     /// object whose session closed.
     fn destroy_on_device(&self, entry: &Entry) {
+        if entry.tombstone {
+            return;
+        }
         let result = match entry.owner {
             Some(owner) if owner.generation != self.device.pool.anchor_generation() => Ok(()),
             Some(_) => self
@@ -448,6 +504,37 @@ impl Pkcs11Partition {
         self.make(!token, |m, s| m.create_object(s, &mut c))
     }
 
+    /// `C_SetAttributeValue` of a destroyed key's tombstone
+    /// ([`key_states::tombstone_set`]), recorded for a token object.
+    fn set_tombstone(
+        &self,
+        handle: ObjectHandle,
+        entry: &Entry,
+        template: &[Attribute],
+    ) -> CkResult<()> {
+        let mut state = self.lock();
+        let kept = state
+            .tombstones
+            .get(&handle.0)
+            .map_or(&[][..], Vec::as_slice);
+        let next = key_states::tombstone_set(entry, kept, template)?;
+        if entry.owner.is_none() {
+            self.store
+                .set_device_key_state(
+                    &self.name,
+                    handle.0,
+                    KeyState::Destroyed.value(),
+                    Some(&key_states::encode(&next)?),
+                )
+                .map_err(|e| {
+                    warn!(partition = %self.name, "cannot record a destroyed key: {e}");
+                    Ckr::DEVICE
+                })?;
+        }
+        state.tombstones.insert(handle.0, next);
+        Ok(())
+    }
+
     /// Destroys every object hsmlink made on the device (`C_InitToken`).
     fn wipe_device(&self) -> CkResult<()> {
         let mut session = self.device.pool.checkout()?;
@@ -470,6 +557,7 @@ pub(crate) struct NewDeviceObject {
     pub private: bool,
     /// The anchor generation of a session object; `None` for a token object.
     pub generation: Option<u64>,
+    pub state: KeyState,
 }
 
 /// What enumeration learns of a device object hsmlink made.
@@ -549,6 +637,7 @@ impl PartitionDriver for Pkcs11Partition {
         })?;
         state.record = next;
         state.objects.clear();
+        state.tombstones.clear();
         Ok(())
     }
 
@@ -593,6 +682,7 @@ impl PartitionDriver for Pkcs11Partition {
                 class: new.class,
                 private: new.private,
                 generation,
+                state: new.state,
             },
         )
     }
@@ -604,7 +694,18 @@ impl PartitionDriver for Pkcs11Partition {
         handle: ObjectHandle,
         template: &[Attribute],
     ) -> CkResult<()> {
+        let _moving = self.moving.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = self.object(ctx, source)?;
+        if entry.tombstone {
+            // No device object to copy (a difference from the soft HSM,
+            // which copies a destroyed key's remains).
+            return Err(Ckr(CKR_ACTION_PROHIBITED));
+        }
+        // A copy keeps its original's state, or moves it forward.
+        let moved = key_states::moved(template, &entry, actor(ctx))?;
+        let copy_state = moved.unwrap_or(entry.state);
+        let template: Vec<Attribute> = key_states::without_state(template).cloned().collect();
+        let template = template.as_slice();
         let find = |t: u64| {
             template
                 .iter()
@@ -650,6 +751,10 @@ impl PartitionDriver for Pkcs11Partition {
                 Ok(copy)
             })?
         };
+        let kept_state = match copy_state {
+            KeyState::Destroyed => KeyState::Compromised,
+            other => other,
+        };
         self.record_new(
             ctx,
             handle,
@@ -659,8 +764,14 @@ impl PartitionDriver for Pkcs11Partition {
                 class: entry.class,
                 private,
                 generation,
+                state: kept_state,
             },
-        )
+        )?;
+        if copy_state == KeyState::Destroyed {
+            let made = self.object(ctx, handle)?;
+            self.move_state(handle, made, KeyState::Destroyed)?;
+        }
+        Ok(())
     }
 
     fn destroy_object(&self, ctx: &ObjectContext, handle: ObjectHandle) -> CkResult<()> {
@@ -668,9 +779,12 @@ impl PartitionDriver for Pkcs11Partition {
         if entry.owner.is_none() && !ctx.rw {
             return Err(Ckr(CKR_SESSION_READ_ONLY));
         }
-        self.run(|m, s| m.destroy_object(s, entry.device))?;
+        if !entry.tombstone {
+            self.run(|m, s| m.destroy_object(s, entry.device))?;
+        }
         let mut state = self.lock();
         state.objects.remove(handle.0);
+        state.tombstones.remove(&handle.0);
         if entry.owner.is_none() {
             self.store
                 .delete_device_object(&self.name, handle.0)
@@ -686,6 +800,14 @@ impl PartitionDriver for Pkcs11Partition {
 
     fn object_size(&self, ctx: &ObjectContext, handle: ObjectHandle) -> CkResult<u64> {
         let entry = self.object(ctx, handle)?;
+        if entry.tombstone {
+            let state = self.lock();
+            let kept = state
+                .tombstones
+                .get(&handle.0)
+                .map_or(&[][..], Vec::as_slice);
+            return Ok(key_states::encode(kept)?.len() as u64);
+        }
         self.run(|m, s| m.object_size(s, entry.device))
     }
 
@@ -696,10 +818,21 @@ impl PartitionDriver for Pkcs11Partition {
         types: &[AttributeType],
     ) -> CkResult<Vec<AttributeResult>> {
         let entry = self.object(ctx, handle)?;
+        if entry.tombstone {
+            let state = self.lock();
+            let kept = state
+                .tombstones
+                .get(&handle.0)
+                .map_or(&[][..], Vec::as_slice);
+            return Ok(types
+                .iter()
+                .map(|t| key_states::tombstone_answer(&entry, kept, t.0))
+                .collect());
+        }
         let asked: Vec<u64> = types
             .iter()
             .map(|t| t.0)
-            .filter(|t| *t != cka::CKA_UNIQUE_ID)
+            .filter(|t| *t != cka::CKA_UNIQUE_ID && *t != CKA_HSMLINK_KEY_STATE)
             .collect();
         let mut values = self
             .run(|m, s| read_attributes(m, s, entry.device, &asked))?
@@ -710,6 +843,7 @@ impl PartitionDriver for Pkcs11Partition {
                 cka::CKA_UNIQUE_ID => {
                     AttributeResult::Value(AttributeValue::Bytes(objects::unique_id(&entry.uid)))
                 }
+                CKA_HSMLINK_KEY_STATE => key_states::answer(&entry),
                 t if t == objects::tag_attribute(entry.class) => match values.next() {
                     Some(AttributeResult::Value(AttributeValue::Bytes(ref v))) => {
                         match objects::parse_tag(t, v) {
@@ -732,13 +866,29 @@ impl PartitionDriver for Pkcs11Partition {
         handle: ObjectHandle,
         template: &[Attribute],
     ) -> CkResult<()> {
+        let _moving = key_states::asks_state(template)
+            .then(|| self.moving.lock().unwrap_or_else(PoisonError::into_inner));
         let entry = self.object(ctx, handle)?;
         if entry.owner.is_none() && !ctx.rw {
             return Err(Ckr(CKR_SESSION_READ_ONLY));
         }
-        let device_template = objects::with_device_tag(template, &entry.uid, entry.class)?;
-        let mut c = CTemplate::new(&device_template)?;
-        self.run(|m, s| m.set_attribute_value(s, entry.device, &mut c))?;
+        if entry.tombstone {
+            return self.set_tombstone(handle, &entry, template);
+        }
+        // The state is hsmlink's (checked first: all or nothing); the rest
+        // is the device's. A state alone moves even an unmodifiable key.
+        let moved = key_states::moved(template, &entry, actor(ctx))?;
+        let device_template: Vec<Attribute> =
+            key_states::without_state(template).cloned().collect();
+        if !device_template.is_empty() {
+            let device_template =
+                objects::with_device_tag(&device_template, &entry.uid, entry.class)?;
+            let mut c = CTemplate::new(&device_template)?;
+            self.run(|m, s| m.set_attribute_value(s, entry.device, &mut c))?;
+        }
+        if let Some(to) = moved {
+            self.move_state(handle, entry, to)?;
+        }
         let private = template
             .iter()
             .rev()
@@ -761,9 +911,11 @@ impl PartitionDriver for Pkcs11Partition {
         // what follows hsmlink's prefix.
         let mut want_tags: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut want_unique: Option<Vec<u8>> = None;
+        let mut want_state: Option<AttributeValue> = None;
         let mut device_template = Vec::new();
         for a in template {
             match (a.attr_type.0, &a.value) {
+                (CKA_HSMLINK_KEY_STATE, v) => want_state = Some(v.clone()),
                 (t @ (cka::CKA_ID | cka::CKA_APPLICATION), AttributeValue::Bytes(b)) => {
                     want_tags.push((t, b.clone()));
                 }
@@ -793,6 +945,11 @@ impl PartitionDriver for Pkcs11Partition {
         let mut out = Vec::new();
         for (handle, entry) in candidates {
             if self.object(ctx, ObjectHandle(handle)).is_err() {
+                continue;
+            }
+            if let Some(want) = &want_state
+                && key_states::answer(&entry) != AttributeResult::Value(want.clone())
+            {
                 continue;
             }
             if let Some(want) = &want_unique
@@ -831,6 +988,23 @@ impl PartitionDriver for Pkcs11Partition {
             }
             out.push(ObjectHandle(handle));
         }
+        // Tombstones are not on the device: matched here, on what they keep.
+        let state = self.lock();
+        for handle in state.objects.tombstones() {
+            let (Some(entry), Some(kept)) =
+                (state.objects.get(handle), state.tombstones.get(&handle))
+            else {
+                continue;
+            };
+            let visible = match entry.owner {
+                Some(owner) => owner.app == ctx.app,
+                None => true,
+            } && (!entry.private || ctx.sees_private());
+            if visible && key_states::tombstone_matches(entry, kept, template) {
+                out.push(ObjectHandle(handle));
+            }
+        }
+        out.sort_unstable_by_key(|h| h.0);
         Ok(out)
     }
 
@@ -841,7 +1015,10 @@ impl PartitionDriver for Pkcs11Partition {
                 .objects
                 .of_session(session)
                 .into_iter()
-                .filter_map(|h| state.objects.remove(h))
+                .filter_map(|h| {
+                    state.tombstones.remove(&h);
+                    state.objects.remove(h)
+                })
                 .collect()
         };
         for entry in &gone {

@@ -32,9 +32,11 @@ use cryptoki_sys::{
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::{Attribute, AttributeValue};
 
+use super::key_states;
 use crate::attributes::{boolean, ulong};
 use crate::driver::OwnerId;
 use crate::error::{CkResult, Ckr};
+use crate::key_state::State;
 use crate::soft::keys::fill_random;
 
 /// The version tag of hsmlink's `CKA_ID` prefix.
@@ -114,11 +116,17 @@ pub struct Owner {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub uid: Uid,
+    /// The device object; meaningless for a tombstone.
     pub device: CK_OBJECT_HANDLE,
     pub class: u64,
     pub private: bool,
     /// Session objects only.
     pub owner: Option<Owner>,
+    /// A key's state (kept by hsmlink: see [`super::key_states`]).
+    pub state: State,
+    /// A destroyed key whose device object is gone: hsmlink answers its
+    /// remaining attributes.
+    pub tombstone: bool,
 }
 
 impl Entry {
@@ -139,14 +147,34 @@ pub struct ObjectMap {
 
 impl ObjectMap {
     pub fn insert(&mut self, handle: u64, entry: Entry) {
-        self.by_device.insert(entry.device, handle);
+        // A tombstone has no device object (its old handle may be reused).
+        if !entry.tombstone {
+            self.by_device.insert(entry.device, handle);
+        }
         self.by_handle.insert(handle, entry);
     }
 
     pub fn remove(&mut self, handle: u64) -> Option<Entry> {
         let entry = self.by_handle.remove(&handle)?;
-        self.by_device.remove(&entry.device);
+        if !entry.tombstone {
+            self.by_device.remove(&entry.device);
+        }
         Some(entry)
+    }
+
+    /// Replaces the entry of `handle` (its state, or a tombstone now).
+    pub fn replace(&mut self, handle: u64, entry: Entry) {
+        self.remove(handle);
+        self.insert(handle, entry);
+    }
+
+    /// The handles of the tombstones.
+    pub fn tombstones(&self) -> Vec<u64> {
+        self.by_handle
+            .iter()
+            .filter(|(_, e)| e.tombstone)
+            .map(|(h, _)| *h)
+            .collect()
     }
 
     pub fn get(&self, handle: u64) -> Option<&Entry> {
@@ -203,6 +231,8 @@ pub struct NewObject {
     pub class: u64,
     pub token: bool,
     pub private: bool,
+    /// The key state the template asks (kept by hsmlink, not sent).
+    pub state: State,
 }
 
 /// The defaults of a new object whose template does not say.
@@ -239,8 +269,8 @@ pub fn new_object(template: &[Attribute], defaults: Defaults<'_>) -> CkResult<Ne
         Some(_) => return Err(Ckr(CKR_ATTRIBUTE_VALUE_INVALID)),
         None => defaults.tenant_id.to_vec(),
     };
-    let mut out: Vec<Attribute> = template
-        .iter()
+    let state = key_states::initial(template, class)?;
+    let mut out: Vec<Attribute> = key_states::without_state(template)
         .filter(|a| a.attr_type.0 != tag_attr)
         .cloned()
         .collect();
@@ -265,6 +295,7 @@ pub fn new_object(template: &[Attribute], defaults: Defaults<'_>) -> CkResult<Ne
         class,
         token,
         private,
+        state,
     })
 }
 

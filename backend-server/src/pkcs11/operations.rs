@@ -33,6 +33,7 @@ use hsmlink_protocol::{
 };
 use zeroize::Zeroizing;
 
+use super::key_states;
 use super::mechanisms::{HashThenSign, digest_info_prefix, hash_then_sign};
 use super::module::{Final, Io, Module, check};
 use super::objects::{self, Defaults};
@@ -369,6 +370,20 @@ fn check_allowed(facts: &KeyFacts, mechanism: u64) -> CkResult<()> {
     }
 }
 
+/// The usage attribute an operation of `kind` needs (its state is checked
+/// on it, as the soft HSM does).
+fn usage_of(kind: OpKind) -> u64 {
+    match kind {
+        OpKind::Encrypt => cka::CKA_ENCRYPT,
+        OpKind::Decrypt => cka::CKA_DECRYPT,
+        OpKind::Sign => cka::CKA_SIGN,
+        OpKind::Verify => cka::CKA_VERIFY,
+        OpKind::SignRecover => cka::CKA_SIGN_RECOVER,
+        OpKind::VerifyRecover => cka::CKA_VERIFY_RECOVER,
+        OpKind::Digest => 0,
+    }
+}
+
 impl Pkcs11Partition {
     /// The device's form of `mechanism`.
     /// `C_UnwrapKey` / `C_DeriveKey`: a new key (secret by default) from
@@ -408,6 +423,7 @@ impl Pkcs11Partition {
                 class: new.class,
                 private: new.private,
                 generation,
+                state: new.state,
             },
         )
     }
@@ -420,14 +436,16 @@ impl Pkcs11Partition {
     }
 
     /// Checks `key` for `mechanism` in a fresh session: visible, a key,
-    /// allowed the mechanism.
+    /// its state allowing `usage`, allowed the mechanism.
     fn checked_key(
         &self,
         ctx: &ObjectContext,
         key: ObjectHandle,
+        usage: u64,
         mechanism: u64,
     ) -> CkResult<CK_OBJECT_HANDLE> {
         let entry = self.key(ctx, key)?.entry;
+        key_states::permits(&entry, usage)?;
         let mut session = self.device().pool.checkout()?;
         check_allowed(&key_facts(&mut session, entry.device)?, mechanism)?;
         Ok(entry.device)
@@ -467,6 +485,8 @@ impl Pkcs11Partition {
                 session: crate::driver::OwnerId(0),
                 generation,
             }),
+            state: new.state,
+            tombstone: false,
         };
         self.destroy_on_device(&entry);
     }
@@ -505,7 +525,11 @@ impl CryptoDriver for Pkcs11Partition {
         let entry = match (kind, key) {
             (OpKind::Digest, _) => None,
             (_, None) => return Err(Ckr(CKR_KEY_HANDLE_INVALID)),
-            (_, Some(handle)) => Some(self.key(ctx, handle)?.entry),
+            (_, Some(handle)) => {
+                let entry = self.key(ctx, handle)?.entry;
+                key_states::permits(&entry, usage_of(kind))?;
+                Some(entry)
+            }
         };
         let mut session = self.device().pool.checkout()?;
         let mut needs_context_login = false;
@@ -560,6 +584,7 @@ impl CryptoDriver for Pkcs11Partition {
         key: ObjectHandle,
     ) -> CkResult<()> {
         let entry = self.key(ctx, key)?.entry;
+        key_states::permits(&entry, 0)?;
         let core = self
             .digests
             .lock()
@@ -600,6 +625,7 @@ impl CryptoDriver for Pkcs11Partition {
                 class: new.class,
                 private: new.private,
                 generation,
+                state: new.state,
             },
         )
     }
@@ -641,6 +667,7 @@ impl CryptoDriver for Pkcs11Partition {
             class: new.class,
             private: new.private,
             generation: if new.token { None } else { generation },
+            state: new.state,
         };
         self.record_pair(
             ctx,
@@ -657,8 +684,10 @@ impl CryptoDriver for Pkcs11Partition {
         wrapping_key: ObjectHandle,
         key: ObjectHandle,
     ) -> CkResult<Zeroizing<Vec<u8>>> {
-        let wrapping = self.checked_key(ctx, wrapping_key, mechanism.mechanism.0)?;
-        let target = self.key(ctx, key)?.entry.device;
+        let wrapping = self.checked_key(ctx, wrapping_key, cka::CKA_WRAP, mechanism.mechanism.0)?;
+        let target = self.key(ctx, key)?.entry;
+        key_states::permits_export(&target)?;
+        let target = target.device;
         let mut c_mechanism = self.c_mechanism(mechanism)?;
         self.run(|m, s| {
             let (rv, len) = m.wrap_key(s, &mut c_mechanism, wrapping, target, None);
@@ -681,7 +710,8 @@ impl CryptoDriver for Pkcs11Partition {
         wrapped: &[u8],
         template: &[Attribute],
     ) -> CkResult<()> {
-        let unwrapping = self.checked_key(ctx, unwrapping_key, mechanism.mechanism.0)?;
+        let unwrapping =
+            self.checked_key(ctx, unwrapping_key, cka::CKA_UNWRAP, mechanism.mechanism.0)?;
         self.make_secret_key(ctx, handle, mechanism, template, |m, s, c_mechanism, c| {
             m.unwrap_key(s, c_mechanism, unwrapping, wrapped, c)
         })
@@ -695,7 +725,7 @@ impl CryptoDriver for Pkcs11Partition {
         base_key: ObjectHandle,
         template: &[Attribute],
     ) -> CkResult<()> {
-        let base = self.checked_key(ctx, base_key, mechanism.mechanism.0)?;
+        let base = self.checked_key(ctx, base_key, cka::CKA_DERIVE, mechanism.mechanism.0)?;
         self.make_secret_key(ctx, handle, mechanism, template, |m, s, c_mechanism, c| {
             m.derive_key(s, c_mechanism, base, c)
         })

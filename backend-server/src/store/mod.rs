@@ -61,6 +61,32 @@ pub struct DeviceObjectRecord {
     pub handle: u64,
     /// 16 random bytes.
     pub uid: Vec<u8>,
+    /// `CKA_HSMLINK_KEY_STATE` of a key (vendor modules do not know it):
+    /// `None` is active.
+    pub key_state: Option<u64>,
+    /// A destroyed key whose device object is gone: its remaining
+    /// attributes (codec encoding of `Vec<Attribute>`, no key material).
+    pub tombstone: Option<Vec<u8>>,
+}
+
+/// What a strict partition's wrap ledger holds of one blob that left it
+/// by `C_WrapKey` with a standard mechanism ([`crate::wrap_ledger`]): the
+/// wrapped key's class, key type, usage and readability, so that an
+/// unwrap of the same bytes cannot widen them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrapRecord {
+    pub partition: String,
+    /// SHA-256 of the wrapped bytes.
+    pub digest: Vec<u8>,
+    pub class: u64,
+    pub key_type: u64,
+    /// The usage attributes that were true, one bit each
+    /// ([`crate::wrap_ledger`] says which).
+    pub usage: u64,
+    pub sensitive: bool,
+    pub extractable: bool,
+    /// Unix seconds of the (latest) wrap.
+    pub wrapped_at: i64,
 }
 
 /// A tenant of the registry (the provider's view: server.toml's tenants
@@ -121,7 +147,8 @@ pub trait Store: Send + Sync + Debug {
     /// Writes every field of the record but its name and algorithms.
     fn update_partition(&self, record: &PartitionRecord) -> Result<(), StoreError>;
     /// `C_InitToken`: the partition's new state and no objects (nor device
-    /// object ids), at once.
+    /// object ids, nor wrap-ledger records: no key of the partition is
+    /// left to unwrap them), at once.
     fn reinitialize_partition(&self, record: &PartitionRecord) -> Result<(), StoreError>;
     fn objects(&self, partition: &str) -> Result<Vec<ObjectRecord>, StoreError>;
     /// Inserts or replaces the object (partition, object id).
@@ -132,6 +159,22 @@ pub trait Store: Send + Sync + Debug {
     /// Records a new device object (its handle and uid are new).
     fn put_device_object(&self, record: &DeviceObjectRecord) -> Result<(), StoreError>;
     fn delete_device_object(&self, partition: &str, handle: u64) -> Result<(), StoreError>;
+    /// A device object's key state, and its tombstone once destroyed.
+    fn set_device_key_state(
+        &self,
+        partition: &str,
+        handle: u64,
+        key_state: u64,
+        tombstone: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
+    /// The wrap ledger's record of a blob (by its SHA-256), if any.
+    fn wrap_record(&self, partition: &str, digest: &[u8])
+    -> Result<Option<WrapRecord>, StoreError>;
+    /// Records a wrapped blob. The same bytes wrapped again (a
+    /// deterministic mechanism, two copies of one value) keep what both
+    /// records allow: the usage and extractability of both, sensitive if
+    /// either was; if class or key type differ, no usage at all.
+    fn put_wrap_record(&self, record: &WrapRecord) -> Result<(), StoreError>;
     /// The tenant's handles below this value may have been handed out.
     fn handle_reservation(&self, tenant: &str) -> Result<u64, StoreError>;
     fn set_handle_reservation(&self, tenant: &str, up_to: u64) -> Result<(), StoreError>;
@@ -175,7 +218,8 @@ pub trait Store: Send + Sync + Debug {
     /// Termination: destroys the partition's key-encryption key first
     /// (the cryptographic erase: every copy of its master key, backups
     /// included, is undecryptable from then on), then its master key, PIN
-    /// records and objects, and marks its slot terminated. The audit log is
+    /// records, objects and wrap-ledger records, and marks its slot
+    /// terminated. The audit log is
     /// not touched.
     fn erase_partition(&self, partition: &str, at: i64) -> Result<(), StoreError>;
 

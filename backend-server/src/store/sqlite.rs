@@ -16,7 +16,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     CertificateRow, DeviceObjectRecord, ObjectRecord, PartitionRecord, SlotRow, Store, StoreError,
-    TenantRow,
+    TenantRow, WrapRecord,
 };
 
 /// Schema versions, in order; entry N brings the schema to version N+1.
@@ -142,6 +142,23 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant, partition, minute_ms)
     ) STRICT;
     CREATE INDEX IF NOT EXISTS metering_minutes_minute ON metering_minutes (minute_ms);",
+    // 6: the wrap ledger of strict partitions (crate::wrap_ledger): what
+    // each blob wrapped with a standard mechanism held, by SHA-256.
+    "CREATE TABLE IF NOT EXISTS wrap_ledger (
+        partition TEXT NOT NULL REFERENCES partitions(name) ON DELETE CASCADE,
+        digest BLOB NOT NULL,
+        class INTEGER NOT NULL,
+        key_type INTEGER NOT NULL,
+        usage INTEGER NOT NULL,
+        sensitive INTEGER NOT NULL,
+        extractable INTEGER NOT NULL,
+        wrapped_at INTEGER NOT NULL,
+        PRIMARY KEY (partition, digest)
+    ) STRICT;",
+    // 7: key states of pkcs11 partitions' keys (vendor modules do not know
+    // CKA_HSMLINK_KEY_STATE), and the tombstone of a destroyed key.
+    "ALTER TABLE device_objects ADD COLUMN key_state INTEGER;
+    ALTER TABLE device_objects ADD COLUMN tombstone BLOB;",
 ];
 
 /// The key ring's schema (its own file, its own version).
@@ -392,6 +409,11 @@ impl Store for SqliteStore {
             params![r.name],
         )
         .map_err(err)?;
+        tx.execute(
+            "DELETE FROM wrap_ledger WHERE partition = ?1",
+            params![r.name],
+        )
+        .map_err(err)?;
         update_partition(&tx, r)?;
         tx.commit().map_err(err)
     }
@@ -447,7 +469,10 @@ impl Store for SqliteStore {
     fn device_objects(&self, partition: &str) -> Result<Vec<DeviceObjectRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT handle, uid FROM device_objects WHERE partition = ?1 ORDER BY handle")
+            .prepare(
+                "SELECT handle, uid, key_state, tombstone FROM device_objects \
+                 WHERE partition = ?1 ORDER BY handle",
+            )
             .map_err(err)?;
         let rows = stmt
             .query_map(params![partition], |row| {
@@ -455,6 +480,8 @@ impl Store for SqliteStore {
                     partition: partition.to_owned(),
                     handle: row.get::<_, i64>(0)? as u64,
                     uid: row.get(1)?,
+                    key_state: row.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    tombstone: row.get(3)?,
                 })
             })
             .map_err(err)?;
@@ -466,8 +493,15 @@ impl Store for SqliteStore {
             .map_err(|_| StoreError(format!("object handle {} out of range", r.handle)))?;
         self.conn()
             .execute(
-                "INSERT INTO device_objects (partition, handle, uid) VALUES (?1, ?2, ?3)",
-                params![r.partition, handle, r.uid],
+                "INSERT INTO device_objects (partition, handle, uid, key_state, tombstone) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    r.partition,
+                    handle,
+                    r.uid,
+                    r.key_state.map(|v| v as i64),
+                    r.tombstone
+                ],
             )
             .map_err(err)?;
         Ok(())
@@ -480,6 +514,86 @@ impl Store for SqliteStore {
             .execute(
                 "DELETE FROM device_objects WHERE partition = ?1 AND handle = ?2",
                 params![partition, handle],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn set_device_key_state(
+        &self,
+        partition: &str,
+        handle: u64,
+        key_state: u64,
+        tombstone: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let handle = i64::try_from(handle)
+            .map_err(|_| StoreError(format!("object handle {handle} out of range")))?;
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE device_objects SET key_state = ?3, tombstone = ?4 \
+                 WHERE partition = ?1 AND handle = ?2",
+                params![partition, handle, key_state as i64, tombstone],
+            )
+            .map_err(err)?;
+        if changed == 0 {
+            return Err(StoreError(format!("no device object {handle}")));
+        }
+        Ok(())
+    }
+
+    fn wrap_record(
+        &self,
+        partition: &str,
+        digest: &[u8],
+    ) -> Result<Option<WrapRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT class, key_type, usage, sensitive, extractable, wrapped_at \
+                 FROM wrap_ledger WHERE partition = ?1 AND digest = ?2",
+                params![partition, digest],
+                |row| {
+                    Ok(WrapRecord {
+                        partition: partition.to_owned(),
+                        digest: digest.to_vec(),
+                        class: row.get::<_, i64>(0)? as u64,
+                        key_type: row.get::<_, i64>(1)? as u64,
+                        usage: row.get::<_, i64>(2)? as u64,
+                        sensitive: row.get(3)?,
+                        extractable: row.get(4)?,
+                        wrapped_at: row.get(5)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(err)
+    }
+
+    fn put_wrap_record(&self, r: &WrapRecord) -> Result<(), StoreError> {
+        // CK_ULONG values beyond i64 (vendor key types) keep their bits.
+        let (class, key_type, usage) = (r.class as i64, r.key_type as i64, r.usage as i64);
+        self.conn()
+            .execute(
+                "INSERT INTO wrap_ledger \
+                 (partition, digest, class, key_type, usage, sensitive, extractable, wrapped_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (partition, digest) DO UPDATE SET \
+                 usage = CASE WHEN class = excluded.class AND key_type = excluded.key_type \
+                     THEN usage & excluded.usage ELSE 0 END, \
+                 class = excluded.class, key_type = excluded.key_type, \
+                 sensitive = sensitive | excluded.sensitive, \
+                 extractable = extractable & excluded.extractable, \
+                 wrapped_at = excluded.wrapped_at",
+                params![
+                    r.partition,
+                    r.digest,
+                    class,
+                    key_type,
+                    usage,
+                    r.sensitive,
+                    r.extractable,
+                    r.wrapped_at
+                ],
             )
             .map_err(err)?;
         Ok(())
@@ -730,6 +844,11 @@ impl Store for SqliteStore {
             params![partition],
         )
         .map_err(err)?;
+        tx.execute(
+            "DELETE FROM wrap_ledger WHERE partition = ?1",
+            params![partition],
+        )
+        .map_err(err)?;
         tx.execute("DELETE FROM partitions WHERE name = ?1", params![partition])
             .map_err(err)?;
         tx.execute(
@@ -829,6 +948,63 @@ mod tests {
     }
 
     #[test]
+    fn wrap_records_merge_to_what_both_allow_and_go_with_the_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hsmlink.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let r = record("w0");
+        store.insert_partition(&r).unwrap();
+        let wrap = |digest: u8, key_type, usage, extractable| WrapRecord {
+            partition: "w0".to_owned(),
+            digest: vec![digest; 32],
+            class: 4,
+            key_type,
+            usage,
+            sensitive: false,
+            extractable,
+            wrapped_at: 7,
+        };
+        store.put_wrap_record(&wrap(1, 0x1f, 0b0011, true)).unwrap();
+        assert_eq!(
+            store.wrap_record("w0", &[1; 32]).unwrap(),
+            Some(wrap(1, 0x1f, 0b0011, true))
+        );
+        assert_eq!(store.wrap_record("w0", &[2; 32]).unwrap(), None);
+        assert_eq!(store.wrap_record("other", &[1; 32]).unwrap(), None);
+        // The same bytes again: what both allow.
+        let mut narrower = wrap(1, 0x1f, 0b0110, false);
+        narrower.sensitive = true;
+        store.put_wrap_record(&narrower).unwrap();
+        let mut both = wrap(1, 0x1f, 0b0010, false);
+        both.sensitive = true;
+        assert_eq!(store.wrap_record("w0", &[1; 32]).unwrap(), Some(both));
+        // Another key type for the same bytes: no usage left.
+        store
+            .put_wrap_record(&wrap(1, 0x10, 0b0010, false))
+            .unwrap();
+        assert_eq!(store.wrap_record("w0", &[1; 32]).unwrap().unwrap().usage, 0);
+        // Records need their partition, survive a reopen, and go with
+        // C_InitToken and with the partition.
+        assert!(
+            store
+                .put_wrap_record(&WrapRecord {
+                    partition: "nope".to_owned(),
+                    ..wrap(3, 0x1f, 1, true)
+                })
+                .is_err()
+        );
+        store.put_wrap_record(&wrap(3, 0x1f, 1, true)).unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(store.wrap_record("w0", &[3; 32]).unwrap().is_some());
+        store.reinitialize_partition(&r).unwrap();
+        assert_eq!(store.wrap_record("w0", &[3; 32]).unwrap(), None);
+        store.put_wrap_record(&wrap(4, 0x1f, 1, true)).unwrap();
+        store.erase_partition("w0", 9).unwrap();
+        assert_eq!(store.wrap_record("w0", &[4; 32]).unwrap(), None);
+    }
+
+    #[test]
     fn device_objects_round_trip_and_go_with_init_token() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("hsmlink.db")).unwrap();
@@ -839,6 +1015,8 @@ mod tests {
             partition: "d0".to_owned(),
             handle,
             uid: vec![uid; 16],
+            key_state: None,
+            tombstone: None,
         };
         store.put_device_object(&obj(9, 1)).unwrap();
         store.put_device_object(&obj(3, 2)).unwrap();
@@ -859,6 +1037,17 @@ mod tests {
         );
         store.delete_device_object("d0", 3).unwrap();
         assert_eq!(store.device_objects("d0").unwrap(), vec![obj(9, 1)]);
+        // Key states and tombstones live on the row.
+        store.set_device_key_state("d0", 9, 2, None).unwrap();
+        store
+            .set_device_key_state("d0", 9, 4, Some(&[1, 2]))
+            .unwrap();
+        assert!(store.set_device_key_state("d0", 3, 2, None).is_err());
+        let row = &store.device_objects("d0").unwrap()[0];
+        assert_eq!(
+            (row.key_state, row.tombstone.as_deref()),
+            (Some(4), Some(&[1u8, 2][..]))
+        );
         store.reinitialize_partition(&r).unwrap();
         assert!(store.device_objects("d0").unwrap().is_empty());
     }
