@@ -48,6 +48,8 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Queue {
     records: VecDeque<(Box<Record>, Option<Outcome>)>,
     closed: bool,
+    /// A caller is committing for everyone ([`Committer::record`]).
+    leading: bool,
 }
 
 /// The housekeeper's alarm: a queued record, or the end.
@@ -63,6 +65,8 @@ pub(super) struct Committer {
     writer: Mutex<Writer>,
     alarm: Mutex<Alarm>,
     bell: Condvar,
+    /// Rung by a leading caller when its commits are done.
+    committed: Condvar,
     queue_capacity: usize,
     fsync: bool,
 }
@@ -81,6 +85,7 @@ impl Committer {
             writer: Mutex::new(writer),
             alarm: Mutex::new(Alarm::default()),
             bell: Condvar::new(),
+            committed: Condvar::new(),
             queue_capacity,
         }
     }
@@ -96,17 +101,35 @@ impl Committer {
 
     /// Records `record` and returns once it is committed (by this thread or
     /// by the one that held the lock when it queued).
+    ///
+    /// One caller at a time leads: it commits everything queued, then wakes
+    /// the others at once. (Followers that each took the writer's lock in
+    /// turn, only to find their record committed, passed it along one
+    /// thread wake-up at a time: a convoy that held up the next commit.)
     pub(super) fn record(&self, record: Record) -> Result<(), String> {
         let outcome = Outcome::default();
         self.enqueue(record, Some(outcome.clone()))?;
-        let mut writer = locked(&self.writer);
-        if outcome.get().is_none() {
-            self.commit_queued(&mut writer);
+        let mut queue = locked(&self.queue);
+        loop {
+            if let Some(result) = outcome.get() {
+                return result.clone();
+            }
+            if queue.leading {
+                // The leader rings when done; the timeout is a safety net.
+                queue = self
+                    .committed
+                    .wait_timeout(queue, Duration::from_millis(50))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+                continue;
+            }
+            queue.leading = true;
+            drop(queue);
+            self.commit_queued(&mut locked(&self.writer));
+            queue = locked(&self.queue);
+            queue.leading = false;
+            self.committed.notify_all();
         }
-        outcome
-            .get()
-            .cloned()
-            .unwrap_or_else(|| Err(STOPPED.to_owned()))
     }
 
     /// Queues `record`; the housekeeper commits it soon, before any record
