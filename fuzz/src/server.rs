@@ -36,8 +36,8 @@ use hsmlink_server::store::{SqliteStore, Store};
 
 use crate::seeds::Handles;
 
-/// Two soft slots for the fuzzed tenant, one for a neighbour it must never
-/// reach.
+/// Two soft slots for the fuzzed tenant, and a neighbour tenant in the
+/// registry (requests always carry the fuzzed tenant's context).
 const CONFIG: &str = r#"
 [tls]
 cert = "/x/server.pem"
