@@ -89,7 +89,7 @@ enum Access {
 /// Builds a `CK_ATTRIBUTE` array at nesting level `depth`: its address
 /// (NULL or in `mem`) and the count to pass.
 fn template(r: &mut Reader, mem: &mut Memory, depth: usize, access: Access) -> (usize, CK_ULONG) {
-    if r.u8() % 8 == 0 {
+    if r.u8().is_multiple_of(8) {
         // NULL with any count: CKR_ARGUMENTS_BAD unless 0.
         return (0, r.ulong());
     }
@@ -103,7 +103,7 @@ fn template(r: &mut Reader, mem: &mut Memory, depth: usize, access: Access) -> (
     let misalign = usize::from(r.u8() % 8);
     let ptr = mem.alloc_entries(&entries, misalign);
     // A count below the entries built is still valid; above never.
-    let count = if r.u8() % 4 == 0 {
+    let count = if r.u8().is_multiple_of(4) {
         usize::from(r.u8()) % (n + 1)
     } else {
         n
@@ -133,7 +133,7 @@ fn value(
                 return (0, count);
             }
             let full = count as usize * ENTRY_SIZE;
-            let cut = if r.u8() % 4 == 0 {
+            let cut = if r.u8().is_multiple_of(4) {
                 usize::from(r.u8()) % (full + 1)
             } else {
                 0
@@ -160,7 +160,7 @@ fn value(
 /// `profile` numbers it), its parameter laid out as the module will read
 /// it for that number.
 fn mechanism(r: &mut Reader, mem: &mut Memory, profile: usize) -> usize {
-    if r.u8() % 16 == 0 {
+    if r.u8().is_multiple_of(16) {
         return 0;
     }
     let pick = usize::from(r.u8());
@@ -171,7 +171,7 @@ fn mechanism(r: &mut Reader, mem: &mut Memory, profile: usize) -> usize {
     let shape = shape(fuzzing::mechanism_in_profile(profile, app_number));
     let (param, param_len) = parameter(r, mem, shape);
     mem.alloc_words(
-        &[app_number as u64, param as u64, param_len],
+        &[app_number, param as CK_ULONG, param_len],
         usize::from(r.u8() % 8),
     )
 }

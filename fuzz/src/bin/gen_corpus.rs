@@ -133,7 +133,7 @@ fn module_parse() {
         1, // no cut
         3, 1, // misalign 3, full count
     ];
-    let mut values = (CKO_SECRET_KEY as u64).to_ne_bytes().to_vec();
+    let mut values = CKO_SECRET_KEY.to_ne_bytes().to_vec();
     values.push(1);
     write("module_parse", "template_in", &input(0, &template, &values));
     // The same with the luna profile (op 12: 12 % 3 == 0, profile 3).
@@ -198,7 +198,7 @@ fn module_parse() {
         0, 1,
     ];
     let answer = vec![
-        AttributeResult::Value(AttributeValue::Ulong(CKO_SECRET_KEY as u64)),
+        AttributeResult::Value(AttributeValue::Ulong(CKO_SECRET_KEY)),
         AttributeResult::Value(AttributeValue::Bytes(b"label".to_vec())),
         AttributeResult::Value(AttributeValue::Template(
             seeds::aes_template()[..2].to_vec(),
