@@ -27,6 +27,9 @@
 mod attributes;
 mod convert;
 mod crypto;
+/// The parsers of C structures, for the fuzz targets only.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod general;
 mod input;
 mod interface;
