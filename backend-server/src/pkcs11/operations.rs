@@ -370,20 +370,6 @@ fn check_allowed(facts: &KeyFacts, mechanism: u64) -> CkResult<()> {
     }
 }
 
-/// The usage attribute an operation of `kind` needs (its state is checked
-/// on it, as the soft HSM does).
-fn usage_of(kind: OpKind) -> u64 {
-    match kind {
-        OpKind::Encrypt => cka::CKA_ENCRYPT,
-        OpKind::Decrypt => cka::CKA_DECRYPT,
-        OpKind::Sign => cka::CKA_SIGN,
-        OpKind::Verify => cka::CKA_VERIFY,
-        OpKind::SignRecover => cka::CKA_SIGN_RECOVER,
-        OpKind::VerifyRecover => cka::CKA_VERIFY_RECOVER,
-        OpKind::Digest => 0,
-    }
-}
-
 impl Pkcs11Partition {
     /// The device's form of `mechanism`.
     /// `C_UnwrapKey` / `C_DeriveKey`: a new key (secret by default) from
@@ -527,7 +513,7 @@ impl CryptoDriver for Pkcs11Partition {
             (_, None) => return Err(Ckr(CKR_KEY_HANDLE_INVALID)),
             (_, Some(handle)) => {
                 let entry = self.key(ctx, handle)?.entry;
-                key_states::permits(&entry, usage_of(kind))?;
+                key_states::permits(&entry, kind.usage_attribute())?;
                 Some(entry)
             }
         };

@@ -376,19 +376,6 @@ impl Key {
     }
 }
 
-/// The usage attribute an operation kind needs.
-fn usage(kind: OpKind) -> u64 {
-    match kind {
-        OpKind::Encrypt => cka::CKA_ENCRYPT,
-        OpKind::Decrypt => cka::CKA_DECRYPT,
-        OpKind::Sign => cka::CKA_SIGN,
-        OpKind::Verify => cka::CKA_VERIFY,
-        OpKind::SignRecover => cka::CKA_SIGN_RECOVER,
-        OpKind::VerifyRecover => cka::CKA_VERIFY_RECOVER,
-        OpKind::Digest => 0,
-    }
-}
-
 /// The key class an asymmetric operation kind uses.
 pub fn asymmetric_class(kind: OpKind) -> u64 {
     match kind {
@@ -462,7 +449,7 @@ impl CryptoDriver for SoftPartition {
         }
         let key = self.crypto_key(ctx, key.ok_or(Ckr(CKR_KEY_HANDLE_INVALID))?)?;
         check_key_type(kind, family, &key)?;
-        key.permits(usage(kind), mechanism.mechanism.0)?;
+        key.permits(kind.usage_attribute(), mechanism.mechanism.0)?;
         let (operation, hash_prefix): (Box<dyn Operation>, Option<Vec<u8>>) = match family {
             Family::Hmac(..)
             | Family::Cmac(..)
