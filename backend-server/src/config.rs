@@ -87,6 +87,7 @@
 //! # device = "hsm0"                  # pkcs11 driver (required there, refused elsewhere):
 //!                                    # the [[devices]] entry holding the partition; a device
 //!                                    # holds one partition
+//! # replicas = ["hsm1"]              # pkcs11 driver: devices holding copies (failover)
 //! # secure_templates = "strict"      # key-management rules above the driver: "strict"
 //!                                    # (default) or "relaxed" (PKCS#11's rules and sticky
 //!                                    # usage only); see crate::secure_templates
@@ -434,6 +435,10 @@ pub struct SlotConfig {
     /// pkcs11 driver: the `[[devices]]` entry holding the partition.
     #[serde(default)]
     pub device: Option<DeviceName>,
+    /// pkcs11 driver: more `[[devices]]` entries holding copies of the
+    /// partition (replicas, see `pkcs11::replicas`).
+    #[serde(default)]
+    pub replicas: Vec<DeviceName>,
     /// The secure-template rules of the partition (`strict` by default).
     #[serde(default)]
     pub secure_templates: SecureTemplates,
@@ -895,7 +900,13 @@ impl Config {
                             "a slot with driver = \"pkcs11\" needs device = \"NAME\" of a [[devices]] entry",
                         ));
                     }
-                    (DriverKind::Pkcs11, Some(name)) => {
+                    (DriverKind::Pkcs11, Some(primary)) => {
+                        for (r, name) in std::iter::once(primary).chain(&slot.replicas).enumerate() {
+                        let key = if r == 0 {
+                            key.clone()
+                        } else {
+                            format!("tenants[{t}].slots[{s}].replicas[{}]", r - 1)
+                        };
                         if !names.contains(name) {
                             return Err(ConfigError::new(
                                 file,
@@ -916,6 +927,7 @@ impl Config {
                                 ),
                             ));
                         }
+                        }
                     }
                     (DriverKind::Soft, Some(_)) => {
                         return Err(ConfigError::new(
@@ -924,7 +936,14 @@ impl Config {
                             "only slots with driver = \"pkcs11\" name a device",
                         ));
                     }
-                    (DriverKind::Soft, None) => {}
+                    (DriverKind::Soft, None) if slot.replicas.is_empty() => {}
+                    (_, _) => {
+                        return Err(ConfigError::new(
+                            file,
+                            format!("tenants[{t}].slots[{s}].replicas"),
+                            "replicas are devices holding copies of a pkcs11 slot's device: give device = \"NAME\" too, and driver = \"pkcs11\"",
+                        ));
+                    }
                 }
             }
         }

@@ -110,6 +110,8 @@ pub struct Slot {
     pub algorithms: AlgorithmsConfig,
     /// pkcs11 driver: the device holding the partition.
     pub device: Option<DeviceName>,
+    /// pkcs11 driver: the devices holding copies.
+    pub replicas: Vec<DeviceName>,
     pub state: PartitionState,
     /// The secure-template rules (server.toml's `secure_templates`; a
     /// partition server.toml does not name gets the default, strict).
@@ -191,6 +193,7 @@ impl Registry {
                             serial: s.serial.clone(),
                             algorithms: s.algorithms,
                             device: s.device.clone(),
+                            replicas: s.replicas.clone(),
                             state: PartitionState::Active,
                             secure_templates: s.secure_templates,
                             mechanisms: mechanisms_of(s.driver),
@@ -511,7 +514,7 @@ impl Registry {
                 }
                 let taken = rows.iter().any(|r| {
                     r.state != PartitionState::Terminated.as_str()
-                        && r.device.as_deref() == Some(device.as_str())
+                        && r.device.as_deref().is_some_and(|d| d.split(',').any(|d| d == device.as_str()))
                 });
                 if taken {
                     return Err(RegistryError::Conflict(format!(
@@ -746,7 +749,7 @@ fn seed_store(store: &dyn Store, seed: &[Arc<Tenant>]) -> Result<(), StateError>
                     DriverKind::Soft => slot.algorithms.soft().as_str().to_owned(),
                     DriverKind::Pkcs11 => pkcs11::ALGORITHMS.to_owned(),
                 },
-                device: slot.device.as_ref().map(|d| d.to_string()),
+                device: device_column(slot),
                 state: PartitionState::Active.as_str().to_owned(),
                 source: SOURCE_CONFIG.to_owned(),
                 created_at: now,
@@ -829,30 +832,34 @@ fn open_partition(backing: &Backing, slot: &Slot) -> Result<Option<Partition>, S
                 device: String::new(),
                 message: format!("partition {} names no device", slot.partition),
             })?;
-            let config = backing
-                .devices
-                .iter()
-                .find(|d| d.name == name)
-                .ok_or_else(|| DeviceError {
-                    device: name.to_string(),
-                    message: format!(
-                        "partition {} names a device that is not configured",
-                        slot.partition
-                    ),
-                })?;
-            let device = Device::open(config)?;
-            let partition = Pkcs11Partition::open(
+            let mut devices = Vec::new();
+            for name in std::iter::once(&name).chain(&slot.replicas) {
+                let config = backing
+                    .devices
+                    .iter()
+                    .find(|d| d.name == *name)
+                    .ok_or_else(|| DeviceError {
+                        device: name.to_string(),
+                        message: format!(
+                            "partition {} names a device that is not configured",
+                            slot.partition
+                        ),
+                    })?;
+                devices.push(Device::open(config)?);
+            }
+            let partition = Arc::new(Pkcs11Partition::open(
                 slot.partition.as_str(),
-                device,
+                devices,
                 backing.store.clone(),
                 backing.policy,
-            )?;
+            )?);
+            partition.watch();
             // The slot's list, fixed for the life of the partition: one
             // small table per opened device, leaked once.
             let table: &'static [MechanismEntry] =
                 Box::leak(partition.mechanisms().to_vec().into_boxed_slice());
             Ok(Some(Partition {
-                driver: Arc::new(partition),
+                driver: partition,
                 kind: PartitionKind::Pkcs11 { device: name },
                 mechanisms: Some(table),
             }))
@@ -865,6 +872,19 @@ fn mechanisms_of(driver: DriverKind) -> &'static [MechanismEntry] {
         DriverKind::Soft => soft::mechanisms::SOFT_MECHANISMS,
         DriverKind::Pkcs11 => &[],
     }
+}
+
+/// The store's `device` column of a slot: its device, then its replicas,
+/// comma-separated (device names never hold a comma).
+fn device_column(slot: &Slot) -> Option<String> {
+    let device = slot.device.as_ref()?;
+    Some(
+        std::iter::once(device)
+            .chain(&slot.replicas)
+            .map(|d| d.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    )
 }
 
 pub fn driver_str(driver: DriverKind) -> &'static str {
@@ -890,10 +910,17 @@ fn slot_of_row(row: &SlotRow) -> Option<Slot> {
         driver,
         serial: TokenSerial::parse(&row.serial).ok()?,
         algorithms,
-        device: match &row.device {
+        device: match row.device.as_deref().and_then(|d| d.split(',').next()) {
             Some(d) => Some(DeviceName::parse(d).ok()?),
             None => None,
         },
+        replicas: row
+            .device
+            .as_deref()
+            .map(|d| d.split(',').skip(1).map(DeviceName::parse).collect())
+            .transpose()
+            .ok()?
+            .unwrap_or_default(),
         state: PartitionState::parse(&row.state),
         secure_templates: SecureTemplates::default(),
         mechanisms: mechanisms_of(driver),

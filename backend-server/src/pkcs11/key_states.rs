@@ -268,12 +268,17 @@ impl Pkcs11Partition {
     /// Destroys the key's material: its remaining attributes become a
     /// tombstone (recorded first), then the device object goes.
     fn bury(&self, handle: ObjectHandle, entry: Entry) -> CkResult<()> {
-        let values = self.run(|m, s| read_attributes(m, s, entry.device, KEPT))?;
+        let values = self.read_object(&entry, |m, s, o| read_attributes(m, s, o, KEPT))?;
         let tag = objects::tag_attribute(entry.class);
         let kept: Vec<Attribute> = KEPT
             .iter()
             .zip(values)
             .filter_map(|(attr, v)| match &v {
+                // A replicated key's own answers, not its device copy's.
+                _ if entry.held.answer(*attr).is_some() => Some(Attribute::new(
+                    *attr,
+                    AttributeValue::Bool(entry.held.answer(*attr).unwrap_or_default()),
+                )),
                 AttributeResult::Value(AttributeValue::Bytes(b)) if *attr == tag => {
                     let tenant = objects::parse_tag(tag, b).map_or(b.clone(), |(_, t)| t.to_vec());
                     Some(Attribute::new(*attr, AttributeValue::Bytes(tenant)))
@@ -312,10 +317,15 @@ impl Pkcs11Partition {
 
     /// At start: a tombstone whose device object is still there (the
     /// device refused to destroy it) loses it now.
-    pub(crate) fn finish_burial(&self, device: cryptoki_sys::CK_OBJECT_HANDLE) {
-        if let Err(Ckr(rv)) = self.run(|m, s| m.destroy_object(s, device)) {
+    pub(crate) fn finish_burial(
+        &self,
+        replica: &super::replicas::Replica,
+        device: cryptoki_sys::CK_OBJECT_HANDLE,
+    ) {
+        if let Err(Ckr(rv)) = replica.run(|m, s| m.destroy_object(s, device)) {
             error!(
                 partition = %self.name,
+                device = %replica.name(),
                 "a destroyed key's device object cannot be destroyed: {}",
                 module::rv_name(rv)
             );
@@ -332,8 +342,8 @@ mod tests {
     fn key(state: State) -> Entry {
         Entry {
             uid: [1; objects::UID_LEN],
-            device: 7,
             class: CKO_SECRET_KEY,
+            held: objects::Held::default(),
             private: true,
             owner: None,
             state,

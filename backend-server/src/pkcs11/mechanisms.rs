@@ -219,6 +219,27 @@ impl VendorNumbers {
     }
 }
 
+/// A replicated partition's list: what every replica serves, with the key
+/// sizes and flags all of them take (a call may go to any of them).
+pub fn common<'a>(mut tables: impl Iterator<Item = &'a [MechanismEntry]>) -> Vec<MechanismEntry> {
+    let Some(first) = tables.next() else {
+        return Vec::new();
+    };
+    let mut list = first.to_vec();
+    for table in tables {
+        list.retain_mut(|entry| {
+            let Some(other) = table.iter().find(|o| o.mechanism == entry.mechanism) else {
+                return false;
+            };
+            entry.min_key_size = entry.min_key_size.max(other.min_key_size);
+            entry.max_key_size = entry.max_key_size.min(other.max_key_size);
+            entry.flags &= other.flags;
+            entry.flags & !CAPABILITIES != 0
+        });
+    }
+    list
+}
+
 /// The slot's table: every carried mechanism the device lists, with the
 /// device's key sizes and the flags hsmlink passes on; hash-then-sign
 /// mechanisms wherever the raw one they are signed with is.
@@ -341,5 +362,23 @@ mod tests {
             hash_then_sign(CKM_ECDSA_SHA384).map(|h| h.raw),
             Some(CKM_ECDSA)
         );
+    }
+
+    #[test]
+    fn replicas_list_what_all_of_them_serve() {
+        let entry = |mechanism, min, max, flags| MechanismEntry {
+            mechanism,
+            min_key_size: min,
+            max_key_size: max,
+            flags,
+        };
+        let a = [
+            entry(CKM_AES_CBC, 16, 32, CKF_ENCRYPT | CKF_DECRYPT),
+            entry(CKM_ECDSA, 256, 521, CKF_SIGN | CKF_VERIFY),
+        ];
+        let b = [entry(CKM_AES_CBC, 24, 64, CKF_ENCRYPT)];
+        let both = common([&a[..], &b[..]].into_iter());
+        assert_eq!(both, vec![entry(CKM_AES_CBC, 24, 32, CKF_ENCRYPT)]);
+        assert_eq!(common([&a[..]].into_iter()), a.to_vec());
     }
 }

@@ -1,7 +1,8 @@
 //! The `pkcs11` driver: a partition is a token of a vendor PKCS#11 module
 //! (a network HSM's library in production, SoftHSMv2 in tests).
 //!
-//! Phase 1: one device per partition.
+//! A partition lives on one device or, with replicas, on several
+//! ([`replicas`]: the same objects on each, failover between them).
 //! - [`module`]: the module, loaded and `C_Initialize`d once per path with
 //!   `CKF_OS_LOCKING_OK`, and the safe layer over its raw calls;
 //!   [`template`] and [`params`] marshal attributes and mechanism
@@ -17,6 +18,8 @@
 //! - [`key_states`]: `CKA_HSMLINK_KEY_STATE`, which vendor modules do not
 //!   know, kept by hsmlink and enforced before a key's use reaches the
 //!   device; a destroyed key's device object goes, a tombstone stays.
+//! - [`replicas`]: routing calls to a partition's devices, copies between
+//!   them under a transport key, health checks and catching up.
 //! - [`mechanisms`]: what a slot lists — the device's mechanisms that
 //!   hsmlink carries — and the hook that maps hsmlink's SM numbers to a
 //!   device's own.
@@ -47,6 +50,7 @@ pub mod module;
 pub mod objects;
 pub mod operations;
 pub mod params;
+pub mod replicas;
 pub mod session_pool;
 pub mod template;
 
@@ -63,8 +67,9 @@ use tracing::{info, warn};
 use self::device::{Device, DeviceError};
 use self::key_states::Tombstones;
 use self::module::Module;
-use self::objects::{Defaults, Entry, ObjectMap, Owner, Uid};
+use self::objects::{Defaults, Entry, Held, ObjectMap, Owner, Uid};
 use self::operations::OpCore;
+use self::replicas::{Links, Replica};
 use self::template::{CTemplate, read_attributes};
 use crate::attributes::{boolean, bytes};
 use crate::driver::{ObjectContext, OwnerId, PartitionDriver, TokenState, UserKind};
@@ -95,11 +100,16 @@ const SECRET_ATTRIBUTES: &[u64] = &[
     cka::CKA_COEFFICIENT,
 ];
 
-/// One partition on a device.
+/// One partition on its devices.
 #[derive(Debug)]
 pub struct Pkcs11Partition {
     name: String,
-    device: Arc<Device>,
+    /// The devices holding the partition, the configured `device` first.
+    replicas: Vec<Arc<Replica>>,
+    /// Transport keys between replicas.
+    links: Links,
+    /// What the slot lists: what every replica can do.
+    mechanisms: Vec<crate::soft::mechanisms::MechanismEntry>,
     store: Arc<dyn Store>,
     policy: SecurityPolicy,
     state: Mutex<State>,
@@ -127,59 +137,62 @@ pub(crate) struct KeyRef {
 }
 
 impl Pkcs11Partition {
-    /// Opens partition `name` on `device`: its token state from the store
-    /// (a fresh one the first time), and its objects, found on the device
-    /// by the uids the store holds.
+    /// Opens partition `name` on `devices` (its replicas, the configured
+    /// `device` first): its token state from the store (a fresh one the
+    /// first time), and its objects, found on each device by the uids the
+    /// store holds. A replica missing some of them gets them from another
+    /// before it serves.
     pub fn open(
         name: &str,
-        device: Arc<Device>,
+        devices: Vec<Arc<Device>>,
         store: Arc<dyn Store>,
         policy: SecurityPolicy,
     ) -> Result<Self, DeviceError> {
-        let fail = |message: String| DeviceError {
-            device: device.name.clone(),
+        let first = devices.first().map(|d| d.name.clone()).unwrap_or_default();
+        let fail = |device: &str, message: String| DeviceError {
+            device: device.to_owned(),
             message: format!("partition {name}: {message}"),
         };
-        let record = match store.partition(name).map_err(|e| fail(e.to_string()))? {
+        if devices.is_empty() {
+            return Err(fail(&first, "no device".to_owned()));
+        }
+        let record = match store.partition(name).map_err(|e| fail(&first, e.to_string()))? {
             Some(record) if record.algorithms == ALGORITHMS => record,
             Some(record) => {
-                return Err(fail(format!(
-                    "the partition was allocated on another driver (algorithms {:?}); it cannot move to a device",
-                    record.algorithms
-                )));
+                return Err(fail(
+                    &first,
+                    format!(
+                        "the partition was allocated on another driver (algorithms {:?}); it cannot move to a device",
+                        record.algorithms
+                    ),
+                ));
             }
             None => {
                 let record = partition_state::fresh_record(name, ALGORITHMS, Vec::new());
                 store
                     .insert_partition(&record)
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(|e| fail(&first, e.to_string()))?;
                 record
             }
         };
-        // The device's objects made by hsmlink, by uid.
-        let mut on_device: HashMap<Uid, (CK_OBJECT_HANDLE, u64, bool)> = HashMap::new();
-        let mut session = device
-            .pool
-            .checkout()
-            .map_err(|e| fail(format!("no device session ({})", module::rv_name(e.0))))?;
-        let found = session
-            .run(|m, s| m.find(s, &mut CTemplate::new(&[])?))
-            .map_err(|e| fail(format!("C_FindObjects failed ({})", module::rv_name(e.0))))?;
-        for object in found {
-            let Ok(Some(found)) = session.run(|m, s| read_identity(m, s, object)) else {
-                continue;
-            };
-            if found.token {
-                on_device.insert(found.uid, (object, found.class, found.private));
-            }
+        let replicas: Vec<Arc<Replica>> = devices
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| Arc::new(Replica::new(i, d)))
+            .collect();
+        // Each device's objects made by hsmlink, by uid.
+        let mut on_devices: Vec<HashMap<Uid, Identity>> = Vec::new();
+        for replica in &replicas {
+            on_devices.push(
+                token_objects(replica).map_err(|message| fail(replica.name(), message))?,
+            );
         }
-        drop(session);
         let mut map = ObjectMap::default();
         let mut tombstones = Tombstones::new();
-        let mut unburied = Vec::new();
+        let mut unburied: Vec<(usize, CK_OBJECT_HANDLE)> = Vec::new();
         let rows = store
             .device_objects(name)
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(&first, e.to_string()))?;
         let mut missing = 0usize;
         for row in &rows {
             let Ok(uid) = Uid::try_from(row.uid.as_slice()) else {
@@ -187,21 +200,25 @@ impl Pkcs11Partition {
                 continue;
             };
             let key_state = KeyState::of(row.key_state);
-            let found = on_device.remove(&uid);
+            let found: Vec<(usize, Identity)> = on_devices
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, objects)| objects.remove(&uid).map(|o| (i, o)))
+                .collect();
             if let Some(kept) = row.tombstone.as_deref().and_then(key_states::decode) {
                 let value = |attr| {
                     kept.iter()
                         .find(|a| a.attr_type.0 == attr)
                         .map(|a| &a.value)
                 };
-                unburied.extend(found.map(|(object, _, _)| object));
+                unburied.extend(found.iter().map(|(i, o)| (*i, o.object)));
                 map.insert(
                     row.handle,
                     Entry {
                         uid,
-                        device: 0,
                         class: crate::attributes::ulong(value(cka::CKA_CLASS))
                             .unwrap_or(CKO_SECRET_KEY),
+                        held: Held::default(),
                         private: boolean(value(cka::CKA_PRIVATE)).unwrap_or(true),
                         owner: None,
                         state: KeyState::Destroyed,
@@ -211,42 +228,60 @@ impl Pkcs11Partition {
                 tombstones.insert(row.handle, kept);
                 continue;
             }
-            match found {
-                Some((object, class, private)) => map.insert(
-                    row.handle,
-                    Entry {
-                        uid,
-                        device: object,
-                        class,
-                        private,
-                        owner: None,
-                        state: key_state,
-                        tombstone: false,
-                    },
-                ),
-                None => missing += 1,
+            let Some((_, identity)) = found.first() else {
+                missing += 1;
+                continue;
+            };
+            map.insert(
+                row.handle,
+                Entry {
+                    uid,
+                    class: identity.class,
+                    held: identity.held,
+                    private: identity.private,
+                    owner: None,
+                    state: key_state,
+                    tombstone: false,
+                },
+            );
+            for (i, o) in &found {
+                replicas[*i].set(uid, o.object);
+            }
+            for replica in &replicas {
+                if !found.iter().any(|(i, _)| *i == replica.index) {
+                    replica.mark_stale(uid);
+                }
             }
         }
         if missing > 0 {
             warn!(
                 partition = name,
-                device = %device.name,
                 missing,
-                "token objects of the store are not on the device: they are not served"
+                "token objects of the store are on none of the devices: they are not served"
             );
         }
-        if !on_device.is_empty() {
-            warn!(
-                partition = name,
-                device = %device.name,
-                orphans = on_device.len(),
-                "objects made by hsmlink on the device are unknown to the store: they are not served"
-            );
+        for (replica, orphans) in replicas.iter().zip(&on_devices) {
+            if !orphans.is_empty() {
+                warn!(
+                    partition = name,
+                    device = %replica.name(),
+                    orphans = orphans.len(),
+                    "objects made by hsmlink on the device are unknown to the store: they are not served"
+                );
+            }
         }
-        info!(partition = name, device = %device.name, objects = map.len(), "partition open");
+        info!(
+            partition = name,
+            devices = replicas.len(),
+            objects = map.len(),
+            "partition open"
+        );
+        let mechanisms = mechanisms::common(replicas.iter().map(|r| r.device.mechanisms.as_slice()));
         let partition = Self {
             name: name.to_owned(),
-            device,
+            replicas,
+            links: Links::default(),
+            mechanisms,
             store,
             policy,
             state: Mutex::new(State {
@@ -257,15 +292,32 @@ impl Pkcs11Partition {
             digests: Mutex::new(HashMap::new()),
             moving: Mutex::new(()),
         };
-        for object in unburied {
-            partition.finish_burial(object);
+        for (replica, object) in unburied {
+            partition.finish_burial(&partition.replicas[replica], object);
+        }
+        // A replica that misses objects catches up before it serves.
+        for replica in &partition.replicas {
+            if replica.has_stale() {
+                replica.take_out(CKR_DEVICE_ERROR);
+            }
         }
         Ok(partition)
     }
 
+    /// Whether the partition keeps copies on several devices (its keys are
+    /// then extractable on the devices, for the copies only).
+    pub(crate) fn replicated(&self) -> bool {
+        self.replicas.len() > 1
+    }
+
+    /// The replicas, the configured `device` first.
+    pub fn replicas(&self) -> &[Arc<Replica>] {
+        &self.replicas
+    }
+
     /// What the slot lists.
     pub fn mechanisms(&self) -> &[crate::soft::mechanisms::MechanismEntry] {
-        &self.device.mechanisms
+        &self.mechanisms
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -280,8 +332,10 @@ impl Pkcs11Partition {
         }
     }
 
+    /// The device whose mechanism numbers a call uses (every replica's
+    /// are the same today: hsmlink's numbers map to none of them).
     pub(crate) fn device(&self) -> &Arc<Device> {
-        &self.device
+        &self.replicas[0].device
     }
 
     /// The object `handle` as `ctx` may see it: `missing` if it is not
@@ -298,7 +352,7 @@ impl Pkcs11Partition {
         let entry = *state.objects.get(handle.0).ok_or(Ckr(missing))?;
         drop(state);
         if let Some(owner) = entry.owner
-            && (owner.app != ctx.app || owner.generation != self.device.pool.anchor_generation())
+            && (owner.app != ctx.app || !self.lives(&owner))
         {
             return Err(Ckr(missing));
         }
@@ -341,29 +395,65 @@ impl Pkcs11Partition {
         Ok(())
     }
 
-    /// Runs a call that makes objects: session objects in the anchor (they
-    /// live as long as the session that made them), token objects in any
-    /// pooled session. Gives the anchor generation for session objects.
+    /// Whether the anchor holding a session object is the one it was made
+    /// in (a failed anchor took its session objects with it).
+    fn lives(&self, owner: &Owner) -> bool {
+        self.replicas
+            .get(owner.replica)
+            .is_some_and(|r| r.anchor_generation() == owner.generation)
+    }
+
+    /// Runs a call that makes objects, once, on the first healthy replica:
+    /// session objects in its anchor (they live as long as the session
+    /// that made them), token objects in any pooled session (copied to
+    /// the other replicas once recorded).
     pub(crate) fn make<T>(
         &self,
         session_object: bool,
         f: impl FnOnce(&Module, CK_SESSION_HANDLE) -> CkResult<T>,
-    ) -> CkResult<(T, Option<u64>)> {
-        if session_object {
-            let (v, generation) = self.device.pool.with_anchor(f)?;
-            Ok((v, Some(generation)))
-        } else {
-            let mut session = self.device.pool.checkout()?;
-            Ok((session.run(f)?, None))
-        }
+    ) -> CkResult<(T, Made)> {
+        self.make_on(self.primary()?, session_object, f)
     }
 
-    /// Runs one call in a pooled session.
+    /// [`Self::make`] on `replica`.
+    pub(crate) fn make_on<T>(
+        &self,
+        replica: &Arc<Replica>,
+        session_object: bool,
+        f: impl FnOnce(&Module, CK_SESSION_HANDLE) -> CkResult<T>,
+    ) -> CkResult<(T, Made)> {
+        let (value, generation) = if session_object {
+            let (v, generation) = replica.with_anchor(f)?;
+            (v, Some(generation))
+        } else {
+            (replica.run(f)?, None)
+        };
+        Ok((
+            value,
+            Made {
+                replica: replica.index,
+                generation,
+            },
+        ))
+    }
+
+    /// Runs one call that concerns no object, on any healthy replica.
     pub(crate) fn run<T>(
         &self,
-        f: impl FnOnce(&Module, CK_SESSION_HANDLE) -> CkResult<T>,
+        mut f: impl FnMut(&Module, CK_SESSION_HANDLE) -> CkResult<T>,
     ) -> CkResult<T> {
-        self.device.pool.checkout()?.run(f)
+        self.read(None, |_, mut session, _| session.run(&mut f))
+    }
+
+    /// Reads object `entry` on any healthy replica holding it.
+    pub(crate) fn read_object<T>(
+        &self,
+        entry: &Entry,
+        mut f: impl FnMut(&Module, CK_SESSION_HANDLE, CK_OBJECT_HANDLE) -> CkResult<T>,
+    ) -> CkResult<T> {
+        self.read(Some(entry), |_, mut session, object| {
+            session.run(|m, s| f(m, s, object))
+        })
     }
 
     /// Records a new device object as `handle`: in the store first for a
@@ -376,17 +466,22 @@ impl Pkcs11Partition {
     ) -> CkResult<()> {
         let entry = Entry {
             uid: new.uid,
-            device: new.device,
             class: new.class,
+            held: new.held,
             private: new.private,
-            owner: new.generation.map(|generation| Owner {
+            owner: new.made.generation.map(|generation| Owner {
                 app: ctx.app,
                 session: ctx.session,
+                replica: new.made.replica,
                 generation,
             }),
             state: new.state,
             tombstone: false,
         };
+        let Some(replica) = self.replicas.get(new.made.replica) else {
+            return Err(Ckr::GENERAL);
+        };
+        replica.set(new.uid, new.device);
         let mut state = self.lock();
         let stored = if state.objects.contains(handle.0) {
             Err(Ckr::GENERAL)
@@ -409,6 +504,10 @@ impl Pkcs11Partition {
         match stored {
             Ok(()) => {
                 state.objects.insert(handle.0, entry);
+                drop(state);
+                if entry.owner.is_none() {
+                    self.replicate(replica, &entry.uid);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -425,28 +524,40 @@ impl Pkcs11Partition {
         if entry.tombstone {
             return;
         }
-        let result = match entry.owner {
-            Some(owner) if owner.generation != self.device.pool.anchor_generation() => Ok(()),
-            Some(_) => self
-                .device
-                .pool
-                .with_anchor(|m, s| m.destroy_object(s, entry.device))
-                .map(|_| ()),
-            None => self.run(|m, s| m.destroy_object(s, entry.device)),
-        };
-        if let Err(Ckr(rv)) = result {
-            warn!(
-                partition = %self.name,
-                "cannot destroy a device object: {}",
-                module::rv_name(rv)
-            );
+        if let Some(owner) = entry.owner
+            && !self.lives(&owner)
+        {
+            return;
+        }
+        for replica in &self.replicas {
+            let Some(object) = replica.forget(&entry.uid) else {
+                continue;
+            };
+            let result = match entry.owner {
+                Some(_) => replica
+                    .with_anchor(|m, s| m.destroy_object(s, object))
+                    .map(|_| ()),
+                None => replica.run(|m, s| m.destroy_object(s, object)),
+            };
+            if let Err(Ckr(rv)) = result {
+                warn!(
+                    partition = %self.name,
+                    device = %replica.name(),
+                    "cannot destroy a device object: {}",
+                    module::rv_name(rv)
+                );
+                if entry.owner.is_none() {
+                    // Destroyed when the replica catches up.
+                    replica.mark_stale(entry.uid);
+                }
+            }
         }
     }
 
     /// The tenant's value of a device object's tag attribute.
     pub(crate) fn tenant_tag(&self, entry: &Entry) -> CkResult<Vec<u8>> {
         let attr = objects::tag_attribute(entry.class);
-        let value = self.run(|m, s| template::read_one(m, s, entry.device, attr))?;
+        let value = self.read_object(entry, |m, s, o| template::read_one(m, s, o, attr))?;
         Ok(bytes(value.as_ref())
             .and_then(|v| objects::parse_tag(attr, v))
             .map(|(_, tenant)| tenant.to_vec())
@@ -464,7 +575,7 @@ impl Pkcs11Partition {
         token: bool,
         uid: &Uid,
         tenant_tag: &[u8],
-    ) -> CkResult<(CK_OBJECT_HANDLE, Option<u64>)> {
+    ) -> CkResult<(CK_OBJECT_HANDLE, Made)> {
         const COPIED: &[u64] = &[
             cka::CKA_CLASS,
             cka::CKA_TOKEN,
@@ -476,7 +587,7 @@ impl Pkcs11Partition {
             cka::CKA_OBJECT_ID,
             cka::CKA_VALUE,
         ];
-        let values = self.run(|m, s| read_attributes(m, s, entry.device, COPIED))?;
+        let values = self.read_object(entry, |m, s, o| read_attributes(m, s, o, COPIED))?;
         let mut attrs: BTreeMap<u64, AttributeValue> = COPIED
             .iter()
             .zip(values)
@@ -494,7 +605,12 @@ impl Pkcs11Partition {
         attrs.insert(cka::CKA_TOKEN, AttributeValue::Bool(token));
         attrs.insert(
             cka::CKA_APPLICATION,
-            AttributeValue::Bytes(objects::tag(cka::CKA_APPLICATION, uid, tenant_tag)),
+            AttributeValue::Bytes(objects::tag(
+                cka::CKA_APPLICATION,
+                uid,
+                Held::default(),
+                tenant_tag,
+            )),
         );
         let full: Vec<Attribute> = attrs
             .into_iter()
@@ -535,43 +651,183 @@ impl Pkcs11Partition {
         Ok(())
     }
 
-    /// Destroys every object hsmlink made on the device (`C_InitToken`).
-    fn wipe_device(&self) -> CkResult<()> {
-        let mut session = self.device.pool.checkout()?;
-        let found = session.run(|m, s| m.find(s, &mut CTemplate::new(&[])?))?;
-        for object in found {
-            if session.run(|m, s| read_identity(m, s, object))?.is_some() {
-                session.run(|m, s| m.destroy_object(s, object))?;
+    /// Destroys every object hsmlink made on the devices (`C_InitToken`).
+    /// A replica that is out gets the empty partition when it catches up.
+    fn wipe_devices(&self) -> CkResult<()> {
+        let mut wiped = false;
+        for replica in &self.replicas {
+            if !replica.is_up() {
+                continue;
             }
+            let result = replica.run(|m, s| {
+                for object in m.find(s, &mut CTemplate::new(&[])?)? {
+                    if read_identity(m, s, object)?.is_some() {
+                        m.destroy_object(s, object)?;
+                    }
+                }
+                Ok(())
+            });
+            match result {
+                Ok(()) => wiped = true,
+                Err(Ckr(rv)) if replicas::is_device_failure(rv) => {}
+                Err(e) => return Err(e),
+            }
+            replica.clear_objects();
         }
-        Ok(())
+        if wiped {
+            Ok(())
+        } else {
+            Err(Ckr(CKR_DEVICE_ERROR))
+        }
     }
+}
+
+/// A find template split into what the device matches and what hsmlink
+/// matches itself.
+#[derive(Debug)]
+struct FindFilter {
+    device_template: Vec<Attribute>,
+    want_tags: Vec<(u64, Vec<u8>)>,
+    want_unique: Option<Vec<u8>>,
+    want_state: Option<AttributeValue>,
+    want_held: Vec<(u64, AttributeValue)>,
+    secret_asked: Vec<u64>,
+}
+
+impl Pkcs11Partition {
+    /// The objects `ctx` sees on `replica` that match `filter`.
+    fn find_on(
+        &self,
+        ctx: &ObjectContext,
+        replica: &Replica,
+        session: &mut session_pool::DeviceSession,
+        filter: &FindFilter,
+    ) -> CkResult<Vec<ObjectHandle>> {
+        let found =
+            session.run(|m, s| m.find(s, &mut CTemplate::new(&filter.device_template)?))?;
+        let candidates: BTreeMap<u64, Entry> = {
+            let state = self.lock();
+            found
+                .iter()
+                .filter_map(|d| replica.uid_of(*d))
+                .filter_map(|uid| state.objects.by_uid(&uid))
+                .filter_map(|h| state.objects.get(h).map(|e| (h, *e)))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (handle, entry) in candidates {
+            if self.object(ctx, ObjectHandle(handle)).is_err() {
+                continue;
+            }
+            let Some(object) = replica.handle(&entry.uid) else {
+                continue;
+            };
+            if let Some(want) = &filter.want_state
+                && key_states::answer(&entry) != AttributeResult::Value(want.clone())
+            {
+                continue;
+            }
+            if let Some(want) = &filter.want_unique
+                && objects::unique_id(&entry.uid) != *want
+            {
+                continue;
+            }
+            if filter.want_held.iter().any(|(t, v)| {
+                entry.held.answer(*t).map(AttributeValue::Bool).as_ref() != Some(v)
+            }) {
+                continue;
+            }
+            let mut tags_match = true;
+            for (attr, want) in &filter.want_tags {
+                let value = session.run(|m, s| template::read_one(m, s, object, *attr))?;
+                let value = bytes(value.as_ref());
+                let tenant = if *attr == objects::tag_attribute(entry.class) {
+                    value
+                        .and_then(|v| objects::parse_tag(*attr, v))
+                        .map(|(_, t)| t)
+                } else {
+                    value
+                };
+                if tenant != Some(want.as_slice()) {
+                    tags_match = false;
+                    break;
+                }
+            }
+            if !tags_match {
+                continue;
+            }
+            if !filter.secret_asked.is_empty() {
+                let values =
+                    session.run(|m, s| read_attributes(m, s, object, &filter.secret_asked))?;
+                if values
+                    .iter()
+                    .any(|v| !matches!(v, AttributeResult::Value(_)))
+                {
+                    continue;
+                }
+            }
+            out.push(ObjectHandle(handle));
+        }
+        Ok(out)
+    }
+}
+
+/// Where a new object was made: the replica, and the anchor generation of
+/// a session object (`None` for a token object).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Made {
+    pub replica: usize,
+    pub generation: Option<u64>,
 }
 
 /// A device object just made, for [`Pkcs11Partition::record_new`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct NewDeviceObject {
     pub uid: Uid,
+    /// The object on the replica it was made on.
     pub device: CK_OBJECT_HANDLE,
+    pub made: Made,
     pub class: u64,
+    pub held: Held,
     pub private: bool,
-    /// The anchor generation of a session object; `None` for a token object.
-    pub generation: Option<u64>,
     pub state: KeyState,
 }
 
 /// What enumeration learns of a device object hsmlink made.
 #[derive(Clone, Copy, Debug)]
-struct Identity {
-    uid: Uid,
-    class: u64,
-    private: bool,
-    token: bool,
+pub(crate) struct Identity {
+    pub object: CK_OBJECT_HANDLE,
+    pub uid: Uid,
+    pub class: u64,
+    pub held: Held,
+    pub private: bool,
+    pub token: bool,
+}
+
+/// The token objects hsmlink made on `replica`'s device, by uid.
+fn token_objects(replica: &Replica) -> Result<HashMap<Uid, Identity>, String> {
+    let mut session = replica
+        .device
+        .pool
+        .checkout()
+        .map_err(|e| format!("no device session ({})", module::rv_name(e.0)))?;
+    let found = session
+        .run(|m, s| m.find(s, &mut CTemplate::new(&[])?))
+        .map_err(|e| format!("C_FindObjects failed ({})", module::rv_name(e.0)))?;
+    let mut objects = HashMap::new();
+    for object in found {
+        if let Ok(Some(identity)) = session.run(|m, s| read_identity(m, s, object))
+            && identity.token
+        {
+            objects.insert(identity.uid, identity);
+        }
+    }
+    Ok(objects)
 }
 
 /// The identity of device object `object`, if hsmlink made it (its tag
 /// attribute carries a uid).
-fn read_identity(
+pub(crate) fn read_identity(
     module: &Module,
     session: CK_SESSION_HANDLE,
     object: CK_OBJECT_HANDLE,
@@ -601,12 +857,14 @@ fn read_identity(
     } else {
         value(2)
     };
-    let Some((uid, _)) = bytes(tag).and_then(|t| objects::parse_tag(attr, t)) else {
+    let Some((uid, held, _)) = bytes(tag).and_then(|t| objects::parse_tag_held(attr, t)) else {
         return Ok(None);
     };
     Ok(Some(Identity {
+        object,
         uid,
         class,
+        held,
         private: boolean(value(3)).unwrap_or(true),
         token: boolean(value(4)) == Some(true),
     }))
@@ -622,7 +880,7 @@ impl PartitionDriver for Pkcs11Partition {
         let so_record = self
             .pin_rules()
             .init_token_so_pin(&mut state.record, so_pin)?;
-        self.wipe_device().map_err(|Ckr(rv)| {
+        self.wipe_devices().map_err(|Ckr(rv)| {
             warn!(
                 partition = %self.name,
                 "cannot destroy the partition's objects on the device: {}",
@@ -665,23 +923,21 @@ impl PartitionDriver for Pkcs11Partition {
     ) -> CkResult<()> {
         let new = objects::new_object(
             template,
-            Defaults {
-                class: u64::MAX,
-                tenant_id: b"",
-            },
+            Defaults::of(u64::MAX, self.replicated(), false),
         )?;
         Self::may_hold(ctx, new.token, new.private)?;
         let mut c = CTemplate::new(&new.template)?;
-        let (device, generation) = self.make(!new.token, |m, s| m.create_object(s, &mut c))?;
+        let (device, made) = self.make(!new.token, |m, s| m.create_object(s, &mut c))?;
         self.record_new(
             ctx,
             handle,
             NewDeviceObject {
                 uid: new.uid,
                 device,
+                made,
                 class: new.class,
+                held: new.held,
                 private: new.private,
-                generation,
                 state: new.state,
             },
         )
@@ -718,6 +974,15 @@ impl PartitionDriver for Pkcs11Partition {
         let token = boolean(find(cka::CKA_TOKEN)).unwrap_or(entry.owner.is_none());
         let private = boolean(find(cka::CKA_PRIVATE)).unwrap_or(entry.private);
         Self::may_hold(ctx, token, private)?;
+        // A replicated key's extractability is hsmlink's: it only goes
+        // from true to false, in the copy's flags.
+        let held = objects::held_after(entry.held, template)?;
+        let template: Vec<Attribute> = template
+            .iter()
+            .filter(|a| !(held.replicated() && objects::HELD_ATTRIBUTES.contains(&a.attr_type.0)))
+            .cloned()
+            .collect();
+        let template = template.as_slice();
         let tag_attr = objects::tag_attribute(entry.class);
         let tenant_tag = match find(tag_attr) {
             Some(AttributeValue::Bytes(b)) => b.clone(),
@@ -725,7 +990,7 @@ impl PartitionDriver for Pkcs11Partition {
             None => self.tenant_tag(&entry)?,
         };
         let uid = objects::new_uid()?;
-        let (device, generation) = if entry.class == CKO_DATA {
+        let (device, made) = if entry.class == CKO_DATA {
             self.copy_data_object(&entry, template, token, &uid, &tenant_tag)?
         } else {
             // Devices refuse to change CKA_ID within C_CopyObject
@@ -740,16 +1005,42 @@ impl PartitionDriver for Pkcs11Partition {
             let mut c = CTemplate::new(&device_template)?;
             let mut c_tag = CTemplate::new(&[Attribute::new(
                 tag_attr,
-                AttributeValue::Bytes(objects::tag(tag_attr, &uid, &tenant_tag)),
+                AttributeValue::Bytes(objects::tag(tag_attr, &uid, held, &tenant_tag)),
             )])?;
-            self.make(!token, |m, s| {
-                let copy = m.copy_object(s, entry.device, &mut c)?;
+            // Made where the original is (a session object's replica).
+            let source = match entry.owner {
+                Some(owner) => self.replicas.get(owner.replica),
+                None => self.primary().ok().filter(|r| r.handle(&entry.uid).is_some()),
+            }
+            .filter(|r| r.is_up())
+            .ok_or(Ckr(CKR_DEVICE_ERROR))?;
+            let original = source.handle(&entry.uid).ok_or(Ckr(CKR_DEVICE_ERROR))?;
+            let copy = |m: &Module, s| {
+                let copy = m.copy_object(s, original, &mut c)?;
                 if let Err(e) = m.set_attribute_value(s, copy, &mut c_tag) {
                     let _ = m.destroy_object(s, copy);
                     return Err(e);
                 }
                 Ok(copy)
-            })?
+            };
+            if token {
+                (
+                    source.run(copy)?,
+                    Made {
+                        replica: source.index,
+                        generation: None,
+                    },
+                )
+            } else {
+                let (object, generation) = source.with_anchor(copy)?;
+                (
+                    object,
+                    Made {
+                        replica: source.index,
+                        generation: Some(generation),
+                    },
+                )
+            }
         };
         let kept_state = match copy_state {
             KeyState::Destroyed => KeyState::Compromised,
@@ -761,9 +1052,10 @@ impl PartitionDriver for Pkcs11Partition {
             NewDeviceObject {
                 uid,
                 device,
+                made,
                 class: entry.class,
+                held,
                 private,
-                generation,
                 state: kept_state,
             },
         )?;
@@ -780,7 +1072,10 @@ impl PartitionDriver for Pkcs11Partition {
             return Err(Ckr(CKR_SESSION_READ_ONLY));
         }
         if !entry.tombstone {
-            self.run(|m, s| m.destroy_object(s, entry.device))?;
+            self.write(&entry, |m, s, object| m.destroy_object(s, object))?;
+            for replica in &self.replicas {
+                replica.forget(&entry.uid);
+            }
         }
         let mut state = self.lock();
         state.objects.remove(handle.0);
@@ -808,7 +1103,7 @@ impl PartitionDriver for Pkcs11Partition {
                 .map_or(&[][..], Vec::as_slice);
             return Ok(key_states::encode(kept)?.len() as u64);
         }
-        self.run(|m, s| m.object_size(s, entry.device))
+        self.read_object(&entry, |m, s, object| m.object_size(s, object))
     }
 
     fn get_attributes(
@@ -829,13 +1124,16 @@ impl PartitionDriver for Pkcs11Partition {
                 .map(|t| key_states::tombstone_answer(&entry, kept, t.0))
                 .collect());
         }
+        let answered_here = |t: u64| {
+            t == cka::CKA_UNIQUE_ID || t == CKA_HSMLINK_KEY_STATE || entry.held.answer(t).is_some()
+        };
         let asked: Vec<u64> = types
             .iter()
             .map(|t| t.0)
-            .filter(|t| *t != cka::CKA_UNIQUE_ID && *t != CKA_HSMLINK_KEY_STATE)
+            .filter(|t| !answered_here(*t))
             .collect();
         let mut values = self
-            .run(|m, s| read_attributes(m, s, entry.device, &asked))?
+            .read_object(&entry, |m, s, object| read_attributes(m, s, object, &asked))?
             .into_iter();
         Ok(types
             .iter()
@@ -844,6 +1142,9 @@ impl PartitionDriver for Pkcs11Partition {
                     AttributeResult::Value(AttributeValue::Bytes(objects::unique_id(&entry.uid)))
                 }
                 CKA_HSMLINK_KEY_STATE => key_states::answer(&entry),
+                t if entry.held.answer(t).is_some() => AttributeResult::Value(
+                    AttributeValue::Bool(entry.held.answer(t).unwrap_or_default()),
+                ),
                 t if t == objects::tag_attribute(entry.class) => match values.next() {
                     Some(AttributeResult::Value(AttributeValue::Bytes(ref v))) => {
                         match objects::parse_tag(t, v) {
@@ -878,13 +1179,33 @@ impl PartitionDriver for Pkcs11Partition {
         // The state is hsmlink's (checked first: all or nothing); the rest
         // is the device's. A state alone moves even an unmodifiable key.
         let moved = key_states::moved(template, &entry, actor(ctx))?;
-        let device_template: Vec<Attribute> =
-            key_states::without_state(template).cloned().collect();
+        // A replicated key's extractability is hsmlink's (in its tag).
+        let held = objects::held_after(entry.held, template)?;
+        let mut device_template: Vec<Attribute> = key_states::without_state(template)
+            .filter(|a| !(held.replicated() && objects::HELD_ATTRIBUTES.contains(&a.attr_type.0)))
+            .cloned()
+            .collect();
+        if held != entry.held {
+            let tag_attr = objects::tag_attribute(entry.class);
+            if !device_template.iter().any(|a| a.attr_type.0 == tag_attr) {
+                device_template.push(Attribute::new(
+                    tag_attr,
+                    AttributeValue::Bytes(self.tenant_tag(&entry)?),
+                ));
+            }
+        }
         if !device_template.is_empty() {
             let device_template =
-                objects::with_device_tag(&device_template, &entry.uid, entry.class)?;
+                objects::with_device_tag(&device_template, &entry.uid, held, entry.class)?;
             let mut c = CTemplate::new(&device_template)?;
-            self.run(|m, s| m.set_attribute_value(s, entry.device, &mut c))?;
+            self.write(&entry, |m, s, object| {
+                m.set_attribute_value(s, object, &mut c)
+            })?;
+        }
+        if held != entry.held
+            && let Some(e) = self.lock().objects.get_mut(handle.0)
+        {
+            e.held = held;
         }
         if let Some(to) = moved {
             self.move_state(handle, entry, to)?;
@@ -927,66 +1248,48 @@ impl PartitionDriver for Pkcs11Partition {
                 _ => device_template.push(a.clone()),
             }
         }
+        // A replicated partition answers some attributes itself.
+        let mut want_held: Vec<(u64, AttributeValue)> = Vec::new();
+        if self.replicated() {
+            device_template.retain(|a| {
+                let held = objects::HELD_ATTRIBUTES.contains(&a.attr_type.0);
+                if held {
+                    want_held.push((a.attr_type.0, a.value.clone()));
+                }
+                !held
+            });
+        }
         let secret_asked: Vec<u64> = device_template
             .iter()
             .map(|a| a.attr_type.0)
             .filter(|t| SECRET_ATTRIBUTES.contains(t))
             .collect();
-        let mut session = self.device.pool.checkout()?;
-        let found = session.run(|m, s| m.find(s, &mut CTemplate::new(&device_template)?))?;
-        let candidates: BTreeMap<u64, Entry> = {
-            let state = self.lock();
-            found
-                .iter()
-                .filter_map(|d| state.objects.by_device(*d))
-                .filter_map(|h| state.objects.get(h).map(|e| (h, *e)))
-                .collect()
+        let filter = FindFilter {
+            device_template,
+            want_tags,
+            want_unique,
+            want_state,
+            want_held,
+            secret_asked,
         };
-        let mut out = Vec::new();
-        for (handle, entry) in candidates {
-            if self.object(ctx, ObjectHandle(handle)).is_err() {
+        let mut out =
+            self.read(None, |replica, mut session, _| {
+                self.find_on(ctx, replica, &mut session, &filter)
+            })?;
+        // Session objects live on the replica that made them: those of the
+        // caller's application on other replicas are matched there.
+        for replica in &self.replicas {
+            let has_session_objects = self.lock().objects.entries().any(|(_, e)| {
+                e.owner
+                    .is_some_and(|o| o.replica == replica.index && o.app == ctx.app)
+            });
+            if !has_session_objects || !replica.is_up() {
                 continue;
             }
-            if let Some(want) = &want_state
-                && key_states::answer(&entry) != AttributeResult::Value(want.clone())
-            {
-                continue;
+            let more = replica.session_run(|session| self.find_on(ctx, replica, session, &filter));
+            if let Ok(more) = more {
+                out.extend(more);
             }
-            if let Some(want) = &want_unique
-                && objects::unique_id(&entry.uid) != *want
-            {
-                continue;
-            }
-            let mut tags_match = true;
-            for (attr, want) in &want_tags {
-                let value = session.run(|m, s| template::read_one(m, s, entry.device, *attr))?;
-                let value = bytes(value.as_ref());
-                let tenant = if *attr == objects::tag_attribute(entry.class) {
-                    value
-                        .and_then(|v| objects::parse_tag(*attr, v))
-                        .map(|(_, t)| t)
-                } else {
-                    value
-                };
-                if tenant != Some(want.as_slice()) {
-                    tags_match = false;
-                    break;
-                }
-            }
-            if !tags_match {
-                continue;
-            }
-            if !secret_asked.is_empty() {
-                let values =
-                    session.run(|m, s| read_attributes(m, s, entry.device, &secret_asked))?;
-                if values
-                    .iter()
-                    .any(|v| !matches!(v, AttributeResult::Value(_)))
-                {
-                    continue;
-                }
-            }
-            out.push(ObjectHandle(handle));
         }
         // Tombstones are not on the device: matched here, on what they keep.
         let state = self.lock();
@@ -1005,6 +1308,7 @@ impl PartitionDriver for Pkcs11Partition {
             }
         }
         out.sort_unstable_by_key(|h| h.0);
+        out.dedup();
         Ok(out)
     }
 

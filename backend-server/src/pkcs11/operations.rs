@@ -22,6 +22,14 @@
 //! `CKA_ALLOWED_MECHANISMS` is checked by hsmlink against the original
 //! mechanism; a device that also enforces it refuses the raw mechanism for
 //! a key allowed only the hash-then-sign one (a known limit of phase 1).
+//!
+//! Replicas: an operation starts on the least busy healthy replica holding
+//! its key. If that replica's device fails during a single-part call (or a
+//! length query, or a hash-then-sign signature whose message was hashed
+//! here) before any data went to the device, the operation starts again on
+//! another replica and the call is done there: these calls are idempotent.
+//! A multi-part operation whose data already went to a failed device fails
+//! (`CKR_DEVICE_ERROR`).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -38,9 +46,11 @@ use super::mechanisms::{HashThenSign, digest_info_prefix, hash_then_sign};
 use super::module::{Final, Io, Module, check};
 use super::objects::{self, Defaults};
 use super::params::CMechanism;
+use super::objects::Entry;
+use super::replicas::{Replica, is_device_failure};
 use super::session_pool::DeviceSession;
 use super::template::{CTemplate, read_attributes};
-use super::{NewDeviceObject, Pkcs11Partition};
+use super::{Made, NewDeviceObject, Pkcs11Partition};
 use crate::driver::{Begun, CryptoDriver, ObjectContext, OpKind, Operation, OutLen, Step};
 use crate::error::{CkResult, Ckr};
 
@@ -79,9 +89,55 @@ enum Mode {
 #[derive(Debug)]
 pub struct OpCore {
     session: DeviceSession,
+    /// The replica whose device holds the operation.
+    replica: Arc<Replica>,
     kind: OpKind,
     mode: Mode,
     finished: bool,
+    /// How to start the operation on another replica; `None` once data
+    /// went to the device (or where the device must log in again).
+    again: Option<Again>,
+}
+
+/// What starting the operation again takes.
+#[derive(Debug)]
+struct Again {
+    replicas: Vec<Arc<Replica>>,
+    key: Option<Entry>,
+    start: Start,
+}
+
+/// How an operation starts on a device.
+#[derive(Clone, Debug)]
+struct Start {
+    kind: OpKind,
+    /// The mechanism the client asked (checked against the key's list).
+    asked: u64,
+    /// The device's mechanism, with its parameters.
+    mechanism: Mechanism,
+}
+
+impl Start {
+    /// `C_*Init` on `session` with device key `key` (0: none). Gives
+    /// whether the device wants a context-specific login.
+    fn on(&self, session: &mut DeviceSession, key: Option<(CK_OBJECT_HANDLE, u64)>) -> CkResult<bool> {
+        let mut needs_context_login = false;
+        let device_key = match key {
+            Some((object, class)) => {
+                let facts = key_facts(session, object)?;
+                check_allowed(&facts, self.asked)?;
+                needs_context_login = class == CKO_PRIVATE_KEY
+                    && matches!(self.kind, OpKind::Sign | OpKind::SignRecover | OpKind::Decrypt)
+                    && facts.always_authenticate;
+                object
+            }
+            None => 0,
+        };
+        let mut c_mechanism = CMechanism::new(self.mechanism.mechanism.0, &self.mechanism)?;
+        let kind = self.kind;
+        session.run(|md, s| md.op_init(kind, s, &mut c_mechanism, device_key))?;
+        Ok(needs_context_login)
+    }
 }
 
 impl Drop for OpCore {
@@ -102,7 +158,59 @@ impl OpCore {
             Err(Ckr(rv)) if ENDS_OPERATION.contains(rv) => self.finished = true,
             Err(_) => {}
         }
-        self.session.check(result)
+        let result = self.session.check(result);
+        self.replica.note(result)
+    }
+
+    /// Runs an idempotent call `f`; if the device fails it before any data
+    /// went in, starts the operation on another replica and runs it there.
+    fn retrying<T>(&mut self, mut f: impl FnMut(&mut Self) -> CkResult<T>) -> CkResult<T> {
+        loop {
+            match f(self) {
+                Err(Ckr(rv)) if is_device_failure(rv) && self.again.is_some() => {
+                    self.replica.take_out(rv);
+                    self.finished = false;
+                    self.start_elsewhere()?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Moves the operation to another healthy replica holding its key.
+    fn start_elsewhere(&mut self) -> CkResult<()> {
+        let Some(again) = &self.again else {
+            return Err(Ckr(CKR_DEVICE_ERROR));
+        };
+        for replica in &again.replicas {
+            if replica.index == self.replica.index || !replica.is_up() {
+                continue;
+            }
+            let key = match &again.key {
+                Some(entry) => match replica.handle(&entry.uid) {
+                    Some(object) => Some((object, entry.class)),
+                    None => continue,
+                },
+                None => None,
+            };
+            let Ok(mut session) = replica.device.pool.checkout() else {
+                continue;
+            };
+            match again.start.on(&mut session, key) {
+                Ok(false) => {
+                    // The old session may hold the operation: closed.
+                    self.session.discard();
+                    self.session = session;
+                    self.replica = replica.clone();
+                    return Ok(());
+                }
+                Ok(true) => session.discard(),
+                Err(Ckr(rv)) if is_device_failure(rv) => replica.take_out(rv),
+                Err(e) => return Err(e),
+            }
+        }
+        self.again = None;
+        Err(Ckr(CKR_DEVICE_ERROR))
     }
 
     fn io_of(&self, step: Step) -> CkResult<Io> {
@@ -198,6 +306,32 @@ impl OpCore {
         }
     }
 
+    /// The device's length for `step` (a NULL-buffer query: the
+    /// operation stays).
+    fn output_len(&mut self, step: Step, input_len: usize) -> CkResult<OutLen> {
+        let handle = self.session.handle();
+        let (rv, len) = match (&self.mode, step) {
+            (_, Step::Final) if !matches!(self.mode, Mode::HashThenSign { .. }) => {
+                let which = self.final_of()?;
+                self.session.module().final_(which, handle, None)
+            }
+            (Mode::HashThenSign { hts, .. }, _) => {
+                let dummy = Self::encode(hts, &vec![0u8; hts.hash.output_len()])?;
+                self.session.module().io(Io::Sign, handle, &dummy, None)
+            }
+            (Mode::Direct, _) => {
+                let which = self.io_of(step)?;
+                // The length depends on the input's length only: ask with
+                // zeros of that length (nothing is computed, the operation
+                // stays).
+                let dummy = vec![0u8; input_len];
+                self.session.module().io(which, handle, &dummy, None)
+            }
+        };
+        let result = self.session.check(check(rv)).map(|()| OutLen::AtMost(len));
+        self.replica.note(result)
+    }
+
     fn sign_digest(&mut self, digest: &[u8]) -> CkResult<Zeroizing<Vec<u8>>> {
         let encoded = Self::encode(&self.hts()?, digest);
         let result = encoded.and_then(|e| self.io(Io::Sign, &e));
@@ -226,28 +360,8 @@ impl DeviceOp {
 
 impl Operation for DeviceOp {
     fn output_len(&self, step: Step, input_len: usize) -> CkResult<OutLen> {
-        let mut core = self.lock();
-        let handle = core.session.handle();
-        let (rv, len) = match (&core.mode, step) {
-            (_, Step::Final) if !matches!(core.mode, Mode::HashThenSign { .. }) => {
-                let which = core.final_of()?;
-                core.session.module().final_(which, handle, None)
-            }
-            (Mode::HashThenSign { hts, .. }, _) => {
-                let dummy = OpCore::encode(hts, &vec![0u8; hts.hash.output_len()])?;
-                core.session.module().io(Io::Sign, handle, &dummy, None)
-            }
-            (Mode::Direct, _) => {
-                let which = core.io_of(step)?;
-                // The length depends on the input's length only: ask with
-                // zeros of that length (nothing is computed, the operation
-                // stays).
-                let dummy = vec![0u8; input_len];
-                core.session.module().io(which, handle, &dummy, None)
-            }
-        };
-        core.session.check(check(rv))?;
-        Ok(OutLen::AtMost(len))
+        self.lock()
+            .retrying(|core| core.output_len(step, input_len))
     }
 
     fn update(&mut self, input: &[u8]) -> CkResult<Zeroizing<Vec<u8>>> {
@@ -258,6 +372,8 @@ impl Operation for DeviceOp {
                 .update(input);
             return Ok(Zeroizing::new(Vec::new()));
         }
+        // Data goes to the device: this operation stays on its replica.
+        core.again = None;
         let handle = core.session.handle();
         let result = match core.kind {
             OpKind::Encrypt | OpKind::Decrypt => {
@@ -271,14 +387,16 @@ impl Operation for DeviceOp {
                 .map(|()| Zeroizing::new(Vec::new())),
             OpKind::SignRecover | OpKind::VerifyRecover => Err(Ckr(CKR_FUNCTION_NOT_SUPPORTED)),
         };
-        core.session.check(result)
+        let result = core.session.check(result);
+        core.replica.note(result)
     }
 
     fn finish(&mut self) -> CkResult<Zeroizing<Vec<u8>>> {
         let mut core = self.lock();
         if matches!(core.mode, Mode::HashThenSign { .. }) {
+            // Hashed here: the device has seen nothing yet.
             let digest = core.take_digest()?;
-            return core.sign_digest(&digest);
+            return core.retrying(|core| core.sign_digest(&digest));
         }
         let which = core.final_of()?;
         let result = core.final_call(which);
@@ -291,22 +409,24 @@ impl Operation for DeviceOp {
             let mut h = Hasher::new(hts.hash);
             h.update(input);
             let digest = Zeroizing::new(h.finalize());
-            return core.sign_digest(&digest);
+            return core.retrying(|core| core.sign_digest(&digest));
         }
         let which = core.io_of(Step::Single)?;
-        let result = core.io(which, input);
-        core.end(result)
+        core.retrying(|core| {
+            let result = core.io(which, input);
+            core.end(result)
+        })
     }
 
     fn sign_digest(&mut self, digest: &[u8]) -> CkResult<Zeroizing<Vec<u8>>> {
-        self.lock().sign_digest(digest)
+        self.lock().retrying(|core| core.sign_digest(digest))
     }
 
     fn verify_final(&mut self, signature: &[u8]) -> CkResult<()> {
         let mut core = self.lock();
         if matches!(core.mode, Mode::HashThenSign { .. }) {
             let digest = core.take_digest()?;
-            return core.verify_digest(&digest, signature);
+            return core.retrying(|core| core.verify_digest(&digest, signature));
         }
         let handle = core.session.handle();
         let result = core.session.module().verify_final(handle, signature);
@@ -319,15 +439,18 @@ impl Operation for DeviceOp {
             let mut h = Hasher::new(hts.hash);
             h.update(data);
             let digest = Zeroizing::new(h.finalize());
-            return core.verify_digest(&digest, signature);
+            return core.retrying(|core| core.verify_digest(&digest, signature));
         }
-        let handle = core.session.handle();
-        let result = core.session.module().verify(handle, data, signature);
-        core.end(result)
+        core.retrying(|core| {
+            let handle = core.session.handle();
+            let result = core.session.module().verify(handle, data, signature);
+            core.end(result)
+        })
     }
 
     fn verify_digest(&mut self, digest: &[u8], signature: &[u8]) -> CkResult<()> {
-        self.lock().verify_digest(digest, signature)
+        self.lock()
+            .retrying(|core| core.verify_digest(digest, signature))
     }
 }
 
@@ -371,49 +494,61 @@ fn check_allowed(facts: &KeyFacts, mechanism: u64) -> CkResult<()> {
 }
 
 impl Pkcs11Partition {
-    /// The device's form of `mechanism`.
     /// `C_UnwrapKey` / `C_DeriveKey`: a new key (secret by default) from
-    /// the tenant's `template`, made on the device by `make` and recorded
-    /// under `handle`.
+    /// the tenant's `template`, made by `make` with the device handle of
+    /// `key` (the unwrapping or base key) on the replica that makes it, and
+    /// recorded under `handle`.
     fn make_secret_key(
         &self,
         ctx: &ObjectContext,
         handle: ObjectHandle,
         mechanism: &Mechanism,
+        key: &Entry,
         template: &[Attribute],
         make: impl FnOnce(
             &Module,
             CK_SESSION_HANDLE,
             &mut CMechanism,
+            CK_OBJECT_HANDLE,
             &mut CTemplate,
         ) -> CkResult<CK_OBJECT_HANDLE>,
     ) -> CkResult<()> {
         let new = objects::new_object(
             template,
-            Defaults {
-                class: CKO_SECRET_KEY,
-                tenant_id: b"",
-            },
+            Defaults::of(CKO_SECRET_KEY, self.replicated(), false),
         )?;
         Self::may_hold(ctx, new.token, new.private)?;
         let mut c_mechanism = self.c_mechanism(mechanism)?;
         let mut c = CTemplate::new(&new.template)?;
-        let (device, generation) =
-            self.make(!new.token, |m, s| make(m, s, &mut c_mechanism, &mut c))?;
+        // Made where the key is: its replica if it is a session object.
+        let replica = match key.owner {
+            Some(owner) => self
+                .replicas()
+                .get(owner.replica)
+                .filter(|r| r.is_up())
+                .ok_or(Ckr(CKR_DEVICE_ERROR))?,
+            None => self.primary()?,
+        };
+        let key_object = replica.handle(&key.uid).ok_or(Ckr(CKR_DEVICE_ERROR))?;
+        let (device, made) = self.make_on(replica, !new.token, |m, s| {
+            make(m, s, &mut c_mechanism, key_object, &mut c)
+        })?;
         self.record_new(
             ctx,
             handle,
             NewDeviceObject {
                 uid: new.uid,
                 device,
+                made,
                 class: new.class,
+                held: new.held,
                 private: new.private,
-                generation,
                 state: new.state,
             },
         )
     }
 
+    /// The device's form of `mechanism`.
     fn c_mechanism(&self, mechanism: &Mechanism) -> CkResult<CMechanism> {
         CMechanism::new(
             self.device().vendor.to_device(mechanism.mechanism.0),
@@ -421,20 +556,22 @@ impl Pkcs11Partition {
         )
     }
 
-    /// Checks `key` for `mechanism` in a fresh session: visible, a key,
-    /// its state allowing `usage`, allowed the mechanism.
+    /// Checks `key` for `mechanism`: visible, a key, its state allowing
+    /// `usage`, allowed the mechanism.
     fn checked_key(
         &self,
         ctx: &ObjectContext,
         key: ObjectHandle,
         usage: u64,
         mechanism: u64,
-    ) -> CkResult<CK_OBJECT_HANDLE> {
+    ) -> CkResult<Entry> {
         let entry = self.key(ctx, key)?.entry;
         key_states::permits(&entry, usage)?;
-        let mut session = self.device().pool.checkout()?;
-        check_allowed(&key_facts(&mut session, entry.device)?, mechanism)?;
-        Ok(entry.device)
+        let facts = self.read(Some(&entry), |_, mut session, object| {
+            key_facts(&mut session, object)
+        })?;
+        check_allowed(&facts, mechanism)?;
+        Ok(entry)
     }
 
     /// Records a new key pair, both or neither.
@@ -460,15 +597,20 @@ impl Pkcs11Partition {
         Ok(())
     }
 
+    /// Destroys a device object made but not recorded.
     fn forget_new(&self, new: &NewDeviceObject) {
-        let entry = objects::Entry {
+        if let Some(replica) = self.replicas().get(new.made.replica) {
+            replica.set(new.uid, new.device);
+        }
+        let entry = Entry {
             uid: new.uid,
-            device: new.device,
             class: new.class,
+            held: new.held,
             private: new.private,
-            owner: new.generation.map(|generation| objects::Owner {
+            owner: new.made.generation.map(|generation| objects::Owner {
                 app: crate::driver::OwnerId(0),
                 session: crate::driver::OwnerId(0),
+                replica: new.made.replica,
                 generation,
             }),
             state: new.state,
@@ -492,22 +634,25 @@ impl CryptoDriver for Pkcs11Partition {
         } else {
             None
         };
-        let mut c_mechanism = match hts {
+        let device_mechanism = match hts {
             // PSS keeps its parameters; PKCS #1 v1.5 and ECDSA take none.
-            Some(h) if h.raw == CKM_RSA_PKCS_PSS => {
-                CMechanism::new(self.device().vendor.to_device(h.raw), mechanism)?
-            }
+            Some(h) if h.raw == CKM_RSA_PKCS_PSS => Mechanism {
+                mechanism: hsmlink_protocol::MechanismType(self.device().vendor.to_device(h.raw)),
+                params: mechanism.params.clone(),
+            },
             Some(h) => {
                 if mechanism.params != MechanismParams::None {
                     return Err(Ckr(CKR_MECHANISM_PARAM_INVALID));
                 }
-                CMechanism::with_params(
-                    self.device().vendor.to_device(h.raw),
-                    &MechanismParams::None,
-                )?
+                Mechanism::new(self.device().vendor.to_device(h.raw), MechanismParams::None)
             }
-            None => self.c_mechanism(mechanism)?,
+            None => Mechanism {
+                mechanism: hsmlink_protocol::MechanismType(self.device().vendor.to_device(m)),
+                params: mechanism.params.clone(),
+            },
         };
+        // The parameters are checked before any device is asked.
+        CMechanism::new(device_mechanism.mechanism.0, &device_mechanism)?;
         let entry = match (kind, key) {
             (OpKind::Digest, _) => None,
             (_, None) => return Err(Ckr(CKR_KEY_HANDLE_INVALID)),
@@ -517,38 +662,42 @@ impl CryptoDriver for Pkcs11Partition {
                 Some(entry)
             }
         };
-        let mut session = self.device().pool.checkout()?;
-        let mut needs_context_login = false;
-        let device_key = match entry {
-            Some(entry) => {
-                let facts = key_facts(&mut session, entry.device)?;
-                check_allowed(&facts, m)?;
-                needs_context_login = entry.class == CKO_PRIVATE_KEY
-                    && matches!(kind, OpKind::Sign | OpKind::SignRecover | OpKind::Decrypt)
-                    && facts.always_authenticate;
-                entry.device
-            }
-            None => 0,
+        let start = Start {
+            kind,
+            asked: m,
+            mechanism: device_mechanism,
         };
-        session.run(|md, s| md.op_init(kind, s, &mut c_mechanism, device_key))?;
+        let (replica, mut session, needs_context_login) =
+            self.read(entry.as_ref(), |replica, mut session, object| {
+                let key = entry.map(|e| (object, e.class));
+                let needs = start.on(&mut session, key)?;
+                Ok((replica.clone(), session, needs))
+            })?;
         if needs_context_login {
             // The device wants its own context-specific login; the tenant's
             // is checked above the driver before the operation may run.
-            let pool = self.device().pool.clone();
+            let pool = replica.device.pool.clone();
             let handle = session.handle();
             if let Err(e) = session.check(pool.context_login(handle)) {
                 session.discard();
                 return Err(e);
             }
         }
+        let again = (!needs_context_login).then(|| Again {
+            replicas: self.replicas().to_vec(),
+            key: entry,
+            start,
+        });
         let core = Arc::new(Mutex::new(OpCore {
             session,
+            replica,
             kind,
             mode: match hts {
                 Some(hts) => Mode::HashThenSign { hts, hasher: None },
                 None => Mode::Direct,
             },
             finished: false,
+            again,
         }));
         if kind == OpKind::Digest {
             self.digests
@@ -579,7 +728,14 @@ impl CryptoDriver for Pkcs11Partition {
             .and_then(std::sync::Weak::upgrade)
             .ok_or(Ckr(CKR_OPERATION_NOT_INITIALIZED))?;
         let mut core = core.lock().unwrap_or_else(PoisonError::into_inner);
-        core.session.run(|m, s| m.digest_key(s, entry.device))
+        // The key's material goes into the device's digest: no moving on.
+        core.again = None;
+        let object = core
+            .replica
+            .handle(&entry.uid)
+            .ok_or(Ckr(CKR_KEY_HANDLE_INVALID))?;
+        let result = core.session.run(|m, s| m.digest_key(s, object));
+        core.replica.note(result)
     }
 
     fn generate_key(
@@ -591,15 +747,12 @@ impl CryptoDriver for Pkcs11Partition {
     ) -> CkResult<()> {
         let new = objects::new_object(
             template,
-            Defaults {
-                class: CKO_SECRET_KEY,
-                tenant_id: b"",
-            },
+            Defaults::of(CKO_SECRET_KEY, self.replicated(), true),
         )?;
         Self::may_hold(ctx, new.token, new.private)?;
         let mut c_mechanism = self.c_mechanism(mechanism)?;
         let mut c = CTemplate::new(&new.template)?;
-        let (device, generation) = self.make(!new.token, |m, s| {
+        let (device, made) = self.make(!new.token, |m, s| {
             m.generate_key(s, &mut c_mechanism, &mut c)
         })?;
         self.record_new(
@@ -608,9 +761,10 @@ impl CryptoDriver for Pkcs11Partition {
             NewDeviceObject {
                 uid: new.uid,
                 device,
+                made,
                 class: new.class,
+                held: new.held,
                 private: new.private,
-                generation,
                 state: new.state,
             },
         )
@@ -624,19 +778,14 @@ impl CryptoDriver for Pkcs11Partition {
         public_template: &[Attribute],
         private_template: &[Attribute],
     ) -> CkResult<()> {
+        let replicated = self.replicated();
         let public = objects::new_object(
             public_template,
-            Defaults {
-                class: CKO_PUBLIC_KEY,
-                tenant_id: b"",
-            },
+            Defaults::of(CKO_PUBLIC_KEY, replicated, true),
         )?;
         let private = objects::new_object(
             private_template,
-            Defaults {
-                class: CKO_PRIVATE_KEY,
-                tenant_id: b"",
-            },
+            Defaults::of(CKO_PRIVATE_KEY, replicated, true),
         )?;
         Self::may_hold(ctx, public.token, public.private)?;
         Self::may_hold(ctx, private.token, private.private)?;
@@ -644,22 +793,26 @@ impl CryptoDriver for Pkcs11Partition {
         let mut c_public = CTemplate::new(&public.template)?;
         let mut c_private = CTemplate::new(&private.template)?;
         let any_session_object = !public.token || !private.token;
-        let ((public_key, private_key), generation) = self.make(any_session_object, |m, s| {
+        let ((public_key, private_key), made) = self.make(any_session_object, |m, s| {
             m.generate_key_pair(s, &mut c_mechanism, &mut c_public, &mut c_private)
         })?;
-        let made = |new: &objects::NewObject, device| NewDeviceObject {
+        let made_one = |new: &objects::NewObject, device| NewDeviceObject {
             uid: new.uid,
             device,
+            made: Made {
+                replica: made.replica,
+                generation: if new.token { None } else { made.generation },
+            },
             class: new.class,
+            held: new.held,
             private: new.private,
-            generation: if new.token { None } else { generation },
             state: new.state,
         };
         self.record_pair(
             ctx,
             handles,
-            made(&public, public_key),
-            made(&private, private_key),
+            made_one(&public, public_key),
+            made_one(&private, private_key),
         )
     }
 
@@ -673,17 +826,25 @@ impl CryptoDriver for Pkcs11Partition {
         let wrapping = self.checked_key(ctx, wrapping_key, cka::CKA_WRAP, mechanism.mechanism.0)?;
         let target = self.key(ctx, key)?.entry;
         key_states::permits_export(&target)?;
-        let target = target.device;
+        if target.held.hides_extractable() {
+            // Extractable on the device for its replicas only.
+            return Err(Ckr(CKR_KEY_UNEXTRACTABLE));
+        }
         let mut c_mechanism = self.c_mechanism(mechanism)?;
-        self.run(|m, s| {
-            let (rv, len) = m.wrap_key(s, &mut c_mechanism, wrapping, target, None);
-            check(rv)?;
-            let mut out = Zeroizing::new(vec![0u8; len]);
-            let (rv, len) = m.wrap_key(s, &mut c_mechanism, wrapping, target, Some(&mut out));
-            check(rv)?;
-            let n = len.min(out.len());
-            out.truncate(n);
-            Ok(out)
+        self.read(Some(&wrapping), |replica, mut session, wrapping| {
+            let target = replica
+                .handle(&target.uid)
+                .ok_or(Ckr(CKR_KEY_HANDLE_INVALID))?;
+            session.run(|m, s| {
+                let (rv, len) = m.wrap_key(s, &mut c_mechanism, wrapping, target, None);
+                check(rv)?;
+                let mut out = Zeroizing::new(vec![0u8; len]);
+                let (rv, len) = m.wrap_key(s, &mut c_mechanism, wrapping, target, Some(&mut out));
+                check(rv)?;
+                let n = len.min(out.len());
+                out.truncate(n);
+                Ok(out)
+            })
         })
     }
 
@@ -698,9 +859,14 @@ impl CryptoDriver for Pkcs11Partition {
     ) -> CkResult<()> {
         let unwrapping =
             self.checked_key(ctx, unwrapping_key, cka::CKA_UNWRAP, mechanism.mechanism.0)?;
-        self.make_secret_key(ctx, handle, mechanism, template, |m, s, c_mechanism, c| {
-            m.unwrap_key(s, c_mechanism, unwrapping, wrapped, c)
-        })
+        self.make_secret_key(
+            ctx,
+            handle,
+            mechanism,
+            &unwrapping,
+            template,
+            |m, s, c_mechanism, key, c| m.unwrap_key(s, c_mechanism, key, wrapped, c),
+        )
     }
 
     fn derive_key(
@@ -712,9 +878,14 @@ impl CryptoDriver for Pkcs11Partition {
         template: &[Attribute],
     ) -> CkResult<()> {
         let base = self.checked_key(ctx, base_key, cka::CKA_DERIVE, mechanism.mechanism.0)?;
-        self.make_secret_key(ctx, handle, mechanism, template, |m, s, c_mechanism, c| {
-            m.derive_key(s, c_mechanism, base, c)
-        })
+        self.make_secret_key(
+            ctx,
+            handle,
+            mechanism,
+            &base,
+            template,
+            |m, s, c_mechanism, key, c| m.derive_key(s, c_mechanism, key, c),
+        )
     }
 
     fn random(&self, len: usize) -> CkResult<Zeroizing<Vec<u8>>> {

@@ -184,6 +184,18 @@ impl SessionPool {
         }
     }
 
+    /// Closes the idle sessions (a device that failed may have lost them;
+    /// fresh ones are opened as needed).
+    pub fn drain_idle(&self) {
+        let idle = std::mem::take(&mut self.state().idle);
+        let closed = idle.len();
+        for handle in idle {
+            let _ = self.module.close_session(handle);
+        }
+        self.state().open -= closed;
+        self.freed.notify_all();
+    }
+
     fn give_back(&self, handle: CK_SESSION_HANDLE, discard: bool) {
         if discard {
             let _ = self.module.close_session(handle);
