@@ -901,32 +901,33 @@ impl Config {
                         ));
                     }
                     (DriverKind::Pkcs11, Some(primary)) => {
-                        for (r, name) in std::iter::once(primary).chain(&slot.replicas).enumerate() {
-                        let key = if r == 0 {
-                            key.clone()
-                        } else {
-                            format!("tenants[{t}].slots[{s}].replicas[{}]", r - 1)
-                        };
-                        if !names.contains(name) {
-                            return Err(ConfigError::new(
-                                file,
-                                key,
-                                format!(
-                                    "unknown device {:?}: no [[devices]] entry has this name",
-                                    name.as_str()
-                                ),
-                            ));
-                        }
-                        if !used.insert(name) {
-                            return Err(ConfigError::new(
-                                file,
-                                key,
-                                format!(
-                                    "device {:?} already holds another partition (one partition per device)",
-                                    name.as_str()
-                                ),
-                            ));
-                        }
+                        for (r, name) in std::iter::once(primary).chain(&slot.replicas).enumerate()
+                        {
+                            let key = if r == 0 {
+                                key.clone()
+                            } else {
+                                format!("tenants[{t}].slots[{s}].replicas[{}]", r - 1)
+                            };
+                            if !names.contains(name) {
+                                return Err(ConfigError::new(
+                                    file,
+                                    key,
+                                    format!(
+                                        "unknown device {:?}: no [[devices]] entry has this name",
+                                        name.as_str()
+                                    ),
+                                ));
+                            }
+                            if !used.insert(name) {
+                                return Err(ConfigError::new(
+                                    file,
+                                    key,
+                                    format!(
+                                        "device {:?} already holds another partition (one partition per device)",
+                                        name.as_str()
+                                    ),
+                                ));
+                            }
                         }
                     }
                     (DriverKind::Soft, Some(_)) => {

@@ -514,7 +514,9 @@ impl Registry {
                 }
                 let taken = rows.iter().any(|r| {
                     r.state != PartitionState::Terminated.as_str()
-                        && r.device.as_deref().is_some_and(|d| d.split(',').any(|d| d == device.as_str()))
+                        && r.device
+                            .as_deref()
+                            .is_some_and(|d| d.split(',').any(|d| d == device.as_str()))
                 });
                 if taken {
                     return Err(RegistryError::Conflict(format!(

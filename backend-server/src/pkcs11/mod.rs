@@ -156,7 +156,10 @@ impl Pkcs11Partition {
         if devices.is_empty() {
             return Err(fail(&first, "no device".to_owned()));
         }
-        let record = match store.partition(name).map_err(|e| fail(&first, e.to_string()))? {
+        let record = match store
+            .partition(name)
+            .map_err(|e| fail(&first, e.to_string()))?
+        {
             Some(record) if record.algorithms == ALGORITHMS => record,
             Some(record) => {
                 return Err(fail(
@@ -183,9 +186,8 @@ impl Pkcs11Partition {
         // Each device's objects made by hsmlink, by uid.
         let mut on_devices: Vec<HashMap<Uid, Identity>> = Vec::new();
         for replica in &replicas {
-            on_devices.push(
-                token_objects(replica).map_err(|message| fail(replica.name(), message))?,
-            );
+            on_devices
+                .push(token_objects(replica).map_err(|message| fail(replica.name(), message))?);
         }
         let mut map = ObjectMap::default();
         let mut tombstones = Tombstones::new();
@@ -276,7 +278,8 @@ impl Pkcs11Partition {
             objects = map.len(),
             "partition open"
         );
-        let mechanisms = mechanisms::common(replicas.iter().map(|r| r.device.mechanisms.as_slice()));
+        let mechanisms =
+            mechanisms::common(replicas.iter().map(|r| r.device.mechanisms.as_slice()));
         let partition = Self {
             name: name.to_owned(),
             replicas,
@@ -703,8 +706,7 @@ impl Pkcs11Partition {
         session: &mut session_pool::DeviceSession,
         filter: &FindFilter,
     ) -> CkResult<Vec<ObjectHandle>> {
-        let found =
-            session.run(|m, s| m.find(s, &mut CTemplate::new(&filter.device_template)?))?;
+        let found = session.run(|m, s| m.find(s, &mut CTemplate::new(&filter.device_template)?))?;
         let candidates: BTreeMap<u64, Entry> = {
             let state = self.lock();
             found
@@ -732,9 +734,11 @@ impl Pkcs11Partition {
             {
                 continue;
             }
-            if filter.want_held.iter().any(|(t, v)| {
-                entry.held.answer(*t).map(AttributeValue::Bool).as_ref() != Some(v)
-            }) {
+            if filter
+                .want_held
+                .iter()
+                .any(|(t, v)| entry.held.answer(*t).map(AttributeValue::Bool).as_ref() != Some(v))
+            {
                 continue;
             }
             let mut tags_match = true;
@@ -921,10 +925,7 @@ impl PartitionDriver for Pkcs11Partition {
         handle: ObjectHandle,
         template: &[Attribute],
     ) -> CkResult<()> {
-        let new = objects::new_object(
-            template,
-            Defaults::of(u64::MAX, self.replicated(), false),
-        )?;
+        let new = objects::new_object(template, Defaults::of(u64::MAX, self.replicated(), false))?;
         Self::may_hold(ctx, new.token, new.private)?;
         let mut c = CTemplate::new(&new.template)?;
         let (device, made) = self.make(!new.token, |m, s| m.create_object(s, &mut c))?;
@@ -1010,7 +1011,10 @@ impl PartitionDriver for Pkcs11Partition {
             // Made where the original is (a session object's replica).
             let source = match entry.owner {
                 Some(owner) => self.replicas.get(owner.replica),
-                None => self.primary().ok().filter(|r| r.handle(&entry.uid).is_some()),
+                None => self
+                    .primary()
+                    .ok()
+                    .filter(|r| r.handle(&entry.uid).is_some()),
             }
             .filter(|r| r.is_up())
             .ok_or(Ckr(CKR_DEVICE_ERROR))?;
@@ -1272,10 +1276,9 @@ impl PartitionDriver for Pkcs11Partition {
             want_held,
             secret_asked,
         };
-        let mut out =
-            self.read(None, |replica, mut session, _| {
-                self.find_on(ctx, replica, &mut session, &filter)
-            })?;
+        let mut out = self.read(None, |replica, mut session, _| {
+            self.find_on(ctx, replica, &mut session, &filter)
+        })?;
         // Session objects live on the replica that made them: those of the
         // caller's application on other replicas are matched there.
         for replica in &self.replicas {

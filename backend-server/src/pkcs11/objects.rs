@@ -33,8 +33,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use cryptoki_sys::{
-    CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY,
-    CKR_ATTRIBUTE_READ_ONLY, CKR_ATTRIBUTE_VALUE_INVALID,
+    CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKR_ATTRIBUTE_READ_ONLY,
+    CKR_ATTRIBUTE_VALUE_INVALID,
 };
 use hsmlink_protocol::attribute_kind as cka;
 use hsmlink_protocol::{Attribute, AttributeValue};
@@ -400,7 +400,10 @@ pub fn new_object(template: &[Attribute], defaults: Defaults<'_>) -> CkResult<Ne
         if held.replicated() {
             // Copies travel between replicas wrapped under the transport
             // key; the tenant's answer is in the flags.
-            out.push(Attribute::new(cka::CKA_EXTRACTABLE, AttributeValue::Bool(true)));
+            out.push(Attribute::new(
+                cka::CKA_EXTRACTABLE,
+                AttributeValue::Bool(true),
+            ));
         } else {
             default(cka::CKA_EXTRACTABLE, AttributeValue::Bool(false));
         }
@@ -489,9 +492,10 @@ pub fn with_device_tag(
         .iter()
         .map(|a| match (a.attr_type.0, &a.value) {
             (cka::CKA_UNIQUE_ID, _) => Err(Ckr(CKR_ATTRIBUTE_READ_ONLY)),
-            (t, AttributeValue::Bytes(b)) if t == tag_attr => {
-                Ok(Attribute::new(t, AttributeValue::Bytes(tag(t, uid, held, b))))
-            }
+            (t, AttributeValue::Bytes(b)) if t == tag_attr => Ok(Attribute::new(
+                t,
+                AttributeValue::Bytes(tag(t, uid, held, b)),
+            )),
             (t, _) if t == tag_attr => Err(Ckr(CKR_ATTRIBUTE_VALUE_INVALID)),
             _ => Ok(a.clone()),
         })
@@ -540,11 +544,7 @@ mod tests {
             Attribute::new(cka::CKA_ID, AttributeValue::Bytes(b"k1".to_vec())),
             Attribute::new(cka::CKA_EXTRACTABLE, AttributeValue::Bool(true)),
         ];
-        let new = new_object(
-            &template,
-            Defaults::of(CKO_DATA, false, false),
-        )
-        .unwrap();
+        let new = new_object(&template, Defaults::of(CKO_DATA, false, false)).unwrap();
         assert_eq!(
             (new.class, new.token, new.private),
             (CKO_SECRET_KEY, false, true)
@@ -563,7 +563,11 @@ mod tests {
         assert_eq!(get(cka::CKA_EXTRACTABLE), vec![AttributeValue::Bool(true)]);
         assert_eq!(
             get(cka::CKA_ID),
-            vec![AttributeValue::Bytes(device_id(&new.uid, Held::default(), b"k1"))]
+            vec![AttributeValue::Bytes(device_id(
+                &new.uid,
+                Held::default(),
+                b"k1"
+            ))]
         );
         assert_eq!(new.held, Held::default());
 
@@ -591,7 +595,10 @@ mod tests {
         );
         // Unwrapped: neither local nor never extractable.
         let unwrapped = new_object(&asked, Defaults::of(CKO_SECRET_KEY, true, false)).unwrap();
-        assert_eq!(unwrapped.held.answer(cka::CKA_NEVER_EXTRACTABLE), Some(false));
+        assert_eq!(
+            unwrapped.held.answer(cka::CKA_NEVER_EXTRACTABLE),
+            Some(false)
+        );
         assert_eq!(unwrapped.held.answer(cka::CKA_LOCAL), Some(false));
         assert_eq!(unwrapped.held.answer(cka::CKA_EXTRACTABLE), Some(false));
 

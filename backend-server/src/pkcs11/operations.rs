@@ -44,9 +44,9 @@ use zeroize::Zeroizing;
 use super::key_states;
 use super::mechanisms::{HashThenSign, digest_info_prefix, hash_then_sign};
 use super::module::{Final, Io, Module, check};
+use super::objects::Entry;
 use super::objects::{self, Defaults};
 use super::params::CMechanism;
-use super::objects::Entry;
 use super::replicas::{Replica, is_device_failure};
 use super::session_pool::DeviceSession;
 use super::template::{CTemplate, read_attributes};
@@ -120,14 +120,21 @@ struct Start {
 impl Start {
     /// `C_*Init` on `session` with device key `key` (0: none). Gives
     /// whether the device wants a context-specific login.
-    fn on(&self, session: &mut DeviceSession, key: Option<(CK_OBJECT_HANDLE, u64)>) -> CkResult<bool> {
+    fn on(
+        &self,
+        session: &mut DeviceSession,
+        key: Option<(CK_OBJECT_HANDLE, u64)>,
+    ) -> CkResult<bool> {
         let mut needs_context_login = false;
         let device_key = match key {
             Some((object, class)) => {
                 let facts = key_facts(session, object)?;
                 check_allowed(&facts, self.asked)?;
                 needs_context_login = class == CKO_PRIVATE_KEY
-                    && matches!(self.kind, OpKind::Sign | OpKind::SignRecover | OpKind::Decrypt)
+                    && matches!(
+                        self.kind,
+                        OpKind::Sign | OpKind::SignRecover | OpKind::Decrypt
+                    )
                     && facts.always_authenticate;
                 object
             }

@@ -272,6 +272,8 @@ fn missed(replica: &Replica, uid: Uid) {
 /// A transport key between two replicas: session objects of their anchors.
 #[derive(Clone, Copy, Debug)]
 pub struct Link {
+    /// The device took RSA-OAEP with SHA-1 only.
+    oaep_sha1: bool,
     from_key: CK_OBJECT_HANDLE,
     to_key: CK_OBJECT_HANDLE,
     from_generation: u64,
@@ -341,7 +343,9 @@ fn ulong(t: u64, v: u64) -> Attribute {
     Attribute::new(t, AttributeValue::Ulong(v))
 }
 
-/// The values of `types` that `object` shows.
+/// The values of `types` that `object` shows, less those that are the
+/// standard's defaults (devices refuse some of them in a template, e.g.
+/// SoftHSMv2 a `CKA_COPYABLE` of true).
 fn present(
     m: &Module,
     s: CK_SESSION_HANDLE,
@@ -352,10 +356,25 @@ fn present(
         .iter()
         .zip(read_attributes(m, s, object, types)?)
         .filter_map(|(t, v)| match v {
-            AttributeResult::Value(v) => Some(Attribute::new(*t, v)),
+            AttributeResult::Value(v) if !is_default(*t, &v) => Some(Attribute::new(*t, v)),
             _ => None,
         })
         .collect())
+}
+
+/// Whether `value` of `attr` is what an object gets without asking.
+fn is_default(attr: u64, value: &AttributeValue) -> bool {
+    match (attr, value) {
+        (
+            cka::CKA_MODIFIABLE | cka::CKA_COPYABLE | cka::CKA_DESTROYABLE,
+            AttributeValue::Bool(b),
+        ) => *b,
+        (cka::CKA_START_DATE | cka::CKA_END_DATE | cka::CKA_SUBJECT, AttributeValue::Bytes(b)) => {
+            b.is_empty()
+        }
+        (cka::CKA_ALLOWED_MECHANISMS, AttributeValue::Mechanisms(list)) => list.is_empty(),
+        _ => false,
+    }
 }
 
 impl Pkcs11Partition {
@@ -519,9 +538,8 @@ impl Pkcs11Partition {
             to.run(|m, s| m.destroy_object(s, old))?;
         }
         let class = from.run(|m, s| {
-            present(m, s, source, &[cka::CKA_CLASS]).map(|a| {
-                crate::attributes::ulong(a.first().map(|a| &a.value)).unwrap_or(CKO_DATA)
-            })
+            present(m, s, source, &[cka::CKA_CLASS])
+                .map(|a| crate::attributes::ulong(a.first().map(|a| &a.value)).unwrap_or(CKO_DATA))
         })?;
         let made = if matches!(class, CKO_SECRET_KEY | CKO_PRIVATE_KEY) {
             let link = self.link(from, to)?;
@@ -572,6 +590,7 @@ impl Pkcs11Partition {
             partition = %self.name,
             from = %from.name(),
             to = %to.name(),
+            oaep_hash = if link.oaep_sha1 { "SHA-1" } else { "SHA-256" },
             "transport key made"
         );
         links.insert((from.index, to.index), link);
@@ -802,25 +821,38 @@ fn carry(
             }
         }
     })?;
-    let oaep = Mechanism::new(
-        CKM_RSA_PKCS_OAEP,
-        MechanismParams::RsaOaep {
-            hash_alg: hsmlink_protocol::MechanismType(CKM_SHA256),
-            mgf: CKG_MGF1_SHA256,
-            source: CKZ_DATA_SPECIFIED,
-            source_data: Vec::new(),
-        },
-    );
-    let mut c_oaep = CMechanism::new(CKM_RSA_PKCS_OAEP, &oaep)?;
-    let wrapped = from.run(|m, s| {
-        let (rv, len) = m.wrap_key(s, &mut c_oaep, from_public, from_key, None);
-        check(rv)?;
-        let mut out = vec![0u8; len];
-        let (rv, len) = m.wrap_key(s, &mut c_oaep, from_public, from_key, Some(&mut out));
-        check(rv)?;
-        out.truncate(len.min(out.len()));
-        Ok(out)
-    });
+    // OAEP with SHA-256; SHA-1 where the device takes no other (SoftHSMv2
+    // checks for it; OAEP's security does not rest on collisions).
+    let mut wrapped = Err(Ckr(CKR_MECHANISM_PARAM_INVALID));
+    let mut used = None;
+    for (hash, mgf) in [(CKM_SHA256, CKG_MGF1_SHA256), (CKM_SHA_1, CKG_MGF1_SHA1)] {
+        let oaep = Mechanism::new(
+            CKM_RSA_PKCS_OAEP,
+            MechanismParams::RsaOaep {
+                hash_alg: hsmlink_protocol::MechanismType(hash),
+                mgf,
+                source: CKZ_DATA_SPECIFIED,
+                source_data: Vec::new(),
+            },
+        );
+        let mut c_oaep = CMechanism::new(CKM_RSA_PKCS_OAEP, &oaep)?;
+        wrapped = from.run(|m, s| {
+            let (rv, len) = m.wrap_key(s, &mut c_oaep, from_public, from_key, None);
+            check(rv)?;
+            let mut out = vec![0u8; len];
+            let (rv, len) = m.wrap_key(s, &mut c_oaep, from_public, from_key, Some(&mut out));
+            check(rv)?;
+            out.truncate(len.min(out.len()));
+            Ok(out)
+        });
+        match wrapped {
+            Err(Ckr(CKR_ARGUMENTS_BAD | CKR_MECHANISM_PARAM_INVALID)) => continue,
+            _ => {
+                used = Some(oaep);
+                break;
+            }
+        }
+    }
     let _ = from.run(|m, s| m.destroy_object(s, from_public));
     let wrapped = match wrapped {
         Ok(w) => w,
@@ -829,13 +861,23 @@ fn carry(
             return Err(e);
         }
     };
+    let Some(oaep) = used else {
+        let _ = from.run(|m, s| m.destroy_object(s, from_key));
+        return Err(Ckr(CKR_MECHANISM_PARAM_INVALID));
+    };
+    let mut c_oaep = CMechanism::new(CKM_RSA_PKCS_OAEP, &oaep)?;
     let mut c_unwrapped = CTemplate::new(&transport_template(false))?;
-    let unwrapped = to.with_anchor(|m, s| m.unwrap_key(s, &mut c_oaep, to_private, &wrapped, &mut c_unwrapped));
+    let unwrapped =
+        to.with_anchor(|m, s| m.unwrap_key(s, &mut c_oaep, to_private, &wrapped, &mut c_unwrapped));
     // From now on the key leaves neither device.
     let mut not_extractable = CTemplate::new(&[boolean(cka::CKA_EXTRACTABLE, false)])?;
     let sealed = from.run(|m, s| m.set_attribute_value(s, from_key, &mut not_extractable));
     match (unwrapped, sealed) {
         (Ok((to_key, to_generation)), Ok(())) => Ok(Link {
+            oaep_sha1: matches!(
+                oaep.params,
+                MechanismParams::RsaOaep { hash_alg, .. } if hash_alg.0 == CKM_SHA_1
+            ),
             from_key,
             to_key,
             from_generation,

@@ -100,7 +100,10 @@ fn load() -> Result<Target, String> {
         get(&mut list)
     };
     if rv != CKR_OK || list.is_null() {
-        return Err(format!("C_GetFunctionList of {} failed: {rv:#x}", module.display()));
+        return Err(format!(
+            "C_GetFunctionList of {} failed: {rv:#x}",
+            module.display()
+        ));
     }
     // SAFETY: the module's function list is static data of the module,
     // which is never unloaded.
@@ -273,4 +276,3 @@ pub unsafe extern "C" fn C_GetFunctionList(list: CK_FUNCTION_LIST_PTR_PTR) -> CK
     unsafe { *list = address as CK_FUNCTION_LIST_PTR };
     CKR_OK
 }
-

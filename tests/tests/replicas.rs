@@ -1,0 +1,509 @@
+//! The HSM pool with replicas (issue 6): three SoftHSMv2 "HSMs", each its
+//! own token store behind its own copy of the fault-injecting shim
+//! (`tests/fault-shim`), and two tenants whose partitions have two
+//! replicas each, sharing the middle HSM:
+//!
+//! ```text
+//! hsm1: token t-a ─┐ tenant demo: device a1 (hsm1/t-a), replica a2 (hsm2/t-a)
+//! hsm2: token t-a ─┘
+//!       token t-b ─┐ tenant beta: device b2 (hsm2/t-b), replica b3 (hsm3/t-b)
+//! hsm3: token t-b ─┘
+//! ```
+//!
+//! Keys made through the module exist on both replicas (read with
+//! `pkcs11-tool` through SoftHSMv2 itself, not through hsmlink); signing
+//! goes on, without one error, while an HSM fails; keys made and destroyed
+//! while it was out are made and destroyed on it when it is back, and it
+//! then serves them alone.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use cryptoki::context::Pkcs11;
+use cryptoki::error::RvError;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+
+const DEVICE_PIN: &str = "device-user-pin-1";
+const DEVICE_SO_PIN: &str = "device-so-pin-1";
+const USER_PIN: &str = "user-pin-5678";
+const MESSAGE: &[u8] = b"signed by whichever replica is up";
+
+/// One stand-in HSM: a SoftHSMv2 token store, a copy of SoftHSMv2's
+/// library (its own instance in the server's process) and a copy of the
+/// shim in front of it, with the control file that makes it fail.
+struct Hsm {
+    dir: PathBuf,
+    name: &'static str,
+}
+
+impl Hsm {
+    fn new(root: &Path, name: &'static str, tokens: &[&str]) -> Self {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("tokens")).unwrap();
+        std::fs::write(
+            dir.join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                dir.join("tokens").display()
+            ),
+        )
+        .unwrap();
+        std::fs::copy(SOFTHSM_MODULE, dir.join("softhsm.so")).unwrap();
+        std::fs::copy(artifact("libhsmlink_fault_shim.so"), dir.join("shim.so")).unwrap();
+        std::fs::write(
+            dir.join("shim.so.conf"),
+            format!(
+                "module = {}\nenv SOFTHSM2_CONF = {}\ncontrol = {}\n",
+                dir.join("softhsm.so").display(),
+                dir.join("softhsm2.conf").display(),
+                dir.join("control").display()
+            ),
+        )
+        .unwrap();
+        for token in tokens {
+            let out = Command::new("softhsm2-util")
+                .args(["--init-token", "--free", "--label", token])
+                .args(["--so-pin", DEVICE_SO_PIN, "--pin", DEVICE_PIN])
+                .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Self { dir, name }
+    }
+
+    fn at(root: &Path, name: &'static str) -> Self {
+        Self {
+            dir: root.join(name),
+            name,
+        }
+    }
+
+    fn shim(&self) -> PathBuf {
+        self.dir.join("shim.so")
+    }
+
+    /// Every call to the HSM fails with `CKR_DEVICE_ERROR` from now on.
+    fn fail(&self) {
+        std::fs::write(self.dir.join("control"), "fail\n").unwrap();
+    }
+
+    fn recover(&self) {
+        let _ = std::fs::remove_file(self.dir.join("control"));
+    }
+
+    /// The `CKA_ID`s (hex) of the objects on `token`, as SoftHSMv2 itself
+    /// lists them (pkcs11-tool on the HSM's own library, not hsmlink).
+    fn ids(&self, token: &str) -> Vec<String> {
+        let out = Command::new("pkcs11-tool")
+            .args([
+                "--module",
+                &self.dir.join("softhsm.so").display().to_string(),
+            ])
+            .args([
+                "--token-label",
+                token,
+                "--login",
+                "--pin",
+                DEVICE_PIN,
+                "--list-objects",
+            ])
+            .env("SOFTHSM2_CONF", self.dir.join("softhsm2.conf"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pkcs11-tool on {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("ID:"))
+            .map(|id| id.trim().to_owned())
+            .collect()
+    }
+
+    /// Whether `token` holds an object of hsmlink uid `uid` (hex).
+    fn holds(&self, token: &str, uid: &str) -> bool {
+        // hsmlink's tag: "hl1:" or "hl2:" (hex 686c313a / 686c323a), the uid.
+        self.ids(token)
+            .iter()
+            .any(|id| id.get(8..8 + uid.len()) == Some(uid))
+    }
+}
+
+fn artifact(name: &str) -> PathBuf {
+    module_path().with_file_name(name)
+}
+
+fn state_path() -> PathBuf {
+    PathBuf::from(std::env::var_os("HSMLINK_TEST_STATE").unwrap())
+}
+
+fn save(state: &BTreeMap<String, String>) {
+    let text: String = state.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(state_path(), text).unwrap();
+}
+
+fn load() -> BTreeMap<String, String> {
+    std::fs::read_to_string(state_path())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn slot(pkcs11: &Pkcs11) -> Slot {
+    pkcs11.get_all_slots().unwrap()[0]
+}
+
+fn login(pkcs11: &Pkcs11) -> Session {
+    let session = pkcs11.open_rw_session(slot(pkcs11)).unwrap();
+    session.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+    session
+}
+
+fn find(session: &Session, label: &str, class: ObjectClass) -> Option<ObjectHandle> {
+    session
+        .find_objects(&[Attribute::Label(label.into()), Attribute::Class(class)])
+        .unwrap()
+        .first()
+        .copied()
+}
+
+fn unique_id(session: &Session, object: ObjectHandle) -> String {
+    match session
+        .get_attributes(object, &[AttributeType::UniqueId])
+        .unwrap()
+        .first()
+    {
+        Some(Attribute::UniqueId(id)) => String::from_utf8(id.clone()).unwrap(),
+        other => panic!("no CKA_UNIQUE_ID: {other:?}"),
+    }
+}
+
+/// A token P-256 key pair labelled `label`: (public, private).
+fn ec_pair(session: &Session, label: &str) -> (ObjectHandle, ObjectHandle) {
+    session
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::EcParams(P256_PARAMS.to_vec()),
+                Attribute::Token(true),
+                Attribute::Verify(true),
+                Attribute::Label(label.into()),
+            ],
+            &[
+                Attribute::Sign(true),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Label(label.into()),
+            ],
+        )
+        .unwrap()
+}
+
+fn sign_and_verify(session: &Session, private: ObjectHandle, public: ObjectHandle) {
+    let signature = session
+        .sign(&Mechanism::EcdsaSha256, private, MESSAGE)
+        .unwrap();
+    session
+        .verify(&Mechanism::EcdsaSha256, public, MESSAGE, &signature)
+        .unwrap();
+}
+
+/// The children: one phase each, told by `HSMLINK_TEST_PHASE`.
+fn child() {
+    let root = PathBuf::from(std::env::var_os("HSMLINK_TEST_HSMS").unwrap());
+    let phase = std::env::var("HSMLINK_TEST_PHASE").unwrap();
+    let pkcs11 = load_module();
+    let mut state = load();
+    match phase.as_str() {
+        // Tenant demo makes its keys: on both of its replicas.
+        "demo-keys" => {
+            let session = user_session(&pkcs11, "replicated", USER_PIN);
+            let (public, private) = ec_pair(&session, "signer");
+            sign_and_verify(&session, private, public);
+            let aes = session
+                .generate_key(
+                    &Mechanism::AesKeyGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Encrypt(true),
+                        Attribute::Decrypt(true),
+                        Attribute::Label("aes".into()),
+                    ],
+                )
+                .unwrap();
+            // The device's copy is extractable (for the replicas); the
+            // tenant's key is not, and hsmlink holds to that.
+            let attrs = session
+                .get_attributes(
+                    aes,
+                    &[
+                        AttributeType::Extractable,
+                        AttributeType::NeverExtractable,
+                        AttributeType::Local,
+                        AttributeType::AlwaysSensitive,
+                    ],
+                )
+                .unwrap();
+            assert_eq!(
+                attrs,
+                vec![
+                    Attribute::Extractable(false),
+                    Attribute::NeverExtractable(true),
+                    Attribute::Local(true),
+                    Attribute::AlwaysSensitive(true),
+                ]
+            );
+            let wrapping = session
+                .generate_key(
+                    &Mechanism::AesKeyGen,
+                    &[
+                        Attribute::Token(false),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Wrap(true),
+                        Attribute::Unwrap(true),
+                    ],
+                )
+                .unwrap();
+            assert_eq!(
+                rv(session.wrap_key(&Mechanism::AesKeyWrap, wrapping, aes)),
+                RvError::KeyUnextractable
+            );
+            assert_eq!(
+                rv(session.update_attributes(aes, &[Attribute::Extractable(true)])),
+                RvError::AttributeReadOnly
+            );
+            let doomed = session
+                .generate_key(
+                    &Mechanism::AesKeyGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::ValueLen(16.into()),
+                        Attribute::Encrypt(true),
+                        Attribute::Label("doomed".into()),
+                    ],
+                )
+                .unwrap();
+            state.insert("signer".into(), unique_id(&session, private));
+            state.insert("signer-pub".into(), unique_id(&session, public));
+            state.insert("aes".into(), unique_id(&session, aes));
+            state.insert("doomed".into(), unique_id(&session, doomed));
+        }
+        // hsm1 fails in the middle of a run of signatures: not one fails.
+        // While it is out a key is made and another destroyed.
+        "demo-failover" => {
+            let session = login(&pkcs11);
+            let private = find(&session, "signer", ObjectClass::PRIVATE_KEY).unwrap();
+            let public = find(&session, "signer", ObjectClass::PUBLIC_KEY).unwrap();
+            for i in 0..60 {
+                if i == 20 {
+                    Hsm::at(&root, "hsm1").fail();
+                }
+                sign_and_verify(&session, private, public);
+            }
+            let (public2, private2) = ec_pair(&session, "made-while-out");
+            sign_and_verify(&session, private2, public2);
+            state.insert("made-while-out".into(), unique_id(&session, private2));
+            let doomed = find(&session, "doomed", ObjectClass::SECRET_KEY).unwrap();
+            session.destroy_object(doomed).unwrap();
+            // Key uses keep working on the remaining replica.
+            let aes = find(&session, "aes", ObjectClass::SECRET_KEY).unwrap();
+            let iv = [7u8; 16];
+            let ciphertext = session
+                .encrypt(&Mechanism::AesCbcPad(iv), aes, b"while hsm1 is out")
+                .unwrap();
+            state.insert("ciphertext".into(), hex(&ciphertext));
+        }
+        // hsm1 is back and caught up; now hsm2 fails: hsm1 alone serves the
+        // key made while it was out, and the others.
+        "demo-on-hsm1-alone" => {
+            let session = login(&pkcs11);
+            Hsm::at(&root, "hsm2").fail();
+            let private = find(&session, "made-while-out", ObjectClass::PRIVATE_KEY).unwrap();
+            let public = find(&session, "made-while-out", ObjectClass::PUBLIC_KEY).unwrap();
+            sign_and_verify(&session, private, public);
+            let aes = find(&session, "aes", ObjectClass::SECRET_KEY).unwrap();
+            let plaintext = session
+                .decrypt(
+                    &Mechanism::AesCbcPad([7u8; 16]),
+                    aes,
+                    &unhex(&state["ciphertext"]),
+                )
+                .unwrap();
+            assert_eq!(plaintext, b"while hsm1 is out");
+            assert!(find(&session, "doomed", ObjectClass::SECRET_KEY).is_none());
+        }
+        // Tenant beta, on hsm2 (failed now) and hsm3.
+        "beta" => {
+            let session = user_session(&pkcs11, "beta", USER_PIN);
+            let (public, private) = ec_pair(&session, "beta-signer");
+            sign_and_verify(&session, private, public);
+            state.insert("beta-signer".into(), unique_id(&session, private));
+        }
+        other => panic!("unknown phase {other}"),
+    }
+    save(&state);
+}
+
+#[test]
+fn replicas_copy_keys_fail_over_and_catch_up() {
+    if in_child() {
+        child();
+        return;
+    }
+    if !softhsm_available() || Command::new("pkcs11-tool").arg("--help").output().is_err() {
+        eprintln!("SKIPPED: needs SoftHSMv2 ({SOFTHSM_MODULE}) and pkcs11-tool (opensc)");
+        return;
+    }
+    let hsms = tempfile::tempdir().unwrap();
+    let root = hsms.path();
+    let hsm1 = Hsm::new(root, "hsm1", &["t-a"]);
+    let hsm2 = Hsm::new(root, "hsm2", &["t-a", "t-b"]);
+    let hsm3 = Hsm::new(root, "hsm3", &["t-b"]);
+
+    let mut deployment = Deployment::init();
+    let beta_config = deployment.add_tenant("beta");
+    let path = deployment.path("server.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut slots = [
+        "driver = \"pkcs11\"\ndevice = \"a1\"\nreplicas = [\"a2\"]",
+        "driver = \"pkcs11\"\ndevice = \"b2\"\nreplicas = [\"b3\"]",
+    ]
+    .into_iter();
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("driver = \"soft\"") {
+            out.push_str(slots.next().expect("two soft slots"));
+        } else if line.trim_start().starts_with("algorithms =") {
+            continue;
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    let pin_file = root.join("device.pin");
+    std::fs::write(&pin_file, format!("{DEVICE_PIN}\n")).unwrap();
+    for (name, hsm, token) in [
+        ("a1", &hsm1, "t-a"),
+        ("a2", &hsm2, "t-a"),
+        ("b2", &hsm2, "t-b"),
+        ("b3", &hsm3, "t-b"),
+    ] {
+        out.push_str(&format!(
+            "\n[[devices]]\nname = \"{name}\"\nmodule = {:?}\ntoken_label = \"{token}\"\npin_file = {:?}\nmax_sessions = 4\nsession_wait_ms = 2000\n",
+            hsm.shim().display().to_string(),
+            pin_file.display().to_string()
+        ));
+    }
+    std::fs::write(&path, out).unwrap();
+    deployment.run_server();
+
+    let state = deployment.path("test-state");
+    let env = |phase: &str, config: Option<&Path>| {
+        let mut env = deployment.module_env();
+        if let Some(config) = config {
+            env.retain(|(k, _)| *k != "HSMLINK_CONF");
+            env.push(("HSMLINK_CONF", config.as_os_str().to_owned()));
+        }
+        env.push(("HSMLINK_TEST_HSMS", root.as_os_str().to_owned()));
+        env.push(("HSMLINK_TEST_PHASE", OsString::from(phase)));
+        env.push(("HSMLINK_TEST_STATE", state.as_os_str().to_owned()));
+        env
+    };
+    let test = "replicas_copy_keys_fail_over_and_catch_up";
+    let state_of = || -> BTreeMap<String, String> {
+        std::fs::read_to_string(&state)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+
+    // Keys made through hsmlink are on both of the tenant's HSMs, and on
+    // no token of the other tenant.
+    run_in_child(test, &env("demo-keys", None));
+    let keys = state_of();
+    for key in ["signer", "signer-pub", "aes", "doomed"] {
+        assert!(hsm1.holds("t-a", &keys[key]), "{key} is not on hsm1");
+        assert!(
+            hsm2.holds("t-a", &keys[key]),
+            "{key} is not on hsm2:\n{}",
+            deployment.server_log()
+        );
+        assert!(!hsm2.holds("t-b", &keys[key]), "{key} is on beta's token");
+        assert!(!hsm3.holds("t-b", &keys[key]), "{key} is on hsm3");
+    }
+
+    // hsm1 fails under signing; what changes meanwhile reaches hsm2 only.
+    run_in_child(test, &env("demo-failover", None));
+    let keys = state_of();
+    assert!(hsm2.holds("t-a", &keys["made-while-out"]));
+    assert!(!hsm2.holds("t-a", &keys["doomed"]));
+    let log = deployment.server_log();
+    assert!(
+        log.contains("device failed (CKR_DEVICE_ERROR): taken out of service"),
+        "{log}"
+    );
+
+    // Back: the watcher checks it (1 s, then 2 s, ...) and brings it up to
+    // date before it serves.
+    hsm1.recover();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !deployment.server_log().contains("device back in service") {
+        assert!(
+            Instant::now() < deadline,
+            "hsm1 did not come back:\n{}",
+            deployment.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        hsm1.holds("t-a", &keys["made-while-out"]),
+        "not copied to hsm1"
+    );
+    assert!(!hsm1.holds("t-a", &keys["doomed"]), "not destroyed on hsm1");
+    assert!(hsm1.holds("t-a", &keys["signer"]));
+
+    // hsm1 alone serves what it caught up with.
+    run_in_child(test, &env("demo-on-hsm1-alone", None));
+
+    // Tenant beta while hsm2 (its device) is out: made on hsm3 only, and
+    // copied to hsm2 when it is back.
+    run_in_child(test, &env("beta", Some(&beta_config)));
+    let keys = state_of();
+    assert!(hsm3.holds("t-b", &keys["beta-signer"]));
+    hsm2.recover();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !hsm2.holds("t-b", &keys["beta-signer"]) {
+        assert!(
+            Instant::now() < deadline,
+            "beta's key did not reach hsm2:\n{}",
+            deployment.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(!hsm1.holds("t-a", &keys["beta-signer"]));
+    // No secret of a key in the log.
+    let log = deployment.server_log();
+    assert!(!log.contains(DEVICE_PIN) && !log.contains(USER_PIN));
+}
