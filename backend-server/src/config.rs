@@ -103,6 +103,8 @@
 //! max_sessions = 8                   # device sessions in the pool (default 8)
 //! session_wait_ms = 5000             # a call waits this long for a free device session,
 //!                                    # then fails with CKR_DEVICE_MEMORY (default 5000)
+//! call_timeout_ms = 10000            # a device call slower than this takes the device out
+//!                                    # of service (checked again with back-off; default 10000)
 //! ```
 
 use std::collections::{BTreeSet, HashSet};
@@ -483,6 +485,14 @@ pub struct DeviceConfig {
     /// How long a call waits for a free device session.
     #[serde(default = "default_session_wait_ms")]
     pub session_wait_ms: u64,
+    /// A device call that takes longer takes the device out of service
+    /// (its answer is still used; a call cannot be taken back).
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+}
+
+fn default_call_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_max_sessions() -> NonZeroU32 {

@@ -362,6 +362,24 @@ fn child() {
             sign_and_verify(&session, private, public);
             state.insert("beta-signer".into(), unique_id(&session, private));
         }
+        // hsm2 hangs (each call waits 1.5 s, over the devices' 1 s
+        // time-out): the first signature waits for it, the next ones go to
+        // hsm3 without waiting.
+        "beta-hang" => {
+            let session = login(&pkcs11);
+            let private = find(&session, "beta-signer", ObjectClass::PRIVATE_KEY).unwrap();
+            let public = find(&session, "beta-signer", ObjectClass::PUBLIC_KEY).unwrap();
+            std::fs::write(root.join("hsm2").join("control"), "hang 1500\n").unwrap();
+            let mut slow = 0;
+            for _ in 0..10 {
+                let started = Instant::now();
+                sign_and_verify(&session, private, public);
+                if started.elapsed() >= Duration::from_millis(1400) {
+                    slow += 1;
+                }
+            }
+            assert!(slow <= 1, "{slow} signatures waited for the hanging HSM");
+        }
         other => panic!("unknown phase {other}"),
     }
     save(&state);
@@ -385,6 +403,14 @@ fn replicas_copy_keys_fail_over_and_catch_up() {
 
     let mut deployment = Deployment::init();
     let beta_config = deployment.add_tenant("beta");
+    // A call that meets a hanging HSM waits for it: more than the 3 s the
+    // test harness gives a client.
+    let text = std::fs::read_to_string(&beta_config).unwrap();
+    std::fs::write(
+        &beta_config,
+        text.replace("io_timeout_ms = 3000", "io_timeout_ms = 20000"),
+    )
+    .unwrap();
     let path = deployment.path("server.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut slots = [
@@ -412,7 +438,7 @@ fn replicas_copy_keys_fail_over_and_catch_up() {
         ("b3", &hsm3, "t-b"),
     ] {
         out.push_str(&format!(
-            "\n[[devices]]\nname = \"{name}\"\nmodule = {:?}\ntoken_label = \"{token}\"\npin_file = {:?}\nmax_sessions = 4\nsession_wait_ms = 2000\n",
+            "\n[[devices]]\nname = \"{name}\"\nmodule = {:?}\ntoken_label = \"{token}\"\npin_file = {:?}\nmax_sessions = 4\nsession_wait_ms = 2000\ncall_timeout_ms = 1000\n",
             hsm.shim().display().to_string(),
             pin_file.display().to_string()
         ));
@@ -506,6 +532,15 @@ fn replicas_copy_keys_fail_over_and_catch_up() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(!hsm1.holds("t-a", &keys["beta-signer"]));
+
+    // A hanging HSM is taken out after its first slow call.
+    run_in_child(test, &env("beta-hang", Some(&beta_config)));
+    assert!(
+        deployment
+            .server_log()
+            .contains("device call slower than call_timeout_ms")
+    );
+    hsm2.recover();
     // No secret of a key in the log.
     let log = deployment.server_log();
     assert!(!log.contains(DEVICE_PIN) && !log.contains(USER_PIN));

@@ -1,10 +1,8 @@
 //! One device: a token of a vendor module (`[[devices]]` in server.toml),
 //! its session pool and what it can do.
 //!
-//! Phase 1 holds one device per partition; a partition's devices are a
-//! list ([`super::Pkcs11Partition`] keeps `Vec<Arc<Device>>` in spirit: one
-//! entry today), so replicas can be added without changing the driver's
-//! types.
+//! A partition lives on one device or, with replicas, on several (see
+//! [`super::replicas`]).
 
 use std::sync::Arc;
 
@@ -35,6 +33,8 @@ pub struct Device {
     /// What the device serves that hsmlink carries: the slot's list.
     pub mechanisms: Vec<MechanismEntry>,
     pub vendor: VendorNumbers,
+    /// A call slower than this takes the device out of service.
+    pub call_timeout: std::time::Duration,
 }
 
 /// The device's user PIN from its source; a trailing newline of a file is
@@ -125,6 +125,7 @@ impl Device {
             pool,
             mechanisms,
             vendor,
+            call_timeout: std::time::Duration::from_millis(config.call_timeout_ms.max(1)),
         }))
     }
 }

@@ -173,7 +173,10 @@ impl OpCore {
     /// went in, starts the operation on another replica and runs it there.
     fn retrying<T>(&mut self, mut f: impl FnMut(&mut Self) -> CkResult<T>) -> CkResult<T> {
         loop {
-            match f(self) {
+            let started = std::time::Instant::now();
+            let result = f(self);
+            self.replica.timed(started);
+            match result {
                 Err(Ckr(rv)) if is_device_failure(rv) && self.again.is_some() => {
                     self.replica.take_out(rv);
                     self.finished = false;

@@ -219,10 +219,26 @@ impl Replica {
     }
 
     /// Runs `f` in a session of this replica, taking it out on a device
-    /// failure.
+    /// failure or a call slower than the device's `call_timeout_ms`.
     pub fn run<T>(&self, f: impl FnOnce(&Module, CK_SESSION_HANDLE) -> CkResult<T>) -> CkResult<T> {
+        let started = Instant::now();
         let result = self.session()?.run(f);
+        self.timed(started);
         self.note(result)
+    }
+
+    /// Takes the replica out if a call that began at `started` took longer
+    /// than the device's time-out: a hanging device is not sent more.
+    pub fn timed(&self, started: Instant) {
+        let took = started.elapsed();
+        if took > self.device.call_timeout && self.is_up() {
+            warn!(
+                device = %self.device.name,
+                took_ms = took.as_millis(),
+                "device call slower than call_timeout_ms"
+            );
+            self.take_out(CKR_DEVICE_ERROR);
+        }
     }
 
     /// Runs `f` with a device session of this replica, taking it out on a
@@ -436,8 +452,10 @@ impl Pkcs11Partition {
                 Err(e) => return Err(e),
             };
             replica.in_flight.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
             let result = f(replica, session, object);
             replica.in_flight.fetch_sub(1, Ordering::Relaxed);
+            replica.timed(started);
             match result {
                 Err(Ckr(rv)) if is_device_failure(rv) => {
                     replica.take_out(rv);
@@ -601,7 +619,8 @@ impl Pkcs11Partition {
     /// knows them) and puts it back: the watcher's check.
     fn bring_back(&self, replica: &Arc<Replica>) -> CkResult<usize> {
         replica.device.pool.drain_idle();
-        // What the device holds now.
+        // What the device holds now, asked within its time-out.
+        let started = Instant::now();
         let found = {
             let mut session = replica.device.pool.checkout()?;
             let all = session.run(|m, s| m.find(s, &mut CTemplate::new(&[])?))?;
@@ -615,6 +634,9 @@ impl Pkcs11Partition {
             }
             found
         };
+        if started.elapsed() > replica.device.call_timeout {
+            return Err(Ckr(CKR_DEVICE_ERROR));
+        }
         {
             let mut objects = replica.objects();
             objects.by_uid.clear();
