@@ -34,6 +34,7 @@ use crate::identity::Fingerprint;
 use crate::names::{PartitionName, TenantName, TokenSerial};
 use crate::pkcs11::Pkcs11Partition;
 use crate::pkcs11::device::{Device, DeviceError};
+use crate::pkcs11::placement;
 use crate::soft::keys::{KeyError, RootKey};
 use crate::soft::mechanisms::MechanismEntry;
 use crate::soft::partition::{KeyState, SecurityPolicy, SoftPartition, key_state};
@@ -167,6 +168,9 @@ pub struct Allocation {
     pub slot: Option<u64>,
     pub algorithms: AlgorithmsConfig,
     pub device: Option<DeviceName>,
+    /// pkcs11 driver: how many devices hold the partition (the server
+    /// chooses the ones `device` does not name; see `pkcs11::placement`).
+    pub replica_count: Option<u32>,
     /// Default: `<tenant>-p<slot>`, or with a suffix if that was ever used.
     pub partition: Option<PartitionName>,
 }
@@ -490,9 +494,9 @@ impl Registry {
         }
         let (algorithms, device) = match request.driver {
             DriverKind::Soft => {
-                if request.device.is_some() {
+                if request.device.is_some() || request.replica_count.is_some() {
                     return Err(RegistryError::Invalid(
-                        "device: only for the pkcs11 driver".to_owned(),
+                        "device and replica_count: only for the pkcs11 driver".to_owned(),
                     ));
                 }
                 if backing.root.is_none() {
@@ -504,26 +508,52 @@ impl Registry {
                 (request.algorithms.soft().as_str().to_owned(), None)
             }
             DriverKind::Pkcs11 => {
-                let device = request.device.clone().ok_or_else(|| {
-                    RegistryError::Invalid("device: required for the pkcs11 driver".to_owned())
-                })?;
-                if !backing.devices.iter().any(|d| d.name == device) {
+                let taken = |name: &str| {
+                    rows.iter().any(|r| {
+                        r.state != PartitionState::Terminated.as_str()
+                            && r.device
+                                .as_deref()
+                                .is_some_and(|d| d.split(',').any(|d| d == name))
+                    })
+                };
+                let names: Vec<String> =
+                    backing.devices.iter().map(|d| d.name.to_string()).collect();
+                let hsms: Vec<String> = backing
+                    .devices
+                    .iter()
+                    .map(|d| d.module.display().to_string())
+                    .collect();
+                let candidates: Vec<placement::Candidate<'_>> = names
+                    .iter()
+                    .zip(&hsms)
+                    .map(|(name, hsm)| placement::Candidate {
+                        name,
+                        hsm,
+                        taken: taken(name),
+                    })
+                    .collect();
+                let count =
+                    usize::try_from(request.replica_count.unwrap_or(1)).unwrap_or(usize::MAX);
+                if request.device.is_none() && request.replica_count.is_none() {
+                    return Err(RegistryError::Invalid(
+                        "the pkcs11 driver needs device (a [[devices]] name) or replica_count (the server chooses)"
+                            .to_owned(),
+                    ));
+                }
+                if let Some(device) = &request.device
+                    && !backing.devices.iter().any(|d| d.name == *device)
+                {
                     return Err(RegistryError::NotFound(format!(
                         "no device {device} in server.toml ([[devices]])"
                     )));
                 }
-                let taken = rows.iter().any(|r| {
-                    r.state != PartitionState::Terminated.as_str()
-                        && r.device
-                            .as_deref()
-                            .is_some_and(|d| d.split(',').any(|d| d == device.as_str()))
-                });
-                if taken {
-                    return Err(RegistryError::Conflict(format!(
-                        "device {device} holds a partition already (one per device)"
-                    )));
-                }
-                (pkcs11::ALGORITHMS.to_owned(), Some(device))
+                let chosen = placement::choose(
+                    &candidates,
+                    count,
+                    request.device.as_ref().map(|d| d.as_str()),
+                )
+                .map_err(|e| RegistryError::Conflict(e.to_string()))?;
+                (pkcs11::ALGORITHMS.to_owned(), Some(chosen.join(",")))
             }
         };
         let serial = new_serial(&rows)?;
@@ -535,7 +565,7 @@ impl Registry {
             driver: driver_str(request.driver).to_owned(),
             serial: serial.to_string(),
             algorithms,
-            device: device.as_ref().map(|d| d.to_string()),
+            device,
             state: PartitionState::Active.as_str().to_owned(),
             source: SOURCE_ADMIN.to_owned(),
             created_at: now,
@@ -1198,6 +1228,7 @@ mod tests {
             slot: Some(slot),
             algorithms: AlgorithmsConfig::International,
             device: None,
+            replica_count: None,
             partition: None,
         }
     }

@@ -380,6 +380,24 @@ fn child() {
             }
             assert!(slow <= 1, "{slow} signatures waited for the hanging HSM");
         }
+        // The partition the server placed: slot 1.
+        "beta-placed" => {
+            let slots = pkcs11.get_all_slots().unwrap();
+            let slot = *slots.get(1).expect("slot 1");
+            pkcs11.init_token(slot, &pin(SO_PIN), "placed").unwrap();
+            let session = pkcs11.open_rw_session(slot).unwrap();
+            session.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
+            session.init_pin(&pin("first-pin")).unwrap();
+            session.logout().unwrap();
+            session
+                .login(UserType::User, Some(&pin("first-pin")))
+                .unwrap();
+            // A PIN the SO set is to be changed first.
+            session.set_pin(&pin("first-pin"), &pin(USER_PIN)).unwrap();
+            let (public, private) = ec_pair(&session, "placed-signer");
+            sign_and_verify(&session, private, public);
+            state.insert("placed-signer".into(), unique_id(&session, private));
+        }
         other => panic!("unknown phase {other}"),
     }
     save(&state);
@@ -397,9 +415,9 @@ fn replicas_copy_keys_fail_over_and_catch_up() {
     }
     let hsms = tempfile::tempdir().unwrap();
     let root = hsms.path();
-    let hsm1 = Hsm::new(root, "hsm1", &["t-a"]);
+    let hsm1 = Hsm::new(root, "hsm1", &["t-a", "t-c"]);
     let hsm2 = Hsm::new(root, "hsm2", &["t-a", "t-b"]);
-    let hsm3 = Hsm::new(root, "hsm3", &["t-b"]);
+    let hsm3 = Hsm::new(root, "hsm3", &["t-b", "t-c"]);
 
     let mut deployment = Deployment::init();
     let beta_config = deployment.add_tenant("beta");
@@ -436,6 +454,9 @@ fn replicas_copy_keys_fail_over_and_catch_up() {
         ("a2", &hsm2, "t-a"),
         ("b2", &hsm2, "t-b"),
         ("b3", &hsm3, "t-b"),
+        // Free: for partitions the server places itself.
+        ("c1", &hsm1, "t-c"),
+        ("c3", &hsm3, "t-c"),
     ] {
         out.push_str(&format!(
             "\n[[devices]]\nname = \"{name}\"\nmodule = {:?}\ntoken_label = \"{token}\"\npin_file = {:?}\nmax_sessions = 4\nsession_wait_ms = 2000\ncall_timeout_ms = 1000\n",
@@ -541,6 +562,39 @@ fn replicas_copy_keys_fail_over_and_catch_up() {
             .contains("device call slower than call_timeout_ms")
     );
     hsm2.recover();
+    // The server places a partition with two replicas: the free devices on
+    // the two HSMs holding the fewest partitions (hsm1 and hsm3 hold one
+    // each, hsm2 two), never two tokens of one HSM.
+    let (ok, out, err) = deployment.admin(&[
+        "partitions",
+        "allocate",
+        "beta",
+        "--driver",
+        "pkcs11",
+        "--replica-count",
+        "2",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("c1,c3"), "{out}");
+    let (ok, out, err) = deployment.admin(&[
+        "partitions",
+        "allocate",
+        "beta",
+        "--driver",
+        "pkcs11",
+        "--replica-count",
+        "2",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("2 devices on different HSMs are needed, 0 HSMs have a free device"),
+        "{err}"
+    );
+    run_in_child(test, &env("beta-placed", Some(&beta_config)));
+    let keys = state_of();
+    assert!(hsm1.holds("t-c", &keys["placed-signer"]));
+    assert!(hsm3.holds("t-c", &keys["placed-signer"]));
+
     // No secret of a key in the log.
     let log = deployment.server_log();
     assert!(!log.contains(DEVICE_PIN) && !log.contains(USER_PIN));

@@ -812,6 +812,8 @@ struct Allocate {
     slot: Option<u64>,
     algorithms: Option<AlgorithmsConfig>,
     device: Option<String>,
+    /// pkcs11 driver: how many devices hold the partition.
+    replica_count: Option<u32>,
     name: Option<String>,
 }
 
@@ -836,6 +838,7 @@ fn allocate(call: &Call) -> Handled {
             slot: body.slot,
             algorithms: body.algorithms.unwrap_or_default(),
             device,
+            replica_count: body.replica_count,
             partition,
         })
     })();

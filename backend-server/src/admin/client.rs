@@ -123,6 +123,10 @@ pub enum PartitionCommand {
         /// pkcs11 driver: the [[devices]] name.
         #[arg(long)]
         device: Option<String>,
+        /// pkcs11 driver: how many devices (on different HSMs) hold the
+        /// partition; the server chooses those --device does not name.
+        #[arg(long)]
+        replica_count: Option<u32>,
         /// Partition name (default TENANT-pSLOT).
         #[arg(long)]
         name: Option<String>,
@@ -450,6 +454,7 @@ pub fn run_admin(args: &AdminArgs) -> Result<(), String> {
                 slot,
                 algorithms,
                 device,
+                replica_count,
                 name,
             } => show(
                 c,
@@ -458,7 +463,7 @@ pub fn run_admin(args: &AdminArgs) -> Result<(), String> {
                     &format!("/v1/tenants/{tenant}/partitions"),
                     Some(json!({
                         "driver": driver, "slot": slot, "algorithms": algorithms,
-                        "device": device, "name": name,
+                        "device": device, "replica_count": replica_count, "name": name,
                     })),
                 )?,
                 Table::KeyValue,

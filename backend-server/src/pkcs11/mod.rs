@@ -18,6 +18,8 @@
 //! - [`key_states`]: `CKA_HSMLINK_KEY_STATE`, which vendor modules do not
 //!   know, kept by hsmlink and enforced before a key's use reaches the
 //!   device; a destroyed key's device object goes, a tombstone stays.
+//! - [`placement`]: the devices a partition allocated with a replica count
+//!   goes to.
 //! - [`replicas`]: routing calls to a partition's devices, copies between
 //!   them under a transport key, health checks and catching up.
 //! - [`mechanisms`]: what a slot lists — the device's mechanisms that
@@ -50,6 +52,7 @@ pub mod module;
 pub mod objects;
 pub mod operations;
 pub mod params;
+pub mod placement;
 pub mod replicas;
 pub mod session_pool;
 pub mod template;
