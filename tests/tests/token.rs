@@ -6,6 +6,15 @@
 
 mod common;
 
+// The suite, once per driver: the soft HSM, the pkcs11 driver on
+// SoftHSMv2, and the pkcs11 driver with a replica.
+common::per_driver!(
+    token_initialisation_pins_and_login_rules,
+    sessions_open_close_and_report_their_state,
+    objects_attributes_and_template_rules,
+    private_objects_are_invisible_until_login,
+);
+
 use std::ffi::OsString;
 
 use common::{Deployment, in_child, load_module, run_in_child};
@@ -59,202 +68,186 @@ fn ready_user_session(pkcs11: &Pkcs11) -> Session {
     session
 }
 
-fn child(name: &str, deployment: &Deployment) {
-    run_in_child(name, &deployment.module_env());
-}
-
-#[test]
 fn token_initialisation_pins_and_login_rules() {
-    if in_child() {
-        let pkcs11 = load_module();
-        let slot = slot(&pkcs11);
-        // A token never initialised has no sessions (SoftHSMv2 answers the same).
-        assert_eq!(
-            rv(pkcs11.open_rw_session(slot)),
-            RvError::TokenNotRecognized
-        );
+    let pkcs11 = load_module();
+    let slot = slot(&pkcs11);
+    // A token never initialised has no sessions (SoftHSMv2 answers the same).
+    assert_eq!(
+        rv(pkcs11.open_rw_session(slot)),
+        RvError::TokenNotRecognized
+    );
 
-        pkcs11
-            .init_token(slot, &pin(SO_PIN), "tenant token")
-            .expect("C_InitToken");
-        // Before C_InitPIN there is no user PIN to log in with.
-        let session = pkcs11.open_rw_session(slot).expect("C_OpenSession");
-        assert_eq!(
-            rv(session.login(UserType::User, Some(&pin(USER_PIN)))),
-            RvError::UserPinNotInitialized
-        );
-        // C_InitToken again, with a session open on the token.
-        assert_eq!(
-            rv(pkcs11.init_token(slot, &pin(SO_PIN), "tenant token")),
-            RvError::SessionExists
-        );
-        session.close().expect("C_CloseSession");
-        let info = pkcs11.get_token_info(slot).expect("C_GetTokenInfo");
-        assert!(info.token_initialized());
-        assert!(!info.user_pin_initialized());
-        assert_eq!(info.label(), "tenant token");
-        // Initialising again takes the SO PIN of the token.
-        assert_eq!(
-            rv(pkcs11.init_token(slot, &pin("not-the-so-pin"), "x")),
-            RvError::PinIncorrect
-        );
+    pkcs11
+        .init_token(slot, &pin(SO_PIN), "tenant token")
+        .expect("C_InitToken");
+    // Before C_InitPIN there is no user PIN to log in with.
+    let session = pkcs11.open_rw_session(slot).expect("C_OpenSession");
+    assert_eq!(
+        rv(session.login(UserType::User, Some(&pin(USER_PIN)))),
+        RvError::UserPinNotInitialized
+    );
+    // C_InitToken again, with a session open on the token.
+    assert_eq!(
+        rv(pkcs11.init_token(slot, &pin(SO_PIN), "tenant token")),
+        RvError::SessionExists
+    );
+    session.close().expect("C_CloseSession");
+    let info = pkcs11.get_token_info(slot).expect("C_GetTokenInfo");
+    assert!(info.token_initialized());
+    assert!(!info.user_pin_initialized());
+    assert_eq!(info.label(), "tenant token");
+    // Initialising again takes the SO PIN of the token.
+    assert_eq!(
+        rv(pkcs11.init_token(slot, &pin("not-the-so-pin"), "x")),
+        RvError::PinIncorrect
+    );
 
-        let ro = pkcs11.open_ro_session(slot).expect("RO session");
-        assert_eq!(
-            ro.get_session_info().unwrap().session_state(),
-            SessionState::RoPublic
-        );
-        // The SO cannot log in while a read-only session exists.
-        assert_eq!(
-            rv(ro.login(UserType::So, Some(&pin(SO_PIN)))),
-            RvError::SessionReadOnlyExists
-        );
-        ro.close().unwrap();
+    let ro = pkcs11.open_ro_session(slot).expect("RO session");
+    assert_eq!(
+        ro.get_session_info().unwrap().session_state(),
+        SessionState::RoPublic
+    );
+    // The SO cannot log in while a read-only session exists.
+    assert_eq!(
+        rv(ro.login(UserType::So, Some(&pin(SO_PIN)))),
+        RvError::SessionReadOnlyExists
+    );
+    ro.close().unwrap();
 
-        let rw = pkcs11.open_rw_session(slot).expect("RW session");
-        assert_eq!(
-            rw.get_session_info().unwrap().session_state(),
-            SessionState::RwPublic
-        );
-        assert_eq!(
-            rv(rw.login(UserType::So, Some(&pin("wrong-pin")))),
-            RvError::PinIncorrect
-        );
-        assert!(pkcs11.get_token_info(slot).unwrap().so_pin_count_low());
-        rw.login(UserType::So, Some(&pin(SO_PIN)))
-            .expect("SO login");
-        assert_eq!(
-            rw.get_session_info().unwrap().session_state(),
-            SessionState::RwSecurityOfficer
-        );
-        // Read-only sessions cannot be opened while the SO is logged in.
-        assert_eq!(
-            rv(pkcs11.open_ro_session(slot)),
-            RvError::SessionReadWriteSoExists
-        );
-        assert_eq!(
-            rv(rw.login(UserType::User, Some(&pin(USER_PIN)))),
-            RvError::UserAnotherAlreadyLoggedIn
-        );
-        // PIN length limits (4 to 128 bytes, as the token info says).
-        assert_eq!(rv(rw.init_pin(&pin("12"))), RvError::PinLenRange);
-        rw.init_pin(&pin(USER_PIN)).expect("C_InitPIN");
-        rw.logout().expect("C_Logout");
-        assert_eq!(rv(rw.logout()), RvError::UserNotLoggedIn);
+    let rw = pkcs11.open_rw_session(slot).expect("RW session");
+    assert_eq!(
+        rw.get_session_info().unwrap().session_state(),
+        SessionState::RwPublic
+    );
+    assert_eq!(
+        rv(rw.login(UserType::So, Some(&pin("wrong-pin")))),
+        RvError::PinIncorrect
+    );
+    assert!(pkcs11.get_token_info(slot).unwrap().so_pin_count_low());
+    rw.login(UserType::So, Some(&pin(SO_PIN)))
+        .expect("SO login");
+    assert_eq!(
+        rw.get_session_info().unwrap().session_state(),
+        SessionState::RwSecurityOfficer
+    );
+    // Read-only sessions cannot be opened while the SO is logged in.
+    assert_eq!(
+        rv(pkcs11.open_ro_session(slot)),
+        RvError::SessionReadWriteSoExists
+    );
+    assert_eq!(
+        rv(rw.login(UserType::User, Some(&pin(USER_PIN)))),
+        RvError::UserAnotherAlreadyLoggedIn
+    );
+    // PIN length limits (4 to 128 bytes, as the token info says).
+    assert_eq!(rv(rw.init_pin(&pin("12"))), RvError::PinLenRange);
+    rw.init_pin(&pin(USER_PIN)).expect("C_InitPIN");
+    rw.logout().expect("C_Logout");
+    assert_eq!(rv(rw.logout()), RvError::UserNotLoggedIn);
 
-        let info = pkcs11.get_token_info(slot).unwrap();
-        assert!(info.user_pin_initialized());
-        assert!(
-            info.user_pin_to_be_changed(),
-            "a PIN the SO set must be changed by its owner"
-        );
+    let info = pkcs11.get_token_info(slot).unwrap();
+    assert!(info.user_pin_initialized());
+    assert!(
+        info.user_pin_to_be_changed(),
+        "a PIN the SO set must be changed by its owner"
+    );
 
-        // Logging in on one session logs in all of this application's sessions.
-        let other = pkcs11.open_rw_session(slot).unwrap();
-        rw.login(UserType::User, Some(&pin(USER_PIN)))
-            .expect("user login");
-        assert_eq!(
-            other.get_session_info().unwrap().session_state(),
-            SessionState::RwUser
-        );
-        assert_eq!(
-            rv(other.login(UserType::User, Some(&pin(USER_PIN)))),
-            RvError::UserAlreadyLoggedIn
-        );
-        // Until the user changes the PIN the SO gave, keys are out of reach.
-        let blocked = rw.create_object(&[
-            Attribute::Class(ObjectClass::DATA),
-            Attribute::Token(false),
-            Attribute::Value(b"x".to_vec()),
-        ]);
-        assert_eq!(rv(blocked), RvError::PinExpired);
-        assert_eq!(
-            rv(rw.set_pin(&pin("not-the-pin"), &pin(NEW_USER_PIN))),
-            RvError::PinIncorrect
-        );
-        rw.set_pin(&pin(USER_PIN), &pin(NEW_USER_PIN))
-            .expect("C_SetPIN");
-        assert!(
-            !pkcs11
-                .get_token_info(slot)
-                .unwrap()
-                .user_pin_to_be_changed()
-        );
-        rw.create_object(&[
-            Attribute::Class(ObjectClass::DATA),
-            Attribute::Token(false),
-            Attribute::Value(b"x".to_vec()),
-        ])
-        .expect("objects after the PIN change");
-        rw.logout().unwrap();
+    // Logging in on one session logs in all of this application's sessions.
+    let other = pkcs11.open_rw_session(slot).unwrap();
+    rw.login(UserType::User, Some(&pin(USER_PIN)))
+        .expect("user login");
+    assert_eq!(
+        other.get_session_info().unwrap().session_state(),
+        SessionState::RwUser
+    );
+    assert_eq!(
+        rv(other.login(UserType::User, Some(&pin(USER_PIN)))),
+        RvError::UserAlreadyLoggedIn
+    );
+    // Until the user changes the PIN the SO gave, keys are out of reach.
+    let blocked = rw.create_object(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(false),
+        Attribute::Value(b"x".to_vec()),
+    ]);
+    assert_eq!(rv(blocked), RvError::PinExpired);
+    assert_eq!(
+        rv(rw.set_pin(&pin("not-the-pin"), &pin(NEW_USER_PIN))),
+        RvError::PinIncorrect
+    );
+    rw.set_pin(&pin(USER_PIN), &pin(NEW_USER_PIN))
+        .expect("C_SetPIN");
+    assert!(
+        !pkcs11
+            .get_token_info(slot)
+            .unwrap()
+            .user_pin_to_be_changed()
+    );
+    rw.create_object(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(false),
+        Attribute::Value(b"x".to_vec()),
+    ])
+    .expect("objects after the PIN change");
+    rw.logout().unwrap();
 
-        // The SO changes its own PIN.
-        rw.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
-        rw.set_pin(&pin(SO_PIN), &pin("so-pin-new"))
-            .expect("SO C_SetPIN");
-        rw.logout().unwrap();
-        rw.login(UserType::So, Some(&pin("so-pin-new")))
-            .expect("new SO PIN");
-        rw.logout().unwrap();
+    // The SO changes its own PIN.
+    rw.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
+    rw.set_pin(&pin(SO_PIN), &pin("so-pin-new"))
+        .expect("SO C_SetPIN");
+    rw.logout().unwrap();
+    rw.login(UserType::So, Some(&pin("so-pin-new")))
+        .expect("new SO PIN");
+    rw.logout().unwrap();
 
-        // Wrong user PINs lock the PIN after the limit (10 by default).
-        for attempt in 1..=10 {
-            let answer = rv(rw.login(UserType::User, Some(&pin("wrong-pin"))));
-            if attempt < 10 {
-                assert_eq!(answer, RvError::PinIncorrect, "attempt {attempt}");
-            } else {
-                assert!(
-                    matches!(answer, RvError::PinIncorrect | RvError::PinLocked),
-                    "attempt {attempt}: {answer:?}"
-                );
-            }
-            if attempt == 9 {
-                assert!(pkcs11.get_token_info(slot).unwrap().user_pin_final_try());
-            }
+    // Wrong user PINs lock the PIN after the limit (10 by default).
+    for attempt in 1..=10 {
+        let answer = rv(rw.login(UserType::User, Some(&pin("wrong-pin"))));
+        if attempt < 10 {
+            assert_eq!(answer, RvError::PinIncorrect, "attempt {attempt}");
+        } else {
+            assert!(
+                matches!(answer, RvError::PinIncorrect | RvError::PinLocked),
+                "attempt {attempt}: {answer:?}"
+            );
         }
-        assert!(pkcs11.get_token_info(slot).unwrap().user_pin_locked());
-        assert_eq!(
-            rv(rw.login(UserType::User, Some(&pin(NEW_USER_PIN)))),
-            RvError::PinLocked,
-            "even the right PIN is refused once locked"
-        );
-        return;
+        if attempt == 9 {
+            assert!(pkcs11.get_token_info(slot).unwrap().user_pin_final_try());
+        }
     }
-    let deployment = Deployment::start();
-    child("token_initialisation_pins_and_login_rules", &deployment);
+    assert!(pkcs11.get_token_info(slot).unwrap().user_pin_locked());
+    assert_eq!(
+        rv(rw.login(UserType::User, Some(&pin(NEW_USER_PIN)))),
+        RvError::PinLocked,
+        "even the right PIN is refused once locked"
+    );
 }
 
-#[test]
 fn sessions_open_close_and_report_their_state() {
-    if in_child() {
-        let pkcs11 = load_module();
-        let slot = slot(&pkcs11);
-        pkcs11
-            .init_token(slot, &pin(SO_PIN), "sessions")
-            .expect("C_InitToken");
-        let ro = pkcs11.open_ro_session(slot).expect("RO");
-        let rw = pkcs11.open_rw_session(slot).expect("RW");
-        let info = rw.get_session_info().expect("C_GetSessionInfo");
-        assert!(info.read_write());
-        assert_eq!(info.slot_id(), slot);
-        assert!(!ro.get_session_info().unwrap().read_write());
-        let token = pkcs11.get_token_info(slot).unwrap();
-        assert_eq!(token.session_count(), Some(2));
-        assert_eq!(token.rw_session_count(), Some(1));
-        ro.close().expect("C_CloseSession");
-        assert_eq!(
-            pkcs11.get_token_info(slot).unwrap().session_count(),
-            Some(1)
-        );
-        rw.close().expect("C_CloseSession");
-        assert_eq!(
-            pkcs11.get_token_info(slot).unwrap().session_count(),
-            Some(0)
-        );
-        return;
-    }
-    let deployment = Deployment::start();
-    child("sessions_open_close_and_report_their_state", &deployment);
+    let pkcs11 = load_module();
+    let slot = slot(&pkcs11);
+    pkcs11
+        .init_token(slot, &pin(SO_PIN), "sessions")
+        .expect("C_InitToken");
+    let ro = pkcs11.open_ro_session(slot).expect("RO");
+    let rw = pkcs11.open_rw_session(slot).expect("RW");
+    let info = rw.get_session_info().expect("C_GetSessionInfo");
+    assert!(info.read_write());
+    assert_eq!(info.slot_id(), slot);
+    assert!(!ro.get_session_info().unwrap().read_write());
+    let token = pkcs11.get_token_info(slot).unwrap();
+    assert_eq!(token.session_count(), Some(2));
+    assert_eq!(token.rw_session_count(), Some(1));
+    ro.close().expect("C_CloseSession");
+    assert_eq!(
+        pkcs11.get_token_info(slot).unwrap().session_count(),
+        Some(1)
+    );
+    rw.close().expect("C_CloseSession");
+    assert_eq!(
+        pkcs11.get_token_info(slot).unwrap().session_count(),
+        Some(0)
+    );
 }
 
 fn aes_key_template(value: &[u8], label: &str) -> Vec<Attribute> {
@@ -273,238 +266,226 @@ fn aes_key_template(value: &[u8], label: &str) -> Vec<Attribute> {
     ]
 }
 
-#[test]
 fn objects_attributes_and_template_rules() {
-    if in_child() {
-        let pkcs11 = load_module();
-        let session = ready_user_session(&pkcs11);
+    let pkcs11 = load_module();
+    let session = ready_user_session(&pkcs11);
 
-        // A data object.
-        let data = session
-            .create_object(&[
-                Attribute::Class(ObjectClass::DATA),
-                Attribute::Token(true),
-                Attribute::Private(false),
-                Attribute::Label(b"greeting".to_vec()),
-                Attribute::Application(b"tests".to_vec()),
-                Attribute::Value(b"hello, token".to_vec()),
-            ])
-            .expect("create data object");
-        let attrs = session
-            .get_attributes(data, &[AttributeType::Value, AttributeType::Label])
-            .expect("C_GetAttributeValue");
-        assert!(attrs.contains(&Attribute::Value(b"hello, token".to_vec())));
-        assert!(attrs.contains(&Attribute::Label(b"greeting".to_vec())));
+    // A data object.
+    let data = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Label(b"greeting".to_vec()),
+            Attribute::Application(b"tests".to_vec()),
+            Attribute::Value(b"hello, token".to_vec()),
+        ])
+        .expect("create data object");
+    let attrs = session
+        .get_attributes(data, &[AttributeType::Value, AttributeType::Label])
+        .expect("C_GetAttributeValue");
+    assert!(attrs.contains(&Attribute::Value(b"hello, token".to_vec())));
+    assert!(attrs.contains(&Attribute::Label(b"greeting".to_vec())));
 
-        // A certificate.
-        let der = vec![0x30, 0x03, 0x02, 0x01, 0x01];
-        let cert = session
-            .create_object(&[
-                Attribute::Class(ObjectClass::CERTIFICATE),
-                Attribute::CertificateType(CertificateType::X_509),
-                Attribute::Token(true),
-                Attribute::Subject(vec![0x30, 0x00]),
-                Attribute::Value(der.clone()),
-                Attribute::Label(b"cert".to_vec()),
-            ])
-            .expect("create certificate");
-        let got = session
-            .get_attributes(cert, &[AttributeType::Value])
-            .unwrap();
-        assert_eq!(got, vec![Attribute::Value(der)]);
+    // A certificate.
+    let der = vec![0x30, 0x03, 0x02, 0x01, 0x01];
+    let cert = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(CertificateType::X_509),
+            Attribute::Token(true),
+            Attribute::Subject(vec![0x30, 0x00]),
+            Attribute::Value(der.clone()),
+            Attribute::Label(b"cert".to_vec()),
+        ])
+        .expect("create certificate");
+    let got = session
+        .get_attributes(cert, &[AttributeType::Value])
+        .unwrap();
+    assert_eq!(got, vec![Attribute::Value(der)]);
 
-        // An AES key of known value: sensitive, so its value never leaves.
-        let key = session
-            .create_object(&aes_key_template(&[0x42; 32], "aes"))
-            .expect("create AES key");
-        let info = session
-            .get_attribute_info(
-                key,
-                &[
-                    AttributeType::Value,
-                    AttributeType::ValueLen,
-                    AttributeType::Local,
-                    AttributeType::AlwaysSensitive,
-                    AttributeType::NeverExtractable,
-                    AttributeType::UniqueId,
-                    AttributeType::Modulus,
-                ],
-            )
-            .expect("attribute info");
-        assert!(matches!(info[0], AttributeInfo::Sensitive), "{:?}", info[0]);
-        assert!(matches!(info[1], AttributeInfo::Available(_)));
-        assert!(
-            matches!(info[6], AttributeInfo::TypeInvalid),
-            "an AES key has no modulus: {:?}",
-            info[6]
-        );
-        let derived = session
-            .get_attributes(
-                key,
-                &[
-                    AttributeType::ValueLen,
-                    AttributeType::Local,
-                    AttributeType::AlwaysSensitive,
-                    AttributeType::NeverExtractable,
-                    AttributeType::UniqueId,
-                ],
-            )
-            .unwrap();
-        assert!(derived.contains(&Attribute::ValueLen(32.into())));
-        assert!(
-            derived.contains(&Attribute::Local(false)),
-            "imported, not generated"
-        );
-        assert!(
-            derived.contains(&Attribute::AlwaysSensitive(false)),
-            "its value was seen outside"
-        );
-        assert!(derived.contains(&Attribute::NeverExtractable(false)));
-        assert!(
-            derived
-                .iter()
-                .any(|a| matches!(a, Attribute::UniqueId(id) if !id.is_empty()))
-        );
+    // An AES key of known value: sensitive, so its value never leaves.
+    let key = session
+        .create_object(&aes_key_template(&[0x42; 32], "aes"))
+        .expect("create AES key");
+    let info = session
+        .get_attribute_info(
+            key,
+            &[
+                AttributeType::Value,
+                AttributeType::ValueLen,
+                AttributeType::Local,
+                AttributeType::AlwaysSensitive,
+                AttributeType::NeverExtractable,
+                AttributeType::UniqueId,
+                AttributeType::Modulus,
+            ],
+        )
+        .expect("attribute info");
+    assert!(matches!(info[0], AttributeInfo::Sensitive), "{:?}", info[0]);
+    assert!(matches!(info[1], AttributeInfo::Available(_)));
+    assert!(
+        matches!(info[6], AttributeInfo::TypeInvalid),
+        "an AES key has no modulus: {:?}",
+        info[6]
+    );
+    let derived = session
+        .get_attributes(
+            key,
+            &[
+                AttributeType::ValueLen,
+                AttributeType::Local,
+                AttributeType::AlwaysSensitive,
+                AttributeType::NeverExtractable,
+                AttributeType::UniqueId,
+            ],
+        )
+        .unwrap();
+    assert!(derived.contains(&Attribute::ValueLen(32.into())));
+    assert!(
+        derived.contains(&Attribute::Local(false)),
+        "imported, not generated"
+    );
+    assert!(
+        derived.contains(&Attribute::AlwaysSensitive(false)),
+        "its value was seen outside"
+    );
+    assert!(derived.contains(&Attribute::NeverExtractable(false)));
+    assert!(
+        derived
+            .iter()
+            .any(|a| matches!(a, Attribute::UniqueId(id) if !id.is_empty()))
+    );
 
-        // One-way attributes and read-only ones.
-        assert_eq!(
-            rv(session.update_attributes(key, &[Attribute::Sensitive(false)])),
-            RvError::AttributeReadOnly
-        );
-        assert_eq!(
-            rv(session.update_attributes(key, &[Attribute::Extractable(true)])),
-            RvError::AttributeReadOnly
-        );
-        assert_eq!(
-            rv(session.update_attributes(key, &[Attribute::Local(true)])),
-            RvError::AttributeReadOnly
-        );
+    // One-way attributes and read-only ones.
+    assert_eq!(
+        rv(session.update_attributes(key, &[Attribute::Sensitive(false)])),
+        RvError::AttributeReadOnly
+    );
+    assert_eq!(
+        rv(session.update_attributes(key, &[Attribute::Extractable(true)])),
+        RvError::AttributeReadOnly
+    );
+    assert_eq!(
+        rv(session.update_attributes(key, &[Attribute::Local(true)])),
+        RvError::AttributeReadOnly
+    );
+    session
+        .update_attributes(key, &[Attribute::Label(b"renamed".to_vec())])
+        .expect("labels change");
+    assert_eq!(
         session
-            .update_attributes(key, &[Attribute::Label(b"renamed".to_vec())])
-            .expect("labels change");
-        assert_eq!(
-            session
-                .get_attributes(key, &[AttributeType::Label])
-                .unwrap(),
-            vec![Attribute::Label(b"renamed".to_vec())]
-        );
+            .get_attributes(key, &[AttributeType::Label])
+            .unwrap(),
+        vec![Attribute::Label(b"renamed".to_vec())]
+    );
 
-        // Template checks.
-        assert_eq!(
-            rv(session.create_object(&[Attribute::Token(false), Attribute::Value(vec![1])])),
-            RvError::TemplateIncomplete,
-            "no CKA_CLASS"
-        );
-        assert_eq!(
-            rv(session.create_object(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Value(vec![0; 16]),
-            ])),
-            RvError::TemplateIncomplete,
-            "a secret key without CKA_KEY_TYPE"
-        );
-        assert_eq!(
-            rv(session.create_object(&aes_key_template(&[7; 7], "short"))),
-            RvError::AttributeValueInvalid,
-            "a 7-byte AES key"
-        );
-        let mut local = aes_key_template(&[1; 16], "local");
-        local.push(Attribute::Local(true));
-        assert_eq!(
-            rv(session.create_object(&local)),
-            RvError::AttributeReadOnly
-        );
-        let mut inconsistent = aes_key_template(&[1; 16], "x");
-        inconsistent.push(Attribute::Class(ObjectClass::DATA));
-        assert_eq!(
-            rv(session.create_object(&inconsistent)),
-            RvError::TemplateInconsistent,
-            "CKA_CLASS twice with two values"
-        );
+    // Template checks.
+    assert_eq!(
+        rv(session.create_object(&[Attribute::Token(false), Attribute::Value(vec![1])])),
+        RvError::TemplateIncomplete,
+        "no CKA_CLASS"
+    );
+    assert_eq!(
+        rv(session.create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Value(vec![0; 16]),
+        ])),
+        RvError::TemplateIncomplete,
+        "a secret key without CKA_KEY_TYPE"
+    );
+    assert_eq!(
+        rv(session.create_object(&aes_key_template(&[7; 7], "short"))),
+        RvError::AttributeValueInvalid,
+        "a 7-byte AES key"
+    );
+    let mut local = aes_key_template(&[1; 16], "local");
+    local.push(Attribute::Local(true));
+    assert_eq!(
+        rv(session.create_object(&local)),
+        RvError::AttributeReadOnly
+    );
+    let mut inconsistent = aes_key_template(&[1; 16], "x");
+    inconsistent.push(Attribute::Class(ObjectClass::DATA));
+    assert_eq!(
+        rv(session.create_object(&inconsistent)),
+        RvError::TemplateInconsistent,
+        "CKA_CLASS twice with two values"
+    );
 
-        // Copy, find, size, destroy.
-        let copy = session
-            .copy_object(data, &[Attribute::Label(b"copy".to_vec())])
-            .expect("C_CopyObject");
-        let found = session
-            .find_objects(&[Attribute::Label(b"copy".to_vec())])
-            .expect("C_FindObjects*");
-        assert_eq!(found, vec![copy]);
-        let all_data = session
-            .find_objects(&[Attribute::Class(ObjectClass::DATA)])
-            .unwrap();
-        assert!(all_data.contains(&data) && all_data.contains(&copy));
-        session.destroy_object(copy).expect("C_DestroyObject");
-        assert_eq!(
-            rv(session.get_attributes(copy, &[AttributeType::Label])),
-            RvError::ObjectHandleInvalid
-        );
+    // Copy, find, size, destroy.
+    let copy = session
+        .copy_object(data, &[Attribute::Label(b"copy".to_vec())])
+        .expect("C_CopyObject");
+    let found = session
+        .find_objects(&[Attribute::Label(b"copy".to_vec())])
+        .expect("C_FindObjects*");
+    assert_eq!(found, vec![copy]);
+    let all_data = session
+        .find_objects(&[Attribute::Class(ObjectClass::DATA)])
+        .unwrap();
+    assert!(all_data.contains(&data) && all_data.contains(&copy));
+    session.destroy_object(copy).expect("C_DestroyObject");
+    assert_eq!(
+        rv(session.get_attributes(copy, &[AttributeType::Label])),
+        RvError::ObjectHandleInvalid
+    );
 
-        // CKA_MODIFIABLE / CKA_COPYABLE / CKA_DESTROYABLE are honoured.
-        let frozen = session
-            .create_object(&[
-                Attribute::Class(ObjectClass::DATA),
-                Attribute::Token(false),
-                Attribute::Modifiable(false),
-                Attribute::Copyable(false),
-                Attribute::Destroyable(false),
-                Attribute::Value(b"frozen".to_vec()),
-            ])
-            .unwrap();
-        assert_eq!(
-            rv(session.update_attributes(frozen, &[Attribute::Label(b"x".to_vec())])),
-            RvError::ActionProhibited
-        );
-        assert_eq!(
-            rv(session.copy_object(frozen, &[])),
-            RvError::ActionProhibited
-        );
-        assert_eq!(
-            rv(session.destroy_object(frozen)),
-            RvError::ActionProhibited
-        );
-        return;
-    }
-    let deployment = Deployment::start();
-    child("objects_attributes_and_template_rules", &deployment);
+    // CKA_MODIFIABLE / CKA_COPYABLE / CKA_DESTROYABLE are honoured.
+    let frozen = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(false),
+            Attribute::Modifiable(false),
+            Attribute::Copyable(false),
+            Attribute::Destroyable(false),
+            Attribute::Value(b"frozen".to_vec()),
+        ])
+        .unwrap();
+    assert_eq!(
+        rv(session.update_attributes(frozen, &[Attribute::Label(b"x".to_vec())])),
+        RvError::ActionProhibited
+    );
+    assert_eq!(
+        rv(session.copy_object(frozen, &[])),
+        RvError::ActionProhibited
+    );
+    assert_eq!(
+        rv(session.destroy_object(frozen)),
+        RvError::ActionProhibited
+    );
 }
 
-#[test]
 fn private_objects_are_invisible_until_login() {
-    if in_child() {
-        let pkcs11 = load_module();
-        let session = ready_user_session(&pkcs11);
-        let secret = session
-            .create_object(&[
-                Attribute::Class(ObjectClass::DATA),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Label(b"private".to_vec()),
-                Attribute::Value(b"top secret".to_vec()),
-            ])
-            .unwrap();
-        session.logout().unwrap();
-        let found = session
-            .find_objects(&[Attribute::Label(b"private".to_vec())])
-            .unwrap();
-        assert!(found.is_empty(), "a private object is listed before login");
-        assert_eq!(
-            rv(session.get_attributes(secret, &[AttributeType::Value])),
-            RvError::ObjectHandleInvalid
-        );
+    let pkcs11 = load_module();
+    let session = ready_user_session(&pkcs11);
+    let secret = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Label(b"private".to_vec()),
+            Attribute::Value(b"top secret".to_vec()),
+        ])
+        .unwrap();
+    session.logout().unwrap();
+    let found = session
+        .find_objects(&[Attribute::Label(b"private".to_vec())])
+        .unwrap();
+    assert!(found.is_empty(), "a private object is listed before login");
+    assert_eq!(
+        rv(session.get_attributes(secret, &[AttributeType::Value])),
+        RvError::ObjectHandleInvalid
+    );
+    session
+        .login(UserType::User, Some(&pin(NEW_USER_PIN)))
+        .unwrap();
+    assert_eq!(
         session
-            .login(UserType::User, Some(&pin(NEW_USER_PIN)))
-            .unwrap();
-        assert_eq!(
-            session
-                .find_objects(&[Attribute::Label(b"private".to_vec())])
-                .unwrap(),
-            vec![secret]
-        );
-        return;
-    }
-    let deployment = Deployment::start();
-    child("private_objects_are_invisible_until_login", &deployment);
+            .find_objects(&[Attribute::Label(b"private".to_vec())])
+            .unwrap(),
+        vec![secret]
+    );
 }
 
 /// Where a child writes what its parent must carry to the next child.

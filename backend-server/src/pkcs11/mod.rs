@@ -779,6 +779,33 @@ impl Pkcs11Partition {
     }
 }
 
+/// hsmlink's template rules for `C_CreateObject` (the soft HSM's: one
+/// answer for a wrong template on every driver), where hsmlink models the
+/// object's class and key type; others are the device's to judge.
+fn check_template(ctx: &ObjectContext, template: &[Attribute]) -> CkResult<()> {
+    let find = |t: u64| {
+        template
+            .iter()
+            .rev()
+            .find(|a| a.attr_type.0 == t)
+            .map(|a| &a.value)
+    };
+    let class = crate::attributes::ulong(find(cka::CKA_CLASS));
+    let subtype = match class {
+        Some(CKO_CERTIFICATE) => crate::attributes::ulong(find(cka::CKA_CERTIFICATE_TYPE)),
+        Some(CKO_PUBLIC_KEY | CKO_PRIVATE_KEY | CKO_SECRET_KEY) => {
+            crate::attributes::ulong(find(cka::CKA_KEY_TYPE))
+        }
+        _ => None,
+    };
+    let modelled =
+        class.is_none_or(|class| crate::attributes::Profile::for_object(class, subtype).is_ok());
+    if modelled {
+        crate::attributes::new_object(template, actor(ctx), "")?;
+    }
+    Ok(())
+}
+
 /// Where a new object was made: the replica, and the anchor generation of
 /// a session object (`None` for a token object).
 #[derive(Clone, Copy, Debug)]
@@ -928,6 +955,7 @@ impl PartitionDriver for Pkcs11Partition {
         handle: ObjectHandle,
         template: &[Attribute],
     ) -> CkResult<()> {
+        check_template(ctx, template)?;
         let new = objects::new_object(template, Defaults::of(u64::MAX, self.replicated(), false))?;
         Self::may_hold(ctx, new.token, new.private)?;
         let mut c = CTemplate::new(&new.template)?;

@@ -53,6 +53,7 @@ use super::template::{CTemplate, read_attributes};
 use super::{Made, NewDeviceObject, Pkcs11Partition};
 use crate::driver::{Begun, CryptoDriver, ObjectContext, OpKind, Operation, OutLen, Step};
 use crate::error::{CkResult, Ckr};
+use crate::soft::operations::{check_class_and_type, route};
 
 /// Errors on which the standard says the device ended the operation (and
 /// well-behaved devices do): the session goes back to the pool.
@@ -129,6 +130,11 @@ impl Start {
         let device_key = match key {
             Some((object, class)) => {
                 let facts = key_facts(session, object)?;
+                // A key of the wrong class or type gets hsmlink's answer,
+                // the soft HSM's, whatever the device would say.
+                if let (Some(family), Some(key_type)) = (route(self.asked), facts.key_type) {
+                    check_class_and_type(self.kind, family, class, key_type)?;
+                }
                 check_allowed(&facts, self.asked)?;
                 needs_context_login = class == CKO_PRIVATE_KEY
                     && matches!(
@@ -469,6 +475,7 @@ impl Operation for DeviceOp {
 struct KeyFacts {
     allowed: Option<Vec<u64>>,
     always_authenticate: bool,
+    key_type: Option<u64>,
 }
 
 fn key_facts(session: &mut DeviceSession, device_key: CK_OBJECT_HANDLE) -> CkResult<KeyFacts> {
@@ -477,7 +484,11 @@ fn key_facts(session: &mut DeviceSession, device_key: CK_OBJECT_HANDLE) -> CkRes
             m,
             s,
             device_key,
-            &[cka::CKA_ALLOWED_MECHANISMS, cka::CKA_ALWAYS_AUTHENTICATE],
+            &[
+                cka::CKA_ALLOWED_MECHANISMS,
+                cka::CKA_ALWAYS_AUTHENTICATE,
+                cka::CKA_KEY_TYPE,
+            ],
         )
     })?;
     let mut facts = KeyFacts::default();
@@ -486,6 +497,9 @@ fn key_facts(session: &mut DeviceSession, device_key: CK_OBJECT_HANDLE) -> CkRes
     }
     if let Some(AttributeResult::Value(AttributeValue::Bool(b))) = values.get(1) {
         facts.always_authenticate = *b;
+    }
+    if let Some(AttributeResult::Value(AttributeValue::Ulong(t))) = values.get(2) {
+        facts.key_type = Some(*t);
     }
     Ok(facts)
 }

@@ -909,3 +909,203 @@ pub fn python_venv(
     );
     venv.join("bin/python")
 }
+
+// ---- One suite, run once per driver (issue 6) ----
+
+/// Where a suite's partition lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDriver {
+    /// The built-in software HSM.
+    Soft,
+    /// The `pkcs11` driver on a SoftHSMv2 token.
+    Pkcs11,
+    /// The `pkcs11` driver on two SoftHSMv2 tokens, one a replica of the
+    /// other.
+    Replicated,
+}
+
+/// The environment variable that tells a child which driver it runs on.
+pub const DRIVER_ENV: &str = "HSMLINK_TEST_DRIVER";
+
+/// The driver this child runs against (the soft HSM unless told).
+pub fn test_driver() -> OnDriver {
+    match std::env::var(DRIVER_ENV).as_deref() {
+        Ok("pkcs11") => OnDriver::Pkcs11,
+        Ok("replicated") => OnDriver::Replicated,
+        _ => OnDriver::Soft,
+    }
+}
+
+/// A running deployment whose tenant's slot 0 is on a driver, with its
+/// SoftHSMv2 token store for the `pkcs11` ones.
+pub struct SuiteDeployment {
+    pub deployment: Deployment,
+    pub device: Option<SoftHsmDevice>,
+    pub driver: OnDriver,
+}
+
+impl SuiteDeployment {
+    /// Started on `driver`; `None` (after saying why) for a `pkcs11` one
+    /// without SoftHSMv2.
+    pub fn start(driver: OnDriver) -> Option<Self> {
+        let deployment = Deployment::init();
+        let device = match driver {
+            OnDriver::Soft => None,
+            OnDriver::Pkcs11 | OnDriver::Replicated => {
+                if !softhsm_available() {
+                    eprintln!(
+                        "SKIPPED ({driver:?}): {SOFTHSM_MODULE} is not installed (Debian package softhsm2)"
+                    );
+                    return None;
+                }
+                let device = SoftHsmDevice::new("suite-0");
+                if driver == OnDriver::Pkcs11 {
+                    deployment.use_pkcs11_device("suite0", &device);
+                } else {
+                    device.add_token("suite-1");
+                    deployment.use_pkcs11_device("suite0", &device);
+                    deployment.add_replica("suite1", "suite-1", &device);
+                }
+                Some(device)
+            }
+        };
+        let mut suite = Self {
+            deployment,
+            device,
+            driver,
+        };
+        suite.run_server();
+        Some(suite)
+    }
+
+    pub fn run_server(&mut self) {
+        let env = self
+            .device
+            .as_ref()
+            .map(SoftHsmDevice::env)
+            .unwrap_or_default();
+        self.deployment.run_server_with_env(&env);
+    }
+
+    /// What a child needs: the module's configuration, the token store,
+    /// the driver.
+    pub fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        let mut env = self.deployment.module_env();
+        if let Some(device) = &self.device {
+            env.extend(device.env());
+        }
+        let driver = match self.driver {
+            OnDriver::Soft => "soft",
+            OnDriver::Pkcs11 => "pkcs11",
+            OnDriver::Replicated => "replicated",
+        };
+        env.push((DRIVER_ENV, driver.into()));
+        env
+    }
+}
+
+/// One test of a suite: in the child, `body`; in the parent, a deployment
+/// on `driver` and the child.
+pub fn suite_test(name: &str, driver: OnDriver, body: fn()) {
+    if in_child() {
+        body();
+        return;
+    }
+    let Some(suite) = SuiteDeployment::start(driver) else {
+        return;
+    };
+    run_in_child(name, &suite.env());
+}
+
+/// Runs each named function (a suite's test body, run in a child) once per
+/// driver: as `on_soft::NAME`, `on_pkcs11::NAME` and `on_replicas::NAME`.
+#[allow(unused_macros, reason = "used by the suites that run per driver")]
+macro_rules! per_driver {
+    ($($name:ident),* $(,)?) => {
+        mod on_soft {
+            $(
+                #[test]
+                fn $name() {
+                    crate::common::suite_test(
+                        concat!("on_soft::", stringify!($name)),
+                        crate::common::OnDriver::Soft,
+                        super::$name,
+                    );
+                }
+            )*
+        }
+        mod on_pkcs11 {
+            $(
+                #[test]
+                fn $name() {
+                    crate::common::suite_test(
+                        concat!("on_pkcs11::", stringify!($name)),
+                        crate::common::OnDriver::Pkcs11,
+                        super::$name,
+                    );
+                }
+            )*
+        }
+        mod on_replicas {
+            $(
+                #[test]
+                fn $name() {
+                    crate::common::suite_test(
+                        concat!("on_replicas::", stringify!($name)),
+                        crate::common::OnDriver::Replicated,
+                        super::$name,
+                    );
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports, reason = "used by the suites that run per driver")]
+pub(crate) use per_driver;
+
+impl SoftHsmDevice {
+    /// One more token in the same store (a second device of one module).
+    pub fn add_token(&self, label: &str) {
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", label])
+            .args(["--so-pin", &self.so_pin, "--pin", &self.pin])
+            .env("SOFTHSM2_CONF", self.conf())
+            .output()
+            .expect("run softhsm2-util");
+        assert!(
+            out.status.success(),
+            "softhsm2-util --init-token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Deployment {
+    /// Adds device `name` (token `label` of `device`'s store) as a replica
+    /// of slot 0's device. Call after [`Deployment::use_pkcs11_device`],
+    /// before the server starts.
+    pub fn add_replica(&self, name: &str, label: &str, device: &SoftHsmDevice) {
+        let config = std::fs::read_to_string(self.path("server.toml")).expect("server.toml");
+        let mut text = String::new();
+        let mut done = false;
+        for line in config.lines() {
+            text.push_str(line);
+            text.push('\n');
+            if !done && line.trim_start().starts_with("driver = \"pkcs11\"") {
+                text.push_str(&format!("replicas = [\"{name}\"]\n"));
+                done = true;
+            }
+        }
+        assert!(done, "no pkcs11 slot in server.toml");
+        text.push_str(&format!(
+            "\n[[devices]]\nname = \"{name}\"\nmodule = \"{SOFTHSM_MODULE}\"\ntoken_label = \"{label}\"\npin_file = {:?}\nmax_sessions = 4\n",
+            device.pin_file().display().to_string()
+        ));
+        std::fs::write(self.path("server.toml"), text).expect("write server.toml");
+    }
+}
+
+/// Whether this child runs on the `pkcs11` driver (SoftHSMv2 behind).
+pub fn on_softhsm() -> bool {
+    test_driver() != OnDriver::Soft
+}

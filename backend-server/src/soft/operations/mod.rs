@@ -399,29 +399,48 @@ fn hmac_key_type(d: DigestAlg) -> u64 {
 /// `CKR_KEY_TYPE_INCONSISTENT` unless `key` (class and type) fits `family`
 /// used for `kind` (for wrapping: `Encrypt`; unwrapping: `Decrypt`).
 pub fn check_key_type(kind: OpKind, family: Family, key: &Key) -> CkResult<()> {
+    check_class_and_type(kind, family, key.class(), key.key_type())
+}
+
+/// [`check_key_type`] on a key's class and type (the `pkcs11` driver
+/// checks a device key so before the device sees it: one answer for a
+/// wrong key on every driver).
+pub fn check_class_and_type(
+    kind: OpKind,
+    family: Family,
+    class: u64,
+    key_type: u64,
+) -> CkResult<()> {
     use Family::*;
+    let require = |want_class: u64, types: &[u64]| {
+        if class == want_class && types.contains(&key_type) {
+            Ok(())
+        } else {
+            Err(Ckr(CKR_KEY_TYPE_INCONSISTENT))
+        }
+    };
     match family {
-        Hmac(d, _) => key.require(CKO_SECRET_KEY, &[CKK_GENERIC_SECRET, hmac_key_type(d)]),
+        Hmac(d, _) => require(CKO_SECRET_KEY, &[CKK_GENERIC_SECRET, hmac_key_type(d)]),
         Cmac(BlockAlg::Aes, _)
         | Cipher(BlockAlg::Aes, _)
         | KeyWrap(_)
         | AesEcbEncryptData
-        | AesCbcEncryptData => key.require(CKO_SECRET_KEY, &[CKK_AES]),
+        | AesCbcEncryptData => require(CKO_SECRET_KEY, &[CKK_AES]),
         // The key block version must also fit the KBPK (see keymgmt).
-        KeyBlock => key.require(CKO_SECRET_KEY, &[CKK_AES, CKK_DES2, CKK_DES3]),
-        Tr34 => key.require(CKO_PRIVATE_KEY, &[CKK_RSA]),
+        KeyBlock => require(CKO_SECRET_KEY, &[CKK_AES, CKK_DES2, CKK_DES3]),
+        Tr34 => require(CKO_PRIVATE_KEY, &[CKK_RSA]),
         Cmac(BlockAlg::Sm4, _) | Cipher(BlockAlg::Sm4, _) => {
-            key.require(CKO_SECRET_KEY, &[CKK_HSMLINK_SM4])
+            require(CKO_SECRET_KEY, &[CKK_HSMLINK_SM4])
         }
-        TdesCipher(_) | TdesMac(..) => key.require(CKO_SECRET_KEY, &[CKK_DES2, CKK_DES3]),
+        TdesCipher(_) | TdesMac(..) => require(CKO_SECRET_KEY, &[CKK_DES2, CKK_DES3]),
         RsaPkcs | RsaX509 | RsaOaep | RsaPss | RsaPkcsHash(_) | RsaPssHash(_) => {
-            key.require(asymmetric_class(kind), &[CKK_RSA])
+            require(asymmetric_class(kind), &[CKK_RSA])
         }
-        Ecdsa(_) => key.require(asymmetric_class(kind), &[CKK_EC]),
-        EdDsa => key.require(asymmetric_class(kind), &[CKK_EC_EDWARDS]),
-        Sm2Raw | Sm2Sm3 | Sm2Encrypt => key.require(asymmetric_class(kind), &[CKK_HSMLINK_SM2]),
-        EcdhDerive => key.require(CKO_PRIVATE_KEY, &[CKK_EC]),
-        Sm2KeyExchange => key.require(CKO_PRIVATE_KEY, &[CKK_HSMLINK_SM2]),
+        Ecdsa(_) => require(asymmetric_class(kind), &[CKK_EC]),
+        EdDsa => require(asymmetric_class(kind), &[CKK_EC_EDWARDS]),
+        Sm2Raw | Sm2Sm3 | Sm2Encrypt => require(asymmetric_class(kind), &[CKK_HSMLINK_SM2]),
+        EcdhDerive => require(CKO_PRIVATE_KEY, &[CKK_EC]),
+        Sm2KeyExchange => require(CKO_PRIVATE_KEY, &[CKK_HSMLINK_SM2]),
         _ => Err(Ckr(CKR_KEY_TYPE_INCONSISTENT)),
     }
 }
