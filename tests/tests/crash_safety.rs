@@ -202,3 +202,64 @@ fn crash(test: &str, driver: OnDriver) {
     suite.run_server();
     run_in_child(test, &env("check"));
 }
+
+/// A server restart under a running application: its sessions are gone
+/// (`CKR_SESSION_HANDLE_INVALID`), and new ones work after a login; the
+/// token objects are still there.
+#[test]
+fn a_running_application_opens_new_sessions_after_a_server_restart() {
+    let name = "a_running_application_opens_new_sessions_after_a_server_restart";
+    if in_child() {
+        let pkcs11 = load_module();
+        let session = user_session(&pkcs11, "restart", USER_PIN);
+        let key = session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Token(true),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Label("kept".into()),
+                ],
+            )
+            .unwrap();
+        let ready = made_file();
+        std::fs::write(&ready, "ready").unwrap();
+        let restarted = ready.with_extension("restarted");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !restarted.exists() {
+            assert!(Instant::now() < deadline, "the server was not restarted");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            rv(session.get_session_info()),
+            RvError::SessionHandleInvalid
+        );
+        let slot = pkcs11.get_all_slots().unwrap()[0];
+        let fresh = pkcs11.open_rw_session(slot).unwrap();
+        fresh.login(UserType::User, Some(&pin(USER_PIN))).unwrap();
+        let found = fresh
+            .find_objects(&[Attribute::Label("kept".into())])
+            .unwrap();
+        // Token object handles are stable across the restart.
+        assert_eq!(found, vec![key]);
+        return;
+    }
+    let mut deployment = Deployment::start();
+    let ready = deployment.path("ready");
+    let mut env = deployment.module_env();
+    env.push(("CRASH_MADE", ready.clone().into_os_string()));
+    let child = child_command(name, &env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "the child did not get ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(deployment.stop_server().unwrap().success());
+    deployment.run_server();
+    std::fs::write(ready.with_extension("restarted"), "").unwrap();
+    assert_child_passed(name, &child.wait_with_output().unwrap());
+}
