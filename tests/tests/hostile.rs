@@ -497,3 +497,101 @@ fn broken_frames_and_stalled_handshakes_close_only_their_connection() {
         "{log}"
     );
 }
+
+/// A frame sent on one connection, replayed byte for byte on others: it
+/// names a session, and sessions belong to one tenant's one application
+/// (its app instance), so on another application's or another tenant's
+/// connection it reaches nothing (`CKR_SESSION_HANDLE_INVALID`) and changes
+/// nothing. (TLS keeps frames from being recorded off the wire at all; this
+/// is a tenant replaying what it has, or guessing handles.)
+#[test]
+fn a_frame_replayed_on_another_connection_reaches_nothing() {
+    const CKR_SESSION_HANDLE_INVALID: u64 = 0xB3;
+    let deployment = Deployment::init();
+    deployment.add_tenant("acme");
+    let mut deployment = deployment;
+    deployment.run_server();
+    let demo = raw_client_config(
+        &deployment,
+        &deployment.path("demo.pem"),
+        &deployment.path("demo-key.pem"),
+    );
+    let acme = raw_client_config(
+        &deployment,
+        &deployment.path("acme.pem"),
+        &deployment.path("acme-key.pem"),
+    );
+    let (mut a, version) = raw_hello_at(deployment.addr, &demo, 1);
+    let mut label = b"replay".to_vec();
+    label.resize(32, b' ');
+    let init = raw_call(
+        &mut a,
+        version,
+        1,
+        &Request::InitToken {
+            slot: SlotId(0),
+            so_pin: Secret::from_slice(SO_PIN.as_bytes()),
+            label,
+        },
+    );
+    assert_eq!(init.rv.0, CKR_OK, "{init:?}");
+    let opened = raw_call(
+        &mut a,
+        version,
+        2,
+        &Request::OpenSession {
+            slot: SlotId(0),
+            flags: CKF_SERIAL_SESSION | CKF_RW_SESSION,
+        },
+    );
+    let ResponseBody::Session(session) = opened.body else {
+        panic!("C_OpenSession: {opened:?}");
+    };
+    let login = raw_call(
+        &mut a,
+        version,
+        3,
+        &Request::Login {
+            session,
+            user_type: UserType_(CKU_SO),
+            pin: Secret::from_slice(SO_PIN.as_bytes()),
+        },
+    );
+    assert_eq!(login.rv.0, CKR_OK);
+
+    // The recorded frames: a query of the SO's session, and its close.
+    let record = |request: &Request, id: u64| {
+        let mut bytes = Vec::new();
+        frame::write_frame(&mut bytes, FrameKind::Request, version, id, request).unwrap();
+        bytes
+    };
+    let info = record(&Request::GetSessionInfo { session }, 7);
+    let close = record(&Request::CloseSession { session }, 8);
+    let replay = |stream: &mut RawStream, bytes: &[u8]| {
+        stream.write_all(bytes).unwrap();
+        stream.flush().unwrap();
+        let (_, response) =
+            frame::read_message::<_, Response>(stream, FrameKind::Response, version).unwrap();
+        response.rv.0
+    };
+    assert_eq!(replay(&mut a, &info), CKR_OK);
+
+    // Another application of the same tenant, and another tenant using the
+    // same app instance bytes: nothing there.
+    let (mut other_app, _) = raw_hello_at(deployment.addr, &demo, 2);
+    let (mut other_tenant, _) = raw_hello_at(deployment.addr, &acme, 1);
+    for stream in [&mut other_app, &mut other_tenant] {
+        assert_eq!(replay(stream, &info), CKR_SESSION_HANDLE_INVALID);
+        assert_eq!(replay(stream, &close), CKR_SESSION_HANDLE_INVALID);
+    }
+    // ... and the session is untouched, still logged in as the SO.
+    let again = raw_call(&mut a, version, 9, &Request::GetSessionInfo { session });
+    let ResponseBody::SessionInfo(state) = again.body else {
+        panic!("C_GetSessionInfo: {again:?}");
+    };
+    assert_eq!(state.state, 4, "CKS_RW_SO_FUNCTIONS: {state:?}");
+    // A second connection of the same application is that application
+    // (the module opens one per call in flight): the frame works there.
+    let (mut same_app, _) = raw_hello_at(deployment.addr, &demo, 1);
+    assert_eq!(replay(&mut same_app, &info), CKR_OK);
+}
