@@ -33,14 +33,37 @@ pub struct Config {
     /// Name to verify in the server certificate instead of each address's host.
     pub server_name: Option<String>,
     pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    /// The tenant's certificate and key.
+    pub identity: Identity,
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
     pub log_level: Option<Level>,
     pub log_file: Option<PathBuf>,
     /// Another vendor's numbers for SM2/SM3/SM4, accepted besides hsmlink's.
     pub sm_profile: SmProfile,
+}
+
+/// Where the tenant's client certificate and key come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// `cert` and `key`: PEM files.
+    Pem { cert: PathBuf, key: PathBuf },
+    /// `pkcs12`: one PKCS#12 file holding the key and its certificate chain,
+    /// encrypted under a passphrase read from a file or the environment
+    /// (never written in client.toml).
+    Pkcs12 {
+        file: PathBuf,
+        passphrase: PassphraseSource,
+    },
+}
+
+/// Where a PKCS#12 file's passphrase comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PassphraseSource {
+    /// `pkcs12_passphrase_file`: its contents, a trailing newline apart.
+    File(PathBuf),
+    /// `pkcs12_passphrase_env`: an environment variable of the application.
+    Env(String),
 }
 
 /// One `HOST:PORT` of `servers` (`[v6addr]:PORT` for IPv6 literals).
@@ -67,8 +90,11 @@ struct RawConfig {
     servers: Vec<String>,
     server_name: Option<String>,
     ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    pkcs12: Option<PathBuf>,
+    pkcs12_passphrase_file: Option<PathBuf>,
+    pkcs12_passphrase_env: Option<String>,
     #[serde(default = "default_connect_timeout_ms")]
     connect_timeout_ms: u64,
     #[serde(default = "default_io_timeout_ms")]
@@ -150,18 +176,62 @@ impl Config {
                 base.join(file)
             }
         };
-        for (key, file) in [("ca", &raw.ca), ("cert", &raw.cert), ("key", &raw.key)] {
-            if file.as_os_str().is_empty() {
-                return Err(error(key, "must name a file".into()));
-            }
+        let named = |key: &str, file: Option<PathBuf>| match file {
+            Some(file) if file.as_os_str().is_empty() => Err(error(key, "must name a file".into())),
+            other => Ok(other),
+        };
+        if raw.ca.as_os_str().is_empty() {
+            return Err(error("ca", "must name a file".into()));
         }
+        let identity = match (
+            named("cert", raw.cert)?,
+            named("key", raw.key)?,
+            named("pkcs12", raw.pkcs12)?,
+        ) {
+            (Some(cert), Some(key), None) => Identity::Pem {
+                cert: resolve(cert),
+                key: resolve(key),
+            },
+            (None, None, Some(file)) => Identity::Pkcs12 {
+                file: resolve(file),
+                passphrase: match (
+                    named("pkcs12_passphrase_file", raw.pkcs12_passphrase_file)?,
+                    raw.pkcs12_passphrase_env,
+                ) {
+                    (Some(file), None) => PassphraseSource::File(resolve(file)),
+                    (None, Some(name)) if !name.is_empty() => PassphraseSource::Env(name),
+                    _ => {
+                        return Err(error(
+                            "pkcs12",
+                            "give the passphrase's source: pkcs12_passphrase_file or \
+                             pkcs12_passphrase_env (one of the two; never the passphrase itself)"
+                                .into(),
+                        ));
+                    }
+                },
+            },
+            (_, _, Some(_)) => {
+                return Err(error(
+                    "pkcs12",
+                    "holds the certificate and the key: give it instead of cert and key".into(),
+                ));
+            }
+            (None, _, None) => {
+                return Err(error(
+                    "cert",
+                    "missing: give cert and key, or pkcs12".into(),
+                ));
+            }
+            (Some(_), None, None) => {
+                return Err(error("key", "missing: cert needs its key".into()));
+            }
+        };
         Ok(Self {
             path: path.to_owned(),
             servers,
             server_name: raw.server_name,
             ca: resolve(raw.ca),
-            cert: resolve(raw.cert),
-            key: resolve(raw.key),
+            identity,
             connect_timeout,
             io_timeout,
             log_level: raw.log_level,
@@ -322,7 +392,13 @@ log_level = "debug"
         assert_eq!(config.servers[2].host, "hsm.example");
         assert_eq!(config.ca, PathBuf::from("/abs/ca.pem"));
         // Relative to the configuration file's directory.
-        assert_eq!(config.cert, PathBuf::from("/etc/hsmlink/demo.pem"));
+        assert_eq!(
+            config.identity,
+            Identity::Pem {
+                cert: PathBuf::from("/etc/hsmlink/demo.pem"),
+                key: PathBuf::from("/abs/demo-key.pem"),
+            }
+        );
         assert_eq!(config.connect_timeout, Duration::from_millis(3000));
         assert_eq!(config.io_timeout, Duration::from_millis(30000));
         assert_eq!(config.log_level, Some(Level::Debug));
@@ -389,6 +465,51 @@ log_level = "debug"
         );
         let e = parse("servers = []\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n").unwrap_err();
         assert!(e.contains("key `servers`: must name at least one"), "{e}");
+    }
+
+    #[test]
+    fn the_identity_is_pem_files_or_one_pkcs12_file_with_a_passphrase_source() {
+        let pem = "servers = [\"h:1\"]\nca = \"ca.pem\"\n";
+        let config = parse(&format!(
+            "{pem}pkcs12 = \"me.p12\"\npkcs12_passphrase_env = \"HSMLINK_P12\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.identity,
+            Identity::Pkcs12 {
+                file: PathBuf::from("/etc/hsmlink/me.p12"),
+                passphrase: PassphraseSource::Env("HSMLINK_P12".into()),
+            }
+        );
+        let config = parse(&format!(
+            "{pem}pkcs12 = \"me.p12\"\npkcs12_passphrase_file = \"p12.pass\"\n"
+        ))
+        .unwrap();
+        assert!(matches!(
+            config.identity,
+            Identity::Pkcs12 { passphrase: PassphraseSource::File(ref f), .. }
+                if f == Path::new("/etc/hsmlink/p12.pass")
+        ));
+        for (text, want) in [
+            (
+                "pkcs12 = \"me.p12\"\n",
+                "key `pkcs12`: give the passphrase's source",
+            ),
+            (
+                "pkcs12 = \"me.p12\"\npkcs12_passphrase_env = \"A\"\npkcs12_passphrase_file = \"f\"\n",
+                "key `pkcs12`: give the passphrase's source",
+            ),
+            (
+                "pkcs12 = \"me.p12\"\npkcs12_passphrase_env = \"A\"\ncert = \"c\"\nkey = \"k\"\n",
+                "key `pkcs12`: holds the certificate and the key",
+            ),
+            ("", "key `cert`: missing: give cert and key, or pkcs12"),
+            ("cert = \"c\"\n", "key `key`: missing"),
+            ("cert = \"\"\nkey = \"k\"\n", "key `cert`: must name a file"),
+        ] {
+            let e = parse(&format!("{pem}{text}")).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 
     #[test]

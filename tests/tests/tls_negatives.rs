@@ -197,3 +197,113 @@ fn raw_client_gets_no_answer(deployment: &Deployment, identity: Option<(&Path, &
     let _ = stream.flush();
     !answered
 }
+
+/// The client key in a PKCS#12 file with a passphrase: OpenSSL 3's default
+/// (PBES2, AES-256-CBC, PBKDF2) and the older PBE-SHA1-3DES export both
+/// work; a wrong passphrase fails `C_Initialize` with one clear log line.
+#[test]
+fn a_client_key_in_pkcs12_with_a_passphrase_works() {
+    let name = "a_client_key_in_pkcs12_with_a_passphrase_works";
+    if in_child() {
+        let pkcs11 = cryptoki::context::Pkcs11::new(common::module_path()).unwrap();
+        let initialised = pkcs11.initialize(cryptoki::context::CInitializeArgs::new(
+            cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+        ));
+        if std::env::var("P12_EXPECT").as_deref() == Ok("refused") {
+            assert!(
+                matches!(initialised, Err(Error::Pkcs11(RvError::GeneralError, _))),
+                "{initialised:?}"
+            );
+            return;
+        }
+        initialised.unwrap();
+        // A call that needs the TLS connection: the server answered.
+        assert_eq!(pkcs11.get_all_slots().unwrap().len(), 1);
+        return;
+    }
+    let deployment = Deployment::start();
+    let dir = deployment.dir.path();
+    let passphrase = "correct horse battery staple";
+    std::fs::write(dir.join("p12.pass"), format!("{passphrase}\n")).unwrap();
+    for (file, extra) in [
+        ("demo-aes.p12", &[][..]),
+        (
+            "demo-3des.p12",
+            &[
+                "-keypbe",
+                "PBE-SHA1-3DES",
+                "-certpbe",
+                "PBE-SHA1-3DES",
+                "-macalg",
+                "sha1",
+            ][..],
+        ),
+    ] {
+        let out = std::process::Command::new("openssl")
+            .args(["pkcs12", "-export", "-name", "demo"])
+            .arg("-inkey")
+            .arg(deployment.path("demo-key.pem"))
+            .arg("-in")
+            .arg(deployment.path("demo.pem"))
+            .arg("-out")
+            .arg(dir.join(file))
+            .args(["-passout", &format!("pass:{passphrase}")])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // client.toml: the PKCS#12 file instead of cert and key; the
+        // passphrase from a file, then from the environment.
+        let original = std::fs::read_to_string(deployment.client_config()).unwrap();
+        let base: String = original
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                !(l.starts_with("cert ")
+                    || l.starts_with("cert=")
+                    || l.starts_with("key ")
+                    || l.starts_with("key="))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let by_file = dir.join(format!("{file}.toml"));
+        std::fs::write(
+            &by_file,
+            format!("{base}pkcs12 = {file:?}\npkcs12_passphrase_file = \"p12.pass\"\n"),
+        )
+        .unwrap();
+        run_in_child(name, &[("HSMLINK_CONF", by_file.clone().into_os_string())]);
+        let by_env = dir.join(format!("{file}-env.toml"));
+        std::fs::write(
+            &by_env,
+            format!("{base}pkcs12 = {file:?}\npkcs12_passphrase_env = \"DEMO_P12_PASS\"\n"),
+        )
+        .unwrap();
+        run_in_child(
+            name,
+            &[
+                ("HSMLINK_CONF", by_env.clone().into_os_string()),
+                ("DEMO_P12_PASS", passphrase.into()),
+            ],
+        );
+        // A wrong passphrase: C_Initialize fails and says why, without it.
+        let stderr = run_in_child(
+            name,
+            &[
+                ("HSMLINK_CONF", by_env.into_os_string()),
+                ("DEMO_P12_PASS", "wrong passphrase".into()),
+                ("P12_EXPECT", "refused".into()),
+            ],
+        );
+        assert!(
+            stderr.contains("cannot open the PKCS#12 file")
+                && stderr.contains("wrong passphrase or not a PKCS#12 file"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(passphrase));
+    }
+}

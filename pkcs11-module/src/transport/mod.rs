@@ -21,6 +21,7 @@
 //! so the child carries on with the parent's server-side sessions.
 
 mod connection;
+mod pkcs12;
 pub mod tls;
 
 use std::sync::Arc;

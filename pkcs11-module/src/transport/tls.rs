@@ -1,6 +1,7 @@
 //! The rustls client configuration: ring provider, TLS 1.3 and 1.2 (the
 //! server decides), the tenant CA as the only trust anchor, this tenant's
-//! certificate and key, ALPN `hsmlink/1`.
+//! certificate and key (PEM files, or a PKCS#12 file: [`super::pkcs12`]),
+//! ALPN `hsmlink/1`.
 //!
 //! Built once at `C_Initialize`, so that a missing or unreadable certificate
 //! is reported there, as a configuration error, and not at the first call.
@@ -12,7 +13,8 @@ use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::config::{Config, ConfigError, ServerAddr};
+use super::pkcs12;
+use crate::config::{Config, ConfigError, Identity, ServerAddr};
 
 /// The application protocol we speak inside TLS.
 pub const ALPN: &[u8] = b"hsmlink/1";
@@ -29,13 +31,22 @@ pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, ConfigError> 
             )
         })?;
     }
-    let chain = read_certs(&config.cert).map_err(|p| error("cert", p))?;
-    let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| {
-        error(
-            "key",
-            format!("{}: no usable private key: {e}", config.key.display()),
-        )
-    })?;
+    let (chain, key, key_name) = match &config.identity {
+        Identity::Pem { cert, key } => {
+            let chain = read_certs(cert).map_err(|p| error("cert", p))?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                error(
+                    "key",
+                    format!("{}: no usable private key: {e}", key.display()),
+                )
+            })?;
+            (chain, key_der, "key")
+        }
+        Identity::Pkcs12 { file, passphrase } => {
+            let (chain, key) = pkcs12::read(file, passphrase).map_err(|p| error("pkcs12", p))?;
+            (chain, key, "pkcs12")
+        }
+    };
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = ClientConfig::builder_with_provider(provider)
@@ -45,12 +56,8 @@ pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>, ConfigError> 
         .with_client_auth_cert(chain, key)
         .map_err(|e| {
             error(
-                "key",
-                format!(
-                    "{} cannot be used with {}: {e}",
-                    config.key.display(),
-                    config.cert.display()
-                ),
+                key_name,
+                format!("the key cannot be used with its certificate: {e}"),
             )
         })?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
