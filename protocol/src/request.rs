@@ -364,6 +364,31 @@ pub enum Request {
 }
 
 impl Request {
+    /// Whether the server may run this request twice with no harm: it
+    /// changes nothing, or it starts and ends its own operation (a
+    /// single-part call carrying its init). A client may send such a request
+    /// again when its connection broke before the answer; any other request
+    /// (a key made, an object destroyed, a login, a step of an operation in
+    /// progress, a find in progress) may have run already and must not be
+    /// sent twice.
+    pub fn may_run_twice(&self) -> bool {
+        match self {
+            Self::GetSlotList { .. }
+            | Self::GetSlotInfo { .. }
+            | Self::GetTokenInfo { .. }
+            | Self::GetMechanismList { .. }
+            | Self::GetMechanismInfo { .. }
+            | Self::GetSessionInfo { .. }
+            | Self::GetObjectSize { .. }
+            | Self::GetAttributeValue { .. }
+            | Self::GenerateRandom { .. }
+            | Self::Finalize => true,
+            // Init, the single-part call and its end, in one request.
+            Self::Begin { .. } => true,
+            _ => false,
+        }
+    }
+
     /// The PKCS#11 function this request stands for, for logs and audit.
     pub fn function_name(&self) -> &'static str {
         match self {

@@ -111,6 +111,8 @@ pub struct Pkcs11Partition {
     replicas: Vec<Arc<Replica>>,
     /// Transport keys between replicas.
     links: Links,
+    /// Held by a copy between replicas (see `replicas::Pkcs11Partition::copy_to`).
+    copying: Mutex<()>,
     /// What the slot lists: what every replica can do.
     mechanisms: Vec<crate::soft::mechanisms::MechanismEntry>,
     store: Arc<dyn Store>,
@@ -287,6 +289,7 @@ impl Pkcs11Partition {
             name: name.to_owned(),
             replicas,
             links: Links::default(),
+            copying: Mutex::new(()),
             mechanisms,
             store,
             policy,

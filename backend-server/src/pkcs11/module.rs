@@ -261,6 +261,18 @@ impl Module {
         check(call!(self, C_CloseSession(session)))
     }
 
+    /// `C_GetSessionInfo`'s state (`CKS_*`).
+    pub fn session_state(&self, session: CK_SESSION_HANDLE) -> CkResult<CK_STATE> {
+        let mut info = CK_SESSION_INFO {
+            slotID: 0,
+            state: 0,
+            flags: 0,
+            ulDeviceError: 0,
+        };
+        check(call!(self, C_GetSessionInfo(session, &mut info)))?;
+        Ok(info.state)
+    }
+
     /// `C_Login`; the PIN is read, never kept, by the module.
     pub fn login(
         &self,

@@ -551,6 +551,7 @@ impl Pkcs11Partition {
     /// Makes token object `uid` of `from` on `to` (after destroying a
     /// stale copy there).
     fn copy_to(&self, from: &Arc<Replica>, to: &Arc<Replica>, uid: &Uid) -> CkResult<()> {
+        let _one_at_a_time = self.copying.lock().unwrap_or_else(PoisonError::into_inner);
         let source = from.handle(uid).ok_or(Ckr(CKR_OBJECT_HANDLE_INVALID))?;
         if let Some(old) = to.forget(uid) {
             to.run(|m, s| m.destroy_object(s, old))?;
@@ -785,7 +786,42 @@ fn make_link(from: &Arc<Replica>, to: &Arc<Replica>) -> CkResult<Link> {
     let carried = carry(from, to, to_public, to_private);
     let _ = to.run(|m, s| m.destroy_object(s, to_public));
     let _ = to.run(|m, s| m.destroy_object(s, to_private));
-    carried
+    let link = carried?;
+    probe(from, to, &link)?;
+    Ok(link)
+}
+
+/// Checks a new transport key: a throw-away key wrapped under it on `from`
+/// unwraps under it on `to` (AES key wrap checks its integrity).
+fn probe(from: &Arc<Replica>, to: &Arc<Replica>, link: &Link) -> CkResult<()> {
+    let mut aes_gen = CMechanism::with_params(CKM_AES_KEY_GEN, &MechanismParams::None)?;
+    let template = [
+        ulong(cka::CKA_CLASS, CKO_SECRET_KEY),
+        ulong(cka::CKA_KEY_TYPE, CKK_AES),
+        boolean(cka::CKA_TOKEN, false),
+        boolean(cka::CKA_EXTRACTABLE, true),
+        boolean(cka::CKA_ENCRYPT, false),
+        boolean(cka::CKA_DECRYPT, false),
+    ];
+    let mut generate = template.to_vec();
+    generate.push(ulong(cka::CKA_VALUE_LEN, 16));
+    let mut c_generate = CTemplate::new(&generate)?;
+    let mut c_unwrap = CTemplate::new(&template)?;
+    let mut wrap = CMechanism::with_params(CKM_AES_KEY_WRAP_PAD, &MechanismParams::None)?;
+    let blob = from.run(|m, s| {
+        let key = m.generate_key(s, &mut aes_gen, &mut c_generate)?;
+        let mut out = vec![0u8; 64];
+        let (rv, len) = m.wrap_key(s, &mut wrap, link.from_key, key, Some(&mut out));
+        let _ = m.destroy_object(s, key);
+        check(rv)?;
+        out.truncate(len.min(out.len()));
+        Ok(out)
+    })?;
+    to.run(|m, s| {
+        let key = m.unwrap_key(s, &mut wrap, link.to_key, &blob, &mut c_unwrap)?;
+        let _ = m.destroy_object(s, key);
+        Ok(())
+    })
 }
 
 fn carry(

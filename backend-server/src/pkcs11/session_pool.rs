@@ -63,6 +63,8 @@ pub struct SessionPool {
     anchor_generation: AtomicU64,
     /// The device refused the PIN: no more logins.
     pin_refused: AtomicBool,
+    /// Held by a login (see `open_logged_in_raw`).
+    login: Mutex<()>,
 }
 
 impl std::fmt::Debug for SessionPool {
@@ -103,6 +105,7 @@ impl SessionPool {
             anchor: Mutex::new(None),
             anchor_generation: AtomicU64::new(0),
             pin_refused: AtomicBool::new(false),
+            login: Mutex::new(()),
         })
     }
 
@@ -134,6 +137,15 @@ impl SessionPool {
             return Err(Ckr(CKR_PIN_INCORRECT));
         }
         let session = self.module.open_session(self.slot)?;
+        // Login is per application: once logged in, every new session is
+        // in the user state. A C_Login then is not only useless: some
+        // modules (SoftHSMv2) log the token out and in again inside it,
+        // failing the other sessions' calls that need the token's key in
+        // that instant. One login at a time, and only when needed.
+        let _one_login = self.login.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.module.session_state(session) == Ok(CKS_RW_USER_FUNCTIONS) {
+            return Ok(session);
+        }
         match self.module.login(session, CKU_USER, &self.pin) {
             Ok(()) | Err(Ckr(CKR_USER_ALREADY_LOGGED_IN)) => Ok(session),
             Err(Ckr(rv)) => {

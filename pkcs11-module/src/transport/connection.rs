@@ -216,6 +216,24 @@ impl Connection {
     /// Ends the connection politely (TLS close_notify, never waiting for an
     /// answer). Only for connections of this process: after `fork()` the
     /// parent's connections are never written to.
+    /// Whether the server has closed this idle connection (an end of
+    /// stream, a reset or unexpected bytes are waiting on the socket): one
+    /// non-blocking peek, no byte consumed.
+    pub fn closed_by_peer(&self) -> bool {
+        let tcp = &self.stream.sock.tcp;
+        if tcp.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let closed = match tcp.peek(&mut byte) {
+            // An idle connection has nothing to read: bytes are a TLS alert
+            // (close_notify) or worse.
+            Ok(_) => true,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        };
+        closed || tcp.set_nonblocking(false).is_err()
+    }
+
     pub fn close(mut self) {
         self.stream.sock.deadline = Instant::now() + CLOSE_TIMEOUT;
         self.stream.conn.send_close_notify();

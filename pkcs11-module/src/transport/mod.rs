@@ -3,10 +3,17 @@
 //! A small pool of idle connections behind a mutex: a call checks one out
 //! (or opens a new one, trying each configured server in order), writes one
 //! request frame, reads the response with the same id, and returns the
-//! connection to the pool. Any failure drops the connection. A call is sent
-//! again, once, on a fresh connection only when a reused idle connection
-//! turns out to have been closed by the server before any byte of the reply
-//! arrived; nothing else is retried, so nothing runs twice.
+//! connection to the pool. Any failure drops the connection. A request the
+//! server may run twice with no harm ([`Request::may_run_twice`]: reads,
+//! random, a single-part operation carrying its init) is sent again, once,
+//! on a fresh connection when a reused idle connection turns out to have
+//! been closed before any byte of the reply arrived. Any other request (a
+//! key made, an object destroyed, a login) is never sent twice: a closed
+//! connection cannot tell whether the server ran it before the close (a
+//! reset by a middlebox after the server read the request), so before such
+//! a request an idle connection is checked for a close the server already
+//! sent, and once sent, a broken connection is the call's
+//! `CKR_DEVICE_ERROR`.
 //!
 //! Blocking rustls over `std::net`, no runtime, no background thread: every
 //! wait is bounded by `connect_timeout_ms` (connect, handshake, hello) or
@@ -115,7 +122,20 @@ impl Transport {
             }
         })?;
 
-        let idle = self.idle.lock().own().pop();
+        let resend = request.may_run_twice();
+        let mut idle = self.idle.lock().own().pop();
+        if !resend {
+            // Sent once only: not on a connection the server has closed.
+            while let Some(conn) = idle.take() {
+                if conn.closed_by_peer() {
+                    log::debug!("{function}: idle connection to {} was closed", conn.peer());
+                    idle = self.idle.lock().own().pop();
+                } else {
+                    idle = Some(conn);
+                    break;
+                }
+            }
+        }
         if let Some(mut conn) = idle {
             self.frame_sent(function);
             match conn.round_trip(self.request_id(), &body) {
@@ -123,11 +143,20 @@ impl Transport {
                     self.check_in(conn);
                     return Ok(response);
                 }
-                Err(Failure::Closed(reason)) => log::debug!(
+                Err(Failure::Closed(reason)) if resend => log::debug!(
                     "{function}: idle connection to {} was closed ({reason}); \
                      sending again on a fresh connection",
                     conn.peer()
                 ),
+                Err(Failure::Closed(reason)) => {
+                    // The server may have run it before the close.
+                    log::error!(
+                        "{function}: the connection to {} closed before the answer ({reason}); \
+                         not sent again (it may have run)",
+                        conn.peer()
+                    );
+                    return Err(Error::device());
+                }
                 Err(Failure::Failed(reason)) => {
                     log::error!(
                         "{function}: hsmlink-server at {} failed: {reason}",

@@ -9,7 +9,16 @@
 //! module = /tmp/x/dev1/softhsm.so         # the module it forwards to
 //! env SOFTHSM2_CONF = /tmp/x/dev1/softhsm2.conf   # set before C_Initialize
 //! control = /tmp/x/dev1/control           # what to do, read on every call
+//! shared = yes                            # optional: other shims forward to the
+//!                                         # same module (one instance, several
+//!                                         # tokens): its C_Initialize answers
+//!                                         # CKR_CRYPTOKI_ALREADY_INITIALIZED after
+//!                                         # the first, which is then CKR_OK
 //! ```
+//!
+//! Two copies of SoftHSMv2's library in one process share OpenSSL's global
+//! state and fail under concurrent load; tests that load them concurrently
+//! give each "HSM" a token of one shared instance instead.
 //!
 //! The control file holds `fail` (every call returns `CKR_DEVICE_ERROR`),
 //! `removed` (`CKR_DEVICE_REMOVED`), `hang MS` (each call waits MS
@@ -38,6 +47,7 @@ struct Target {
     functions: &'static CK_FUNCTION_LIST,
     control: PathBuf,
     env: Vec<(String, String)>,
+    shared: bool,
 }
 
 static TARGET: OnceLock<Result<Target, String>> = OnceLock::new();
@@ -71,6 +81,7 @@ fn load() -> Result<Target, String> {
     let mut module = None;
     let mut control = None;
     let mut env = Vec::new();
+    let mut shared = false;
     for line in conf.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let (key, value) = line
             .split_once('=')
@@ -80,6 +91,7 @@ fn load() -> Result<Target, String> {
             Some(name) => env.push((name.trim().to_owned(), value)),
             None if key == "module" => module = Some(PathBuf::from(value)),
             None if key == "control" => control = Some(PathBuf::from(value)),
+            None if key == "shared" => shared = value == "yes",
             None => return Err(format!("unknown key {key} in {}", conf_path.display())),
         }
     }
@@ -113,6 +125,7 @@ fn load() -> Result<Target, String> {
         functions,
         control,
         env,
+        shared,
     })
 }
 
@@ -233,10 +246,14 @@ unsafe extern "C" fn C_Initialize(args: CK_VOID_PTR) -> CK_RV {
         // test stand-in, not shipped code.
         unsafe { std::env::set_var(name, value) };
     }
-    match target.functions.C_Initialize {
+    let rv = match target.functions.C_Initialize {
         // SAFETY: the caller's argument goes unchanged to the real module.
         Some(f) => unsafe { f(args) },
         None => CKR_GENERAL_ERROR,
+    };
+    match rv {
+        CKR_CRYPTOKI_ALREADY_INITIALIZED if target.shared => CKR_OK,
+        rv => rv,
     }
 }
 

@@ -1109,3 +1109,171 @@ impl Deployment {
 pub fn on_softhsm() -> bool {
     test_driver() != OnDriver::Soft
 }
+
+// ---- HSMs that fail on command (issues 6 and 9) ----
+
+/// The user PIN of every [`Hsm`] token.
+pub const DEVICE_PIN: &str = "device-user-pin-1";
+const DEVICE_SO_PIN: &str = "device-so-pin-1";
+
+/// One stand-in HSM: a SoftHSMv2 token store, a copy of SoftHSMv2's
+/// library (its own instance in the server's process) and a copy of the
+/// shim in front of it, with the control file that makes it fail.
+pub struct Hsm {
+    pub dir: PathBuf,
+    pub name: &'static str,
+}
+
+impl Hsm {
+    pub fn new(root: &Path, name: &'static str, tokens: &[&str]) -> Self {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("tokens")).unwrap();
+        std::fs::write(
+            dir.join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                dir.join("tokens").display()
+            ),
+        )
+        .unwrap();
+        std::fs::copy(SOFTHSM_MODULE, dir.join("softhsm.so")).unwrap();
+        std::fs::copy(
+            module_path().with_file_name("libhsmlink_fault_shim.so"),
+            dir.join("shim.so"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("shim.so.conf"),
+            format!(
+                "module = {}\nenv SOFTHSM2_CONF = {}\ncontrol = {}\n",
+                dir.join("softhsm.so").display(),
+                dir.join("softhsm2.conf").display(),
+                dir.join("control").display()
+            ),
+        )
+        .unwrap();
+        for token in tokens {
+            let out = Command::new("softhsm2-util")
+                .args(["--init-token", "--free", "--label", token])
+                .args(["--so-pin", DEVICE_SO_PIN, "--pin", DEVICE_PIN])
+                .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Self { dir, name }
+    }
+
+    /// An HSM that is a token of a SoftHSMv2 instance shared with other
+    /// `shared` HSMs (one store, `store`'s conf): for tests that load them
+    /// under concurrent load (two SoftHSMv2 copies in one process do not
+    /// bear it). Its own shim copy and control file make it fail alone.
+    pub fn shared(root: &Path, name: &'static str, token: &str) -> Self {
+        let dir = root.join(name);
+        let store = root.join("shared-store");
+        std::fs::create_dir_all(store.join("tokens")).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = store.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                store.join("tokens").display()
+            ),
+        )
+        .unwrap();
+        std::fs::copy(
+            module_path().with_file_name("libhsmlink_fault_shim.so"),
+            dir.join("shim.so"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("shim.so.conf"),
+            format!(
+                "module = {SOFTHSM_MODULE}\nenv SOFTHSM2_CONF = {}\ncontrol = {}\nshared = yes\n",
+                conf.display(),
+                dir.join("control").display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", token])
+            .args(["--so-pin", DEVICE_SO_PIN, "--pin", DEVICE_PIN])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // pkcs11-tool checks go to SoftHSMv2 itself, on the shared store.
+        std::os::unix::fs::symlink(SOFTHSM_MODULE, dir.join("softhsm.so")).unwrap();
+        std::os::unix::fs::symlink(&conf, dir.join("softhsm2.conf")).unwrap();
+        Self { dir, name }
+    }
+
+    pub fn at(root: &Path, name: &'static str) -> Self {
+        Self {
+            dir: root.join(name),
+            name,
+        }
+    }
+
+    pub fn shim(&self) -> PathBuf {
+        self.dir.join("shim.so")
+    }
+
+    /// Every call to the HSM fails with `CKR_DEVICE_ERROR` from now on.
+    pub fn fail(&self) {
+        std::fs::write(self.dir.join("control"), "fail\n").unwrap();
+    }
+
+    pub fn recover(&self) {
+        let _ = std::fs::remove_file(self.dir.join("control"));
+    }
+
+    /// The `CKA_ID`s (hex) of the objects on `token`, as SoftHSMv2 itself
+    /// lists them (pkcs11-tool on the HSM's own library, not hsmlink).
+    pub fn ids(&self, token: &str) -> Vec<String> {
+        let out = Command::new("pkcs11-tool")
+            .args([
+                "--module",
+                &self.dir.join("softhsm.so").display().to_string(),
+            ])
+            .args([
+                "--token-label",
+                token,
+                "--login",
+                "--pin",
+                DEVICE_PIN,
+                "--list-objects",
+            ])
+            .env("SOFTHSM2_CONF", self.dir.join("softhsm2.conf"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pkcs11-tool on {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("ID:"))
+            .map(|id| id.trim().to_owned())
+            .collect()
+    }
+
+    /// Whether `token` holds an object of hsmlink uid `uid` (hex).
+    pub fn holds(&self, token: &str, uid: &str) -> bool {
+        // hsmlink's tag: "hl1:" or "hl2:" (hex 686c313a / 686c323a), the uid.
+        self.ids(token)
+            .iter()
+            .any(|id| id.get(8..8 + uid.len()) == Some(uid))
+    }
+}
