@@ -135,7 +135,10 @@ pub struct Partition {
 #[derive(Clone, Debug)]
 pub enum PartitionKind {
     Soft(Arc<SoftPartition>),
-    Pkcs11 { device: DeviceName },
+    Pkcs11 {
+        device: DeviceName,
+        partition: Arc<Pkcs11Partition>,
+    },
 }
 
 /// An admin change that could not be made: HTTP status and a message
@@ -363,6 +366,25 @@ impl Registry {
             .unwrap_or_else(PoisonError::into_inner)
             .get(name)
             .cloned()
+    }
+
+    /// The devices of the open `pkcs11` partitions, each with whether it is
+    /// in service (for `GET /metrics`).
+    pub fn devices(&self) -> Vec<(Arc<crate::pkcs11::device::Device>, bool)> {
+        let partitions = self
+            .partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut devices = Vec::new();
+        for partition in partitions.values() {
+            if let PartitionKind::Pkcs11 { partition, .. } = &partition.kind {
+                for replica in partition.replicas() {
+                    devices.push((replica.device.clone(), replica.is_up()));
+                }
+            }
+        }
+        devices.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        devices
     }
 
     /// The driver of an open partition.
@@ -891,8 +913,11 @@ fn open_partition(backing: &Backing, slot: &Slot) -> Result<Option<Partition>, S
             let table: &'static [MechanismEntry] =
                 Box::leak(partition.mechanisms().to_vec().into_boxed_slice());
             Ok(Some(Partition {
-                driver: partition,
-                kind: PartitionKind::Pkcs11 { device: name },
+                driver: partition.clone(),
+                kind: PartitionKind::Pkcs11 {
+                    device: name,
+                    partition,
+                },
                 mechanisms: Some(table),
             }))
         }

@@ -389,8 +389,35 @@ fn replicas_copy_keys_fail_over_and_catch_up() {
         assert!(!hsm3.holds("t-b", &keys[key]), "{key} is on hsm3");
     }
 
+    // Per-device metrics: calls counted on both of demo's devices.
+    let metric = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    let (ok, metrics, err) = deployment.admin(&["metrics"]);
+    assert!(ok, "{err}");
+    assert!(metric(&metrics, "hsmlink_device_calls_total{device=\"a1\"}") > 0);
+    assert!(metric(&metrics, "hsmlink_device_calls_total{device=\"a2\"}") > 0);
+    assert_eq!(metric(&metrics, "hsmlink_device_up{device=\"a1\"}"), 1);
+    assert_eq!(
+        metric(&metrics, "hsmlink_device_queue_depth{device=\"a1\"}"),
+        0
+    );
+    let count = metric(&metrics, "hsmlink_device_call_seconds_count{device=\"a1\"}");
+    assert_eq!(
+        count,
+        metric(&metrics, "hsmlink_device_calls_total{device=\"a1\"}")
+    );
+    let a1_errors = metric(&metrics, "hsmlink_device_errors_total{device=\"a1\"}");
+
     // hsm1 fails under signing; what changes meanwhile reaches hsm2 only.
     run_in_child(test, &env("demo-failover", None));
+    let (ok, metrics, err) = deployment.admin(&["metrics"]);
+    assert!(ok, "{err}");
+    assert_eq!(metric(&metrics, "hsmlink_device_up{device=\"a1\"}"), 0);
+    assert!(metric(&metrics, "hsmlink_device_errors_total{device=\"a1\"}") > a1_errors);
     let keys = state_of();
     assert!(hsm2.holds("t-a", &keys["made-while-out"]));
     assert!(!hsm2.holds("t-a", &keys["doomed"]));

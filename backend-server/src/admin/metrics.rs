@@ -54,6 +54,13 @@ pub fn render(state: &ServerState) -> String {
             rv_name(rv)
         );
     }
+    let devices = state.registry.devices();
+    if !devices.is_empty() {
+        crate::pkcs11::device_metrics::DeviceMetrics::header(&mut out);
+        for (device, up) in &devices {
+            device.pool.metrics.render(&device.name, *up, &mut out);
+        }
+    }
     let tenants = state.registry.tenants();
     let _ = writeln!(out, "# HELP hsmlink_tenants Tenants, by state.");
     let _ = writeln!(out, "# TYPE hsmlink_tenants gauge");

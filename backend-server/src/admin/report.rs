@@ -51,7 +51,7 @@ pub fn tenant_report(ctx: &AdminContext, tenant: &TenantName) -> Reply {
                     "changes_on": "C_InitToken",
                 }),
             ),
-            Some(PartitionKind::Pkcs11 { device }) => {
+            Some(PartitionKind::Pkcs11 { device, .. }) => {
                 let module = settings
                     .device_modules
                     .iter()

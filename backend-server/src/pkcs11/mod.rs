@@ -46,6 +46,7 @@
 )]
 
 pub mod device;
+pub mod device_metrics;
 pub mod key_states;
 pub mod mechanisms;
 pub mod module;

@@ -180,7 +180,10 @@ impl OpCore {
     fn retrying<T>(&mut self, mut f: impl FnMut(&mut Self) -> CkResult<T>) -> CkResult<T> {
         loop {
             let started = std::time::Instant::now();
+            let pool = self.session.pool().clone();
+            let call = pool.metrics.call();
             let result = f(self);
+            call.end(result.is_ok());
             self.replica.timed(started);
             match result {
                 Err(Ckr(rv)) if is_device_failure(rv) && self.again.is_some() => {

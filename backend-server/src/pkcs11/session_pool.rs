@@ -32,6 +32,7 @@ use cryptoki_sys::*;
 use tracing::warn;
 use zeroize::Zeroizing;
 
+use super::device_metrics::DeviceMetrics;
 use super::module::{Module, rv_name};
 use crate::error::{CkResult, Ckr};
 
@@ -65,6 +66,8 @@ pub struct SessionPool {
     pin_refused: AtomicBool,
     /// Held by a login (see `open_logged_in_raw`).
     login: Mutex<()>,
+    /// Calls, errors, latency, queue depth (`GET /metrics`).
+    pub metrics: DeviceMetrics,
 }
 
 impl std::fmt::Debug for SessionPool {
@@ -106,6 +109,7 @@ impl SessionPool {
             anchor_generation: AtomicU64::new(0),
             pin_refused: AtomicBool::new(false),
             login: Mutex::new(()),
+            metrics: DeviceMetrics::default(),
         })
     }
 
@@ -167,33 +171,43 @@ impl SessionPool {
     pub fn checkout(self: &Arc<Self>) -> CkResult<DeviceSession> {
         let deadline = Instant::now() + self.wait;
         let mut state = self.state();
-        loop {
+        let mut queued = false;
+        let result = loop {
             if let Some(handle) = state.idle.pop() {
-                return Ok(DeviceSession::new(self, handle));
+                break Ok(DeviceSession::new(self, handle));
             }
             if state.open < self.max {
                 state.open += 1;
                 drop(state);
-                return match self.open_logged_in() {
-                    Ok(handle) => Ok(DeviceSession::new(self, handle)),
-                    Err(e) => {
-                        self.state().open -= 1;
-                        self.freed.notify_one();
-                        Err(e)
-                    }
-                };
+                let opened = self.open_logged_in();
+                if opened.is_err() {
+                    self.state().open -= 1;
+                    self.freed.notify_one();
+                }
+                state = self.state();
+                break opened.map(|handle| DeviceSession::new(self, handle));
             }
             let now = Instant::now();
             if now >= deadline {
                 warn!(device = %self.device, "no device session free within the wait");
-                return Err(Ckr(CKR_DEVICE_MEMORY));
+                self.metrics.waited_out();
+                break Err(Ckr(CKR_DEVICE_MEMORY));
+            }
+            if !queued {
+                queued = true;
+                self.metrics.waiting(true);
             }
             state = self
                 .freed
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+        };
+        drop(state);
+        if queued {
+            self.metrics.waiting(false);
         }
+        result
     }
 
     /// Closes the idle sessions (a device that failed may have lost them;
@@ -340,8 +354,15 @@ impl DeviceSession {
         &mut self,
         f: impl FnOnce(&Module, CK_SESSION_HANDLE) -> CkResult<T>,
     ) -> CkResult<T> {
+        let call = self.pool.metrics.call();
         let result = f(&self.pool.module, self.handle);
+        call.end(result.is_ok());
         self.check(result)
+    }
+
+    /// The pool the session came from (its device's metrics).
+    pub fn pool(&self) -> &Arc<SessionPool> {
+        &self.pool
     }
 }
 
