@@ -436,7 +436,8 @@ impl Pkcs11Partition {
             let (v, generation) = replica.with_anchor(f)?;
             (v, Some(generation))
         } else {
-            (replica.run(f)?, None)
+            // Key generation may rightly take long: not a hanging device.
+            (replica.run_untimed(f)?, None)
         };
         Ok((
             value,

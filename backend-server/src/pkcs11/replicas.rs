@@ -227,6 +227,16 @@ impl Replica {
         self.note(result)
     }
 
+    /// [`Self::run`] for a call that may rightly take long (a key pair
+    /// generated on an HSM can take seconds): not held to the time-out.
+    pub fn run_untimed<T>(
+        &self,
+        f: impl FnOnce(&Module, CK_SESSION_HANDLE) -> CkResult<T>,
+    ) -> CkResult<T> {
+        let result = self.session()?.run(f);
+        self.note(result)
+    }
+
     /// Takes the replica out if a call that began at `started` took longer
     /// than the device's time-out: a hanging device is not sent more.
     pub fn timed(&self, started: Instant) {
