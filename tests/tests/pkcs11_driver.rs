@@ -13,11 +13,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
 
 use common::{
-    Deployment, SOFTHSM_MODULE, SoftHsmDevice, in_child, load_module, pin, run_in_child, rv,
-    softhsm_available, unhex,
+    Deployment, SOFTHSM_MODULE, SoftHsmDevice, in_child, load_module, load_state, pin,
+    run_in_child, rv, save_state, softhsm_available, unhex,
 };
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::RvError;
@@ -33,25 +32,6 @@ use cryptoki::session::{Session, UserType};
 const SO_PIN: &str = "so-pin-1234";
 const USER_PIN: &str = "user-pin-5678";
 const MESSAGE: &[u8] = b"a message signed on the device, in three parts";
-
-/// Where a child writes what the next one checks (handles, a signature).
-fn state_file() -> PathBuf {
-    PathBuf::from(std::env::var_os("HSMLINK_TEST_STATE").expect("HSMLINK_TEST_STATE"))
-}
-
-fn save_state(state: &BTreeMap<String, String>) {
-    let text: String = state.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    std::fs::write(state_file(), text).unwrap();
-}
-
-fn load_state() -> BTreeMap<String, String> {
-    std::fs::read_to_string(state_file())
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -38,24 +38,6 @@ use cryptoki::slot::Slot;
 const USER_PIN: &str = "user-pin-5678";
 const MESSAGE: &[u8] = b"signed by whichever replica is up";
 
-fn state_path() -> PathBuf {
-    PathBuf::from(std::env::var_os("HSMLINK_TEST_STATE").unwrap())
-}
-
-fn save(state: &BTreeMap<String, String>) {
-    let text: String = state.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    std::fs::write(state_path(), text).unwrap();
-}
-
-fn load() -> BTreeMap<String, String> {
-    std::fs::read_to_string(state_path())
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
 fn slot(pkcs11: &Pkcs11) -> Slot {
     pkcs11.get_all_slots().unwrap()[0]
 }
@@ -120,7 +102,7 @@ fn child() {
     let root = PathBuf::from(std::env::var_os("HSMLINK_TEST_HSMS").unwrap());
     let phase = std::env::var("HSMLINK_TEST_PHASE").unwrap();
     let pkcs11 = load_module();
-    let mut state = load();
+    let mut state = load_state();
     match phase.as_str() {
         // Tenant demo makes its keys: on both of its replicas.
         "demo-keys" => {
@@ -267,25 +249,14 @@ fn child() {
         }
         // The partition the server placed: slot 1.
         "beta-placed" => {
-            let slots = pkcs11.get_all_slots().unwrap();
-            let slot = *slots.get(1).expect("slot 1");
-            pkcs11.init_token(slot, &pin(SO_PIN), "placed").unwrap();
-            let session = pkcs11.open_rw_session(slot).unwrap();
-            session.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
-            session.init_pin(&pin("first-pin")).unwrap();
-            session.logout().unwrap();
-            session
-                .login(UserType::User, Some(&pin("first-pin")))
-                .unwrap();
-            // A PIN the SO set is to be changed first.
-            session.set_pin(&pin("first-pin"), &pin(USER_PIN)).unwrap();
+            let session = user_session_on(&pkcs11, 1, "placed", USER_PIN);
             let (public, private) = ec_pair(&session, "placed-signer");
             sign_and_verify(&session, private, public);
             state.insert("placed-signer".into(), unique_id(&session, private));
         }
         other => panic!("unknown phase {other}"),
     }
-    save(&state);
+    save_state(&state);
 }
 
 #[test]

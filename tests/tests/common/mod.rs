@@ -808,8 +808,18 @@ pub const SO_PIN: &str = "so-pin-1234";
 /// a user PIN set by the SO and changed by the user to `user_pin`), and a
 /// R/W session logged in as that user.
 pub fn user_session(pkcs11: &Pkcs11, label: &str, user_pin: &str) -> cryptoki::session::Session {
+    user_session_on(pkcs11, 0, label, user_pin)
+}
+
+/// [`user_session`] on the tenant's slot number `index` (in slot list order).
+pub fn user_session_on(
+    pkcs11: &Pkcs11,
+    index: usize,
+    label: &str,
+    user_pin: &str,
+) -> cryptoki::session::Session {
     use cryptoki::session::UserType;
-    let slot = pkcs11.get_all_slots().unwrap()[0];
+    let slot = pkcs11.get_all_slots().unwrap()[index];
     pkcs11.init_token(slot, &pin(SO_PIN), label).unwrap();
     let session = pkcs11.open_rw_session(slot).unwrap();
     session.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
@@ -1066,17 +1076,7 @@ pub(crate) use per_driver;
 impl SoftHsmDevice {
     /// One more token in the same store (a second device of one module).
     pub fn add_token(&self, label: &str) {
-        let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", label])
-            .args(["--so-pin", &self.so_pin, "--pin", &self.pin])
-            .env("SOFTHSM2_CONF", self.conf())
-            .output()
-            .expect("run softhsm2-util");
-        assert!(
-            out.status.success(),
-            "softhsm2-util --init-token failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        init_softhsm_token(&self.conf(), label, &self.so_pin, &self.pin);
     }
 }
 
@@ -1153,17 +1153,7 @@ impl Hsm {
         )
         .unwrap();
         for token in tokens {
-            let out = Command::new("softhsm2-util")
-                .args(["--init-token", "--free", "--label", token])
-                .args(["--so-pin", DEVICE_SO_PIN, "--pin", DEVICE_PIN])
-                .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            init_softhsm_token(&dir.join("softhsm2.conf"), token, DEVICE_SO_PIN, DEVICE_PIN);
         }
         Self { dir, name }
     }
@@ -1200,17 +1190,7 @@ impl Hsm {
             ),
         )
         .unwrap();
-        let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", token])
-            .args(["--so-pin", DEVICE_SO_PIN, "--pin", DEVICE_PIN])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        init_softhsm_token(&conf, token, DEVICE_SO_PIN, DEVICE_PIN);
         // pkcs11-tool checks go to SoftHSMv2 itself, on the shared store.
         std::os::unix::fs::symlink(SOFTHSM_MODULE, dir.join("softhsm.so")).unwrap();
         std::os::unix::fs::symlink(&conf, dir.join("softhsm2.conf")).unwrap();
@@ -1276,4 +1256,42 @@ impl Hsm {
             .iter()
             .any(|id| id.get(8..8 + uid.len()) == Some(uid))
     }
+}
+
+// ---- What one child leaves for the next (key=value lines) ----
+
+/// The state file of a multi-child test (`HSMLINK_TEST_STATE`).
+pub fn state_file() -> PathBuf {
+    PathBuf::from(std::env::var_os("HSMLINK_TEST_STATE").expect("HSMLINK_TEST_STATE"))
+}
+
+pub fn save_state(state: &std::collections::BTreeMap<String, String>) {
+    let text: String = state.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(state_file(), text).expect("write the state file");
+}
+
+/// The state a previous child left (empty if none).
+pub fn load_state() -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(state_file())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// `softhsm2-util --init-token --free` in the store of `conf`, with the
+/// [`Hsm`] PINs.
+fn init_softhsm_token(conf: &Path, label: &str, so_pin: &str, user_pin: &str) {
+    let out = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label])
+        .args(["--so-pin", so_pin, "--pin", user_pin])
+        .env("SOFTHSM2_CONF", conf)
+        .output()
+        .expect("run softhsm2-util");
+    assert!(
+        out.status.success(),
+        "softhsm2-util --init-token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
