@@ -179,10 +179,21 @@ pub fn find_objects(
 }
 
 /// `C_FindObjectsFinal` (5.7.9).
+///
+/// If the connection breaks, the find may still be active on the server,
+/// and callers often ignore this call's result (the `cryptoki` crate does):
+/// their next `C_FindObjectsInit` would get `CKR_OPERATION_ACTIVE`. Ending
+/// a find twice is harmless, so it is sent once more; "not initialized"
+/// then means the first one ended it.
 pub fn find_objects_final(library: &Library, session: SessionHandle) -> Result<(), Error> {
-    empty(
-        library,
-        "C_FindObjectsFinal",
-        &Request::FindObjectsFinal { session },
-    )
+    let request = Request::FindObjectsFinal { session };
+    match empty(library, "C_FindObjectsFinal", &request) {
+        Err(e) if e.rv() == cryptoki_sys::CKR_DEVICE_ERROR => {
+            match empty(library, "C_FindObjectsFinal", &request) {
+                Err(again) if again.rv() == cryptoki_sys::CKR_OPERATION_NOT_INITIALIZED => Ok(()),
+                other => other,
+            }
+        }
+        other => other,
+    }
 }
