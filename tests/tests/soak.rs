@@ -426,10 +426,10 @@ fn sessions_survive_resets_and_a_killed_server() {
 }
 
 /// The soak on the `pkcs11` driver with a replica: connection resets and a
-/// failed HSM. (SoftHSMv2 runs inside the server's process and writes its
-/// token files without transactions: a SIGKILL of the server can leave
-/// them half written, which no network HSM would suffer. The kill runs on
-/// the soft HSM above, whose store is SQLite.)
+/// failed HSM. (Here SoftHSMv2 runs inside the server's process: a SIGKILL
+/// of the server would kill the HSM in the middle of its own file writes,
+/// which no network HSM suffers. The kill runs on the soft HSM above,
+/// whose store is SQLite.)
 #[test]
 fn sessions_survive_resets_and_a_failed_hsm() {
     soak("sessions_survive_resets_and_a_failed_hsm", Faults::FailHsm);
